@@ -1,0 +1,58 @@
+# Two commands: `make book` and `make test`. Both create .venv from pyproject.toml when it is
+# missing or stale (the stamp file is older than pyproject.toml).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PRESET ?= demo
+JOBS ?= 2
+
+# Tool caches and configuration live inside the project tree.
+export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
+export IPYTHONDIR := $(CURDIR)/.cache/ipython
+export JUPYTER_CONFIG_DIR := $(CURDIR)/.cache/jupyter/config
+export JUPYTER_DATA_DIR := $(CURDIR)/.cache/jupyter/data
+export JUPYTER_RUNTIME_DIR := $(CURDIR)/.cache/jupyter/runtime
+export KERAS_HOME := $(CURDIR)/.cache/keras
+export XDG_CACHE_HOME := $(CURDIR)/.cache
+export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
+export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: help venv test test-fast book bench data clean distclean
+
+help:
+	@echo "make book    build the HTML book (PRESET=demo|ci|paper) into _build/html"
+	@echo "make test    run pytest and nbval (the ci preset)"
+	@echo "make bench   print the benchmark tables and write bench/*.json"
+	@echo "make data    make the synthetic cohort and preprocess it (PRESET=$(PRESET))"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet "pip>=23.2"
+	$(PY) -m pip install --quiet -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+book: $(STAMP)
+	$(PY) -m dlga.book build --preset $(PRESET)
+
+bench: $(STAMP)
+	$(PY) -m dlga bench --out bench/dlga.json
+	$(PY) -m data_prep bench --out bench/data_prep.json
+
+data: $(STAMP)
+	$(PY) -m dlga.book data --preset $(PRESET)
+
+clean:
+	rm -rf _build .pytest_cache .cache/pycache
+
+distclean: clean
+	rm -rf $(VENV) .cache data runs bench

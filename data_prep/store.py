@@ -1,0 +1,161 @@
+"""The preprocessed store: one compressed ``.npz`` per video plus a manifest (DESIGN.md s.4).
+
+Layout of a store directory::
+
+    STORE/
+      params.json      preprocessing parameters that produced it
+      manifest.csv     one row per video (MANIFEST_COLUMNS + npz, n_frames)
+      qc.csv           one row per video: frames read, faces found, status, reason
+      videos/<video_id>.npz
+
+Each ``.npz`` holds ``frames`` (uint8, N x S x S x 3, RGB), ``landmarks`` (float32, N x 68 x 2,
+aligned pixels, x then y), ``frame_index`` (int32, N, index in the source video) and ``score``
+(float32 scalar, the BDI-II label). Both ``data_prep`` and ``dlga`` read and write through this
+module only. Writes are atomic (temporary name, then ``os.replace``) and nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+STORE_VERSION = 1
+MANIFEST_COLUMNS = ["video_id", "subject_id", "session_id", "task", "partition", "bdi", "path"]
+PARTITIONS = ("Training", "Development", "Testing")
+VIDEO_KEYS = ("frames", "landmarks", "frame_index", "score")
+
+
+class StoreError(ValueError):
+    """A store file or directory is missing, corrupt or of the wrong shape."""
+
+
+def _atomic_target(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    path = Path(path)
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: np.ndarray,
+    landmarks: np.ndarray,
+    frame_index: np.ndarray,
+    score: float,
+) -> None:
+    """Validate and atomically write one video's aligned frames.
+
+    Args:
+        frames: uint8, (N, S, S, 3) RGB aligned faces.
+        landmarks: float, (N, 68, 2) in aligned pixel coordinates (x, y).
+        frame_index: int, (N,) index of each frame in the source video.
+        score: the video's BDI-II label (NaN when unknown).
+    """
+    frames = np.asarray(frames)
+    landmarks = np.asarray(landmarks, dtype=np.float32)
+    frame_index = np.asarray(frame_index, dtype=np.int32)
+    n = len(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or (
+        n and frames.shape[1] != frames.shape[2]
+    ):
+        raise StoreError(f"frames must be uint8 (N, S, S, 3), got {frames.dtype} {frames.shape}")
+    if landmarks.shape != (n, 68, 2):
+        raise StoreError(f"landmarks must be ({n}, 68, 2), got {landmarks.shape}")
+    if frame_index.shape != (n,):
+        raise StoreError(f"frame_index must be ({n},), got {frame_index.shape}")
+    path = Path(path)
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(
+                fh,
+                frames=frames,
+                landmarks=landmarks,
+                frame_index=frame_index,
+                score=np.float32(score),
+                version=np.int32(STORE_VERSION),
+            )
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_video(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read one video written by :func:`write_video` (no pickle).
+
+    Returns a dict with ``frames`` (N,S,S,3) uint8, ``landmarks`` (N,68,2) float32,
+    ``frame_index`` (N,) int32 and ``score`` (float).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path}: no such store file; run `python -m data_prep preprocess` first")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            out = {key: data[key] for key in VIDEO_KEYS}
+    except (OSError, ValueError, KeyError) as exc:
+        raise StoreError(f"{path}: unreadable store file ({exc}); delete it and rerun preprocess") from exc
+    out["score"] = float(out["score"])
+    return out
+
+
+def video_path(store_dir: str | os.PathLike, video_id: str) -> Path:
+    return Path(store_dir) / "videos" / f"{video_id}.npz"
+
+
+def read_manifest(store_dir: str | os.PathLike) -> pd.DataFrame:
+    """The manifest of a store (or a manifest CSV path), validated for the required columns."""
+    path = Path(store_dir)
+    if path.is_dir():
+        path = path / "manifest.csv"
+    if not path.is_file():
+        raise StoreError(f"{path}: no manifest; run `python -m data_prep preprocess` to make the store")
+    frame = pd.read_csv(path, dtype={"video_id": str, "subject_id": str, "session_id": str})
+    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise StoreError(f"{path}: missing manifest columns {missing}; expected {MANIFEST_COLUMNS}")
+    return frame
+
+
+def store_fingerprint(store_dir: str | os.PathLike) -> str:
+    """A short hash of a store's manifest and parameters: identifies the data a run used."""
+    import hashlib
+
+    store_dir = Path(store_dir)
+    h = hashlib.sha256()
+    for name in ("params.json", "manifest.csv"):
+        p = store_dir / name
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]

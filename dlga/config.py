@@ -1,0 +1,174 @@
+"""Model configuration: one frozen dataclass, named presets and the paper's ten settings.
+
+The paper (He, Chan, Wang) leaves many sizes open; ``../DESIGN.md`` section 2 fixes them.
+Every field is validated on construction so that a bad configuration fails at the boundary
+with a message that names the field, not deep inside Keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+# Presets scale the input and the conv widths only; vector sizes (64, 512, 2048) stay fixed so
+# that WSPP has the same geometry in every preset (DESIGN.md section 2).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"input_size": 224, "width": 1.0},
+    "small": {"input_size": 112, "width": 0.5},
+    "tiny": {"input_size": 64, "width": 0.125},
+}
+
+# Tables 3-4 of the paper as switches on one model (DESIGN.md section 2).
+SETTINGS: dict[str, dict[str, bool]] = {
+    "LA-CMP-": {"local": True, "cmp": False, "global_": False, "wspp": False},
+    "LA-CMP+": {"local": True, "cmp": True, "global_": False, "wspp": False},
+    "A": {"local": True, "cmp": False, "global_": False, "wspp": True},
+    "B": {"local": True, "cmp": True, "global_": False, "wspp": True},
+    "GA": {"local": False, "cmp": True, "global_": True, "wspp": False},
+    "C": {"local": False, "cmp": True, "global_": True, "wspp": True},
+    "D": {"local": True, "cmp": False, "global_": True, "wspp": False},
+    "E": {"local": True, "cmp": True, "global_": True, "wspp": False},
+    "F": {"local": True, "cmp": False, "global_": True, "wspp": True},
+    "G": {"local": True, "cmp": True, "global_": True, "wspp": True},
+}
+
+# The paper's long names for the settings, for tables.
+SETTING_LABELS: dict[str, str] = {
+    "LA-CMP-": "LA-CNN (CMP-)",
+    "LA-CMP+": "LA-CNN (CMP+)",
+    "A": "A: LA-CNN (CMP-) + WSPP",
+    "B": "B: LA-CNN (CMP+) + WSPP",
+    "GA": "GA-CNN",
+    "C": "C: GA-CNN + WSPP",
+    "D": "D: LA-CNN (CMP-) + GA-CNN",
+    "E": "E: LA-CNN (CMP+) + GA-CNN",
+    "F": "F: LA-CNN (CMP-) + GA-CNN + WSPP",
+    "G": "G: LA-CNN (CMP+) + GA-CNN + WSPP",
+}
+
+CMP_SOURCES = ("conv4_1", "conv4_2")
+FEATURE_STRIDE = 8  # three 2x2 poolings before Conv4
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one DLGA-CNN variant.
+
+    Args:
+        input_size: side of the square aligned face in pixels (224 in the paper). Must be a
+            multiple of 16 (three poolings to the Conv4 map, one more in the GAL).
+        width: multiplier on conv channels (1.0 = Table 2). Vector sizes are not scaled.
+        local: the local attention branch (LA-CNN, 24 patches).
+        cmp: channel max pooling concatenated to Conv4_2 (640 channels at width 1).
+        global_: the global attention branch (GA-CNN).
+        wspp: weighted spatial pyramid pooling on the concatenated vector.
+        share_local_weights: one LAL for all 24 patches instead of one per patch.
+        cmp_source: the map CMP pools, ``"conv4_1"`` (default) or ``"conv4_2"``.
+        phi_units: size of each local vector phi_j (64 so that 24*64 + 512 = 2048).
+        psi_units: size of the global vector psi (512).
+        head_units: hidden units of the regression head.
+        mirror_mouth_offsets: use (+16, -16) for the right mouth-corner point instead of the
+            paper's (-16, -16) on both sides.
+        warm_start_bias: initial value of the last bias (set by training to the label mean).
+    """
+
+    input_size: int = 224
+    width: float = 1.0
+    local: bool = True
+    cmp: bool = True
+    global_: bool = True
+    wspp: bool = True
+    share_local_weights: bool = False
+    cmp_source: str = "conv4_1"
+    phi_units: int = 64
+    psi_units: int = 512
+    head_units: int = 64
+    mirror_mouth_offsets: bool = False
+    warm_start_bias: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.input_size, int) or self.input_size < 32 or self.input_size % 16:
+            raise ValueError(
+                f"input_size must be an integer >= 32 and a multiple of 16, got {self.input_size!r}"
+            )
+        if not (0 < float(self.width) <= 4):
+            raise ValueError(f"width must be in (0, 4], got {self.width!r}")
+        if not (self.local or self.global_):
+            raise ValueError(
+                "at least one branch must be on: set local=True (LA-CNN) or global_=True (GA-CNN)"
+            )
+        if self.cmp_source not in CMP_SOURCES:
+            raise ValueError(f"cmp_source must be one of {CMP_SOURCES}, got {self.cmp_source!r}")
+        for name in ("phi_units", "psi_units", "head_units"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.channels(512) % 4:
+            raise ValueError(
+                f"width={self.width} gives {self.channels(512)} Conv4 channels; channel max "
+                "pooling needs a multiple of 4"
+            )
+
+    # --- derived sizes -------------------------------------------------------------------
+    def channels(self, base: int) -> int:
+        """Conv channels for a Table-2 width ``base`` at this config's width (at least 4)."""
+        return max(4, int(round(base * self.width)))
+
+    @property
+    def feature_size(self) -> int:
+        """Side of the Conv4 feature map (28 at input 224)."""
+        return self.input_size // FEATURE_STRIDE
+
+    @property
+    def feature_channels(self) -> int:
+        """Channels of the map the branches see: Conv4_2 (+ CMP quarter)."""
+        c = self.channels(512)
+        return c + c // 4 if self.cmp else c
+
+    @property
+    def patch_size(self) -> int:
+        """Side of a patch crop on the feature map: round(6 * map / 28), at least 2."""
+        return max(2, int(round(6 * self.feature_size / 28)))
+
+    @property
+    def lga_units(self) -> int:
+        """Length of the concatenated local-global vector (2048 for setting G)."""
+        return (24 * self.phi_units if self.local else 0) + (self.psi_units if self.global_ else 0)
+
+    # --- construction --------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str = "paper", **overrides: Any) -> "ModelConfig":
+        """A named preset (``paper``, ``small``, ``tiny``) with optional field overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @classmethod
+    def setting(cls, name: str, preset: str = "paper", **overrides: Any) -> "ModelConfig":
+        """One of the paper's ten ablation settings, e.g. ``ModelConfig.setting("G", "tiny")``."""
+        if name not in SETTINGS:
+            raise ValueError(f"unknown setting {name!r}; choose one of {list(SETTINGS)}")
+        return cls.preset(preset, **{**SETTINGS[name], **overrides})
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields {unknown}; known fields: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        return cls.from_dict(json.loads(text))
