@@ -1,0 +1,94 @@
+"""The 24 patch centres of the paper's Fig. 3, computed from 68 iBUG landmarks.
+
+The paper numbers landmarks from 1 (iBUG convention); dlib and OpenFace arrays count from 0.
+DESIGN.md section 3 fixes the reading used here:
+
+* 16 landmarks used as they are: 19, 37, 39, 22, 23, 26, 44, 46, 28, 30, 49, 51, 59, 53, 55, 57;
+* 4 midpoints of (20, 38), (42, 41), (25, 45), (47, 48) (brows and eyes);
+* 2 midpoints of (18, 59) and (27, 57) (cheeks, the paper's points 21 and 22);
+* 2 points offset from the mouth corners 49 and 55 by (-16, -16) pixels at input 224, scaled
+  with the input size (the paper's points 23 and 24). The paper gives the same sign on both
+  sides; ``mirror_mouth_offsets=True`` uses (+16, -16) on the right corner instead.
+
+Everything is a fixed linear map of the landmarks plus a constant offset, so the centres are
+computed for a whole batch by one matrix product: ``centres = W @ landmarks + offset``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NUM_PATCHES = 24
+NUM_LANDMARKS = 68
+
+# 1-indexed iBUG numbers, exactly as the paper prints them.
+DIRECT_POINTS = (19, 37, 39, 22, 23, 26, 44, 46, 28, 30, 49, 51, 59, 53, 55, 57)
+MIDPOINT_PAIRS = ((20, 38), (42, 41), (25, 45), (47, 48), (18, 59), (27, 57))
+MOUTH_CORNERS = (49, 55)
+MOUTH_OFFSET_224 = 16.0
+
+# Short names for figures and tables (the paper's numbering, 1-24).
+PATCH_NAMES = (
+    "brow L (19)", "eye L outer (37)", "eye L inner (39)", "brow L inner (22)",
+    "brow R inner (23)", "brow R (26)", "eye R inner (44)", "eye R outer (46)",
+    "nose bridge (28)", "nose tip (30)", "mouth corner L (49)", "upper lip L (51)",
+    "lower lip L (59)", "upper lip R (53)", "mouth corner R (55)", "lower lip mid (57)",
+    "brow-eye L (20,38)", "eye L lower (42,41)", "brow-eye R (25,45)", "eye R lower (47,48)",
+    "cheek L (18,59)", "cheek R (27,57)", "mouth L offset (49)", "mouth R offset (55)",
+)
+
+
+def centre_matrix() -> np.ndarray:
+    """The (24, 68) matrix W with ``centres = W @ landmarks`` (before the mouth offsets)."""
+    w = np.zeros((NUM_PATCHES, NUM_LANDMARKS), dtype=np.float32)
+    row = 0
+    for p in DIRECT_POINTS:
+        w[row, p - 1] = 1.0
+        row += 1
+    for a, b in MIDPOINT_PAIRS:
+        w[row, a - 1] += 0.5
+        w[row, b - 1] += 0.5
+        row += 1
+    for p in MOUTH_CORNERS:
+        w[row, p - 1] = 1.0
+        row += 1
+    assert row == NUM_PATCHES
+    return w
+
+
+def centre_offsets(input_size: int, mirror_mouth_offsets: bool = False) -> np.ndarray:
+    """The (24, 2) constant offsets in pixels at ``input_size`` (non-zero for the last two)."""
+    off = np.zeros((NUM_PATCHES, 2), dtype=np.float32)
+    d = MOUTH_OFFSET_224 * input_size / 224.0
+    off[22] = (-d, -d)
+    off[23] = (d if mirror_mouth_offsets else -d, -d)
+    return off
+
+
+def patch_centres(
+    landmarks: np.ndarray, input_size: int = 224, mirror_mouth_offsets: bool = False
+) -> np.ndarray:
+    """The 24 patch centres in pixels.
+
+    Args:
+        landmarks: (68, 2) or (B, 68, 2) aligned landmarks, (x, y) pixels at ``input_size``.
+        input_size: side of the aligned face, which scales the mouth offsets.
+
+    Returns:
+        (24, 2) or (B, 24, 2) float32 centres (x, y) in pixels.
+    """
+    lm = np.asarray(landmarks, dtype=np.float32)
+    if lm.shape[-2:] != (NUM_LANDMARKS, 2):
+        raise ValueError(f"landmarks must have shape (..., 68, 2), got {lm.shape}")
+    out = np.einsum("pl,...lc->...pc", centre_matrix(), lm)
+    return out + centre_offsets(input_size, mirror_mouth_offsets)
+
+
+def window_starts(centres: np.ndarray, feature_size: int, patch_size: int, stride: int) -> np.ndarray:
+    """Top-left corners (x, y) of the patch windows on the feature map (numpy reference).
+
+    start = round(centre / stride - patch_size / 2), rounding half up, clamped to
+    [0, feature_size - patch_size] so that every window lies inside the map.
+    """
+    start = np.floor(np.asarray(centres, dtype=np.float32) / stride - patch_size / 2.0 + 0.5)
+    return np.clip(start, 0, feature_size - patch_size).astype(np.int32)
