@@ -29,12 +29,12 @@ def _conv(filters: int, name: str) -> keras.layers.Conv2D:
     )
 
 
-def build_model(config: ModelConfig, conv_impl: str = "grouped", name: str | None = None) -> keras.Model:
+def build_model(config: ModelConfig, conv_impl: str = "auto", name: str | None = None) -> keras.Model:
     """Build one DLGA-CNN variant.
 
     Args:
         config: the architecture (see :class:`~dlga.config.ModelConfig`).
-        conv_impl: how the 24 per-patch convolutions are batched (``"grouped"``/``"einsum"``).
+        conv_impl: how the 24 per-patch convolutions are batched (``"auto"``, ``"grouped"``, ``"einsum"``).
         name: model name (default: derived from the switches).
 
     Inputs (a dict):
@@ -97,9 +97,10 @@ def build_model(config: ModelConfig, conv_impl: str = "grouped", name: str | Non
         1,
         kernel_initializer="glorot_uniform",
         bias_initializer=keras.initializers.Constant(config.warm_start_bias),
+        dtype="float32",  # keep the score in float32 under a mixed-precision policy
         name="fc2",
     )(z)
-    outputs = {"score": keras.layers.Reshape((), name="score")(score), **outputs}
+    outputs = {"score": keras.layers.Reshape((), name="score", dtype="float32")(score), **outputs}
     return keras.Model({"image": image, "landmarks": landmarks}, outputs, name=name or model_name(config))
 
 
