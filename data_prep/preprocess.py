@@ -1,0 +1,357 @@
+"""From videos to aligned faces: the preprocessed store (DESIGN.md s.4).
+
+For every manifest row: decode the video with OpenCV, take frames at ``sample_fps``, find the
+face (:class:`faces.FaceTracker`), align it to ``size`` (:func:`align.align_face`) and write one
+``.npz`` through :func:`store.write_video`. Frames without a face are left out; ``frame_index``
+says which source frames were kept.
+
+The store directory is ``OUT/<dataset>-s<size>-<hash>/`` where the hash covers every
+preprocessing parameter, so a changed parameter never writes over an older store. Resuming:
+each video's ``.npz`` and its QC record (``qc/<video_id>.json``) are written atomically, the QC
+record last, so a video is finished exactly when its record exists; a rerun skips finished
+videos and redoes the rest (stale temporary files are removed). A failed video (empty,
+truncated or undecodable file, no face, no frame) gets a QC record with the reason and never
+stops the others; it is retried on a rerun only when its source file changed.
+
+Example::
+
+    >>> manifest, report = datasets.load_dataset("avec2014", "/data/AVEC2014")
+    >>> store = preprocess(manifest, "data/stores", size=224, sample_fps=5, workers=2)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from . import store
+from .align import align_face
+from .faces import LandmarkDetector
+
+PARAMS_VERSION = 1
+QC_COLUMNS = [
+    "video_id", "partition", "status", "reason", "fps", "frames_reported", "frames_read", "frames_sampled",
+    "detected", "reused", "none", "frames_kept", "detection_rate", "seconds",
+]
+
+
+class VideoError(RuntimeError):
+    """One video cannot be preprocessed; the message is the QC reason."""
+
+
+def make_params(
+    size: int = 224,
+    sample_fps: float | None = None,
+    detect_max_side: int | None = 400,
+    upsample: int = 0,
+    max_reuse: int = 5,
+    max_frames: int | None = None,
+) -> dict[str, Any]:
+    """Validated preprocessing parameters (everything that changes the stored frames)."""
+    if int(size) < 16:
+        raise ValueError(f"size must be at least 16 pixels, got {size}")
+    if sample_fps is not None and not (float(sample_fps) > 0 and math.isfinite(float(sample_fps))):
+        raise ValueError(f"sample_fps must be a positive number or None (every frame), got {sample_fps}")
+    if max_frames is not None and int(max_frames) < 1:
+        raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
+    return {
+        "version": PARAMS_VERSION,
+        "store_version": store.STORE_VERSION,
+        "size": int(size),
+        "sample_fps": None if sample_fps is None else float(sample_fps),
+        "detector": "dlib-hog",
+        "detect_max_side": None if detect_max_side is None else int(detect_max_side),
+        "upsample": int(upsample),
+        "max_reuse": int(max_reuse),
+        "max_frames": None if max_frames is None else int(max_frames),
+        "align_points": "eye-corners",
+    }
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def store_dir_for(out_root: str | os.PathLike, params: dict[str, Any], dataset: str = "data") -> Path:
+    """``OUT/<dataset>-s<size>-<hash>``: one folder per parameter set."""
+    return Path(out_root) / f"{dataset}-s{params['size']}-{params_hash(params)}"
+
+
+def iter_sampled_frames(path: str | os.PathLike, sample_fps: float | None, stats: dict | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode a video and yield ``(frame_index, rgb uint8 (H, W, 3))`` at ``sample_fps``.
+
+    Frame ``i`` (time ``i / fps``) is kept when it is the first frame at or after a sample time
+    ``k / sample_fps``; ``sample_fps=None`` (or above the video's rate) keeps every frame.
+    Decoding stops at the first frame that fails to decode: containers of truncated files
+    report more frames than they hold. ``stats`` (if given) receives ``fps``,
+    ``frames_reported`` and ``frames_read``.
+
+    Raises:
+        VideoError: for a missing, empty or unopenable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError("file not found")
+    if path.stat().st_size == 0:
+        raise VideoError("empty file (0 bytes)")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise VideoError("cannot open the video (unreadable or unsupported container/codec)")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        if not (fps and math.isfinite(fps) and fps > 0):
+            fps = 30.0  # unknown rate: sampling assumes 30 frames/s
+        reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if stats is not None:
+            stats.update(fps=float(fps), frames_reported=reported, frames_read=0)
+        step = None if sample_fps is None or sample_fps >= fps else fps / sample_fps
+        index, next_sample = 0, 0.0
+        while True:
+            keep = step is None or index + 1e-6 >= next_sample
+            if keep:
+                ok, bgr = cap.read()
+            else:
+                ok, bgr = cap.grab(), None
+            if not ok:
+                break
+            if stats is not None:
+                stats["frames_read"] = index + 1
+            if keep:
+                if step is not None:
+                    next_sample += step
+                yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            index += 1
+    finally:
+        cap.release()
+
+
+def source_signature(path: str | os.PathLike) -> dict[str, Any]:
+    """Size and modification time of a source file (None when missing)."""
+    try:
+        st = Path(path).stat()
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    except OSError:
+        return {"size": None, "mtime_ns": None}
+
+
+def process_video(
+    row: dict[str, Any] | pd.Series,
+    store_dir: str | os.PathLike,
+    params: dict[str, Any],
+    detector: LandmarkDetector | None = None,
+) -> dict[str, Any]:
+    """Preprocess one manifest row into ``store_dir``; never raises for bad input.
+
+    Writes ``videos/<video_id>.npz`` (success only) and then ``qc/<video_id>.json`` (always).
+
+    Returns:
+        The QC record: ``QC_COLUMNS`` plus ``source`` (the file's size and mtime).
+    """
+    row = dict(row)
+    store_dir = Path(store_dir)
+    vid = str(row["video_id"])
+    started = time.perf_counter()
+    qc: dict[str, Any] = {c: None for c in QC_COLUMNS}
+    qc.update(video_id=vid, partition=row.get("partition"), status="failed", reason="",
+              frames_read=0, frames_sampled=0, detected=0, reused=0, none=0, frames_kept=0)
+    qc["source"] = source_signature(row["path"])
+    try:
+        if detector is None:
+            detector = LandmarkDetector(params["detect_max_side"], params["upsample"], params["max_reuse"])
+        if str(row["path"]).lower().endswith(".csv"):
+            raise VideoError("OpenFace outputs are read by the openface adapter, not decoded as videos")
+        stats: dict[str, Any] = {}
+        tracker = detector.tracker()
+        frames, marks, index = [], [], []
+        size = params["size"]
+        for i, rgb in iter_sampled_frames(row["path"], params["sample_fps"], stats):
+            qc["frames_sampled"] += 1
+            pts, how = tracker(rgb)
+            qc[how] += 1
+            if pts is not None:
+                aligned, apts, _ = align_face(rgb, pts, size)
+                frames.append(aligned)
+                marks.append(apts)
+                index.append(i)
+            if params["max_frames"] and len(frames) >= params["max_frames"]:
+                break
+        qc.update(fps=stats.get("fps"), frames_reported=stats.get("frames_reported"), frames_read=stats.get("frames_read", 0))
+        if qc["frames_read"] == 0:
+            raise VideoError(
+                "no frame could be decoded (truncated file, unsupported codec, or a video shorter than one sample)"
+            )
+        if not frames:
+            raise VideoError(f"no face found in any of {qc['frames_sampled']} sampled frames")
+        qc["frames_kept"] = len(frames)
+        store.write_video(
+            store.video_path(store_dir, vid),
+            np.stack(frames),
+            np.stack(marks),
+            np.asarray(index, dtype=np.int32),
+            float(row["bdi"]),
+        )
+        qc["status"] = "ok"
+        if qc["frames_reported"] and qc["frames_read"] < qc["frames_reported"]:
+            qc["reason"] = f"decoded {qc['frames_read']} of the {qc['frames_reported']} frames the container reports"
+    except VideoError as exc:
+        qc["reason"] = str(exc)
+    except Exception as exc:  # a bad video must never stop the others
+        qc["reason"] = f"{type(exc).__name__}: {exc}"
+    qc["detection_rate"] = round((qc["detected"] + qc["reused"]) / qc["frames_sampled"], 4) if qc["frames_sampled"] else 0.0
+    qc["seconds"] = round(time.perf_counter() - started, 3)
+    store.atomic_write_json(store_dir / "qc" / f"{vid}.json", qc)
+    return qc
+
+
+def _finished(store_dir: Path, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The QC record of a finished video, or None when it must be (re)done."""
+    path = store_dir / "qc" / f"{row['video_id']}.json"
+    try:
+        qc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if qc.get("status") == "ok":
+        return qc if store.video_path(store_dir, row["video_id"]).is_file() else None
+    # A failure is final until its source file changes.
+    return qc if qc.get("source") == source_signature(row["path"]) else None
+
+
+def _clean_temporaries(store_dir: Path) -> None:
+    for sub in ("videos", "qc"):
+        for tmp in (store_dir / sub).glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+_WORKER_DETECTOR: LandmarkDetector | None = None
+
+
+def _worker_init(params: dict[str, Any]) -> None:
+    global _WORKER_DETECTOR
+    cv2.setNumThreads(1)  # one video per process; OpenCV's own threads would oversubscribe
+    _WORKER_DETECTOR = LandmarkDetector(params["detect_max_side"], params["upsample"], params["max_reuse"])
+
+
+def _worker_run(row: dict[str, Any], store_dir: str, params: dict[str, Any]) -> dict[str, Any]:
+    return process_video(row, store_dir, params, _WORKER_DETECTOR)
+
+
+def preprocess(
+    manifest: pd.DataFrame,
+    out_root: str | os.PathLike,
+    size: int = 224,
+    sample_fps: float | None = None,
+    workers: int = 1,
+    *,
+    dataset: str = "data",
+    detect_max_side: int | None = 400,
+    upsample: int = 0,
+    max_reuse: int = 5,
+    max_frames: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Preprocess every video of a manifest into a store; resumable.
+
+    Args:
+        manifest: rows with ``store.MANIFEST_COLUMNS`` (from :func:`datasets.load_dataset`).
+        out_root: parent folder; the store is ``out_root/<dataset>-s<size>-<hash>``.
+        size: aligned face side in pixels.
+        sample_fps: frames per second to keep (None: every frame).
+        workers: processes, one video each at a time.
+        detect_max_side, upsample, max_reuse: :class:`faces.LandmarkDetector` settings.
+        max_frames: keep at most this many faces per video (None: all).
+        progress: show a tqdm bar over videos.
+
+    Returns:
+        The store directory, with ``params.json``, ``manifest.csv`` (successful videos,
+        plus ``npz`` and ``n_frames``), ``qc.csv`` (every video) and ``videos/``.
+    """
+    missing = [c for c in store.MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise ValueError(f"manifest is missing columns {missing}; build it with data_prep.datasets.load_dataset")
+    dup = manifest["video_id"][manifest["video_id"].duplicated()].tolist()
+    if dup:
+        raise ValueError(f"manifest has duplicate video ids {dup[:10]}")
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    params = make_params(size, sample_fps, detect_max_side, upsample, max_reuse, max_frames)
+    LandmarkDetector(detect_max_side, upsample, max_reuse)  # validate before any work starts
+    store_dir = store_dir_for(out_root, params, dataset)
+    params_file = store_dir / "params.json"
+    if params_file.is_file():
+        old = json.loads(params_file.read_text())
+        if old != params:
+            raise RuntimeError(f"{params_file} holds other parameters than its folder name says; remove {store_dir}")
+    else:
+        store.atomic_write_json(params_file, params)
+    (store_dir / "videos").mkdir(parents=True, exist_ok=True)
+    (store_dir / "qc").mkdir(parents=True, exist_ok=True)
+    _clean_temporaries(store_dir)
+
+    rows = [dict(r) for r in manifest[store.MANIFEST_COLUMNS].to_dict("records")]
+    records: dict[str, dict[str, Any]] = {}
+    todo = []
+    for r in rows:
+        done = _finished(store_dir, r)
+        if done is None:
+            todo.append(r)
+        else:
+            records[r["video_id"]] = done
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc="preprocess", unit="video", disable=not progress)
+    failed = sum(rec["status"] != "ok" for rec in records.values())
+    try:
+        if int(workers) == 1 or len(todo) <= 1:
+            det = LandmarkDetector(detect_max_side, upsample, max_reuse) if todo else None
+            for r in todo:
+                rec = process_video(r, store_dir, params, det)
+                records[r["video_id"]] = rec
+                failed += rec["status"] != "ok"
+                bar.set_postfix(failed=failed)
+                bar.update()
+        else:
+            import multiprocessing as mp
+
+            # spawn, not fork: the caller may hold TensorFlow or other threads.
+            ctx = mp.get_context("spawn")
+            with ProcessPoolExecutor(int(workers), mp_context=ctx, initializer=_worker_init, initargs=(params,)) as pool:
+                futures = [pool.submit(_worker_run, r, str(store_dir), params) for r in todo]
+                for fut in as_completed(futures):
+                    rec = fut.result()
+                    records[rec["video_id"]] = rec
+                    failed += rec["status"] != "ok"
+                    bar.set_postfix(failed=failed)
+                    bar.update()
+    finally:
+        bar.close()
+    write_tables(store_dir, manifest, records)
+    return store_dir
+
+
+def write_tables(store_dir: Path, manifest: pd.DataFrame, records: dict[str, dict[str, Any]]) -> None:
+    """Write ``qc.csv`` (every video) and ``manifest.csv`` (videos that made it)."""
+    qc = pd.DataFrame([{c: records[v].get(c) for c in QC_COLUMNS} for v in manifest["video_id"] if v in records], columns=QC_COLUMNS)
+    store.atomic_write_csv(store_dir / "qc.csv", qc)
+    ok = {v: rec for v, rec in records.items() if rec.get("status") == "ok"}
+    out = manifest[manifest["video_id"].isin(ok)][store.MANIFEST_COLUMNS].copy()
+    out["npz"] = [f"videos/{v}.npz" for v in out["video_id"]]
+    out["n_frames"] = [int(ok[v]["frames_kept"]) for v in out["video_id"]]
+    store.atomic_write_csv(store_dir / "manifest.csv", out)
+
+
+def read_qc(store_dir: str | os.PathLike) -> pd.DataFrame:
+    path = Path(store_dir) / "qc.csv"
+    if not path.is_file():
+        raise store.StoreError(f"{path}: no QC table; run `python -m data_prep preprocess` first")
+    return pd.read_csv(path, dtype={"video_id": str})

@@ -1,0 +1,49 @@
+"""Shared pytest fixtures. Sections are owned by different parts of the project; keep additive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# --- faces (data_prep.faces / align / preprocess) -------------------------------------------
+
+FACES_DIR = Path(__file__).resolve().parents[1] / "data_prep" / "assets" / "faces"
+
+
+@pytest.fixture(scope="session")
+def face_photos() -> list[Path]:
+    """The ten CC0 face photos (data_prep/assets/faces)."""
+    photos = sorted(FACES_DIR.glob("face_*.jpg"))
+    assert len(photos) == 10, f"expected 10 CC0 photos in {FACES_DIR}"
+    return photos
+
+
+def _write_face_video(path, photo, n_frames=4, fps=10.0, face_px=320, blank=()):
+    """Paste a CC0 photo into 640x480 frames with small shifts and write an mp4v video.
+
+    ``blank``: frame indices written without the face (grey frames).
+    """
+    import cv2
+
+    img = cv2.imread(str(photo))
+    img = cv2.resize(img, (face_px, face_px), interpolation=cv2.INTER_AREA)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (640, 480))
+    assert writer.isOpened(), "OpenCV cannot write mp4v videos here"
+    for i in range(n_frames):
+        canvas = np.full((480, 640, 3), 90, np.uint8)
+        if i not in blank:
+            x, y = 160 + 4 * (i % 5), 80 + 3 * (i % 3)
+            canvas[y : y + face_px, x : x + face_px] = img
+        writer.write(canvas)
+    writer.release()
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def make_face_video():
+    """Factory: ``make_face_video(path, photo, n_frames=4, fps=10, face_px=320, blank=())``."""
+    return _write_face_video
+
+# ---------------------------------------------------------------------------------------------
