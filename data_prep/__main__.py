@@ -75,7 +75,9 @@ def cmd_preprocess(args) -> int:
     store_dir = preprocess(
         manifest, args.out, size=args.size, sample_fps=args.sample_fps, workers=args.workers,
         dataset=args.dataset, detect_max_side=None if args.detect_max_side == 0 else args.detect_max_side,
-        upsample=args.upsample, max_reuse=args.max_reuse, max_frames=args.max_frames, progress=not args.quiet,
+        upsample=args.upsample, max_reuse=args.max_reuse, max_frames=args.max_frames,
+        fallback=None if args.fallback == "none" else args.fallback, progress=not args.quiet,
+        **({} if args.min_confidence is None else {"openface_min_confidence": args.min_confidence}),
     )
     qc = read_qc(store_dir)
     bad = qc[qc["status"] != "ok"]
@@ -144,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upsample", type=int, default=0, help="dlib HOG upsampling (finds smaller faces, slower)")
     p.add_argument("--max-reuse", type=int, default=5, help="frames a lost face's last box may be reused for")
     p.add_argument("--max-frames", type=int, default=None, help="keep at most this many faces per video")
+    p.add_argument("--fallback", choices=("none", "cascade"), default="none",
+                   help="detector to try where dlib's HOG finds no face: OpenCV's Haar cascade (default: none)")
+    p.add_argument("--min-confidence", type=float, default=None,
+                   help="--dataset openface: drop frames with a lower OpenFace confidence (and those with success 0); "
+                        "default preprocess.OPENFACE_MIN_CONFIDENCE (0.8)")
     p.add_argument("--allow-failures", action="store_true", help="exit 0 even when some videos failed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_preprocess)

@@ -365,7 +365,8 @@ def load_dataset(
             f"{' ...' if len(shared) > 10 else ''})"
         )
         if subject_disjoint:
-            errors.append(msg + "; the split is not subject-disjoint")
+            errors.append(msg + "; the split is not subject-disjoint: put each subject's videos in one partition, "
+                          "or leave out --subject-disjoint (subject_disjoint=True) for the official AVEC partitions")
         else:
             report.warnings.append(msg + "; the official AVEC partitions separate sessions, not people")
     if errors:

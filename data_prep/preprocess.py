@@ -13,6 +13,12 @@ videos and redoes the rest (stale temporary files are removed). A failed video (
 truncated or undecodable file, no face, no frame) gets a QC record with the reason and never
 stops the others; it is retried on a rerun only when its source file changed.
 
+Faces come from dlib's HOG detector by default; ``fallback="cascade"`` adds OpenCV's Haar
+cascade for the frames where HOG finds none (counted in the QC column ``cascade``). Rows of the
+``openface`` adapter (``path`` is an OpenFace CSV) take their landmarks from OpenFace instead of
+our detector (:mod:`data_prep.openface`); their frames with ``success == 0`` or ``confidence``
+below ``openface_min_confidence`` are dropped and counted in the QC column ``dropped``.
+
 Example::
 
     >>> manifest, report = datasets.load_dataset("avec2014", "/data/AVEC2014")
@@ -40,9 +46,21 @@ from .faces import LandmarkDetector
 
 PARAMS_VERSION = 1
 QC_COLUMNS = [
-    "video_id", "partition", "status", "reason", "fps", "frames_reported", "frames_read", "frames_sampled",
-    "detected", "reused", "none", "frames_kept", "detection_rate", "seconds",
+    "video_id", "partition", "status", "reason", "faces_from", "fps", "frames_reported", "frames_read",
+    "frames_sampled", "detected", "cascade", "reused", "openface", "dropped", "none", "frames_kept",
+    "detection_rate", "seconds",
 ]
+"""One row of ``qc.csv``. ``faces_from``: ``dlib`` (our detector), ``openface-video`` (OpenFace
+landmarks on the source video's frames) or ``openface-aligned`` (OpenFace's aligned images).
+Every sampled frame is counted once in ``detected``, ``cascade``, ``reused`` (dlib: how the face
+was found), ``openface`` (OpenFace landmarks used), ``dropped`` (OpenFace frame with
+``success == 0`` or low confidence) or ``none`` (no face)."""
+
+FOUND = ("detected", "cascade", "reused", "openface")
+"""Per-frame outcomes that give a face; ``detection_rate`` is their share of the sampled frames."""
+
+OPENFACE_MIN_CONFIDENCE = 0.8
+"""Default threshold on OpenFace's per-frame ``confidence``."""
 
 
 class VideoError(RuntimeError):
@@ -56,15 +74,28 @@ def make_params(
     upsample: int = 0,
     max_reuse: int = 5,
     max_frames: int | None = None,
+    fallback: str | None = None,
+    openface_min_confidence: float | None = None,
 ) -> dict[str, Any]:
-    """Validated preprocessing parameters (everything that changes the stored frames)."""
+    """Validated preprocessing parameters (everything that changes the stored frames).
+
+    ``fallback`` and ``openface_min_confidence`` enter the parameters (and so the store's hash)
+    only when set, so that stores made without them keep their folder names.
+    ``openface_min_confidence`` is set by :func:`preprocess` for manifests with OpenFace rows.
+    """
     if int(size) < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
     if sample_fps is not None and not (float(sample_fps) > 0 and math.isfinite(float(sample_fps))):
         raise ValueError(f"sample_fps must be a positive number or None (every frame), got {sample_fps}")
     if max_frames is not None and int(max_frames) < 1:
         raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
-    return {
+    from .faces import FALLBACKS
+
+    if fallback not in FALLBACKS:
+        raise ValueError(f"fallback must be one of {list(FALLBACKS)}, got {fallback!r}")
+    if openface_min_confidence is not None and not 0.0 <= float(openface_min_confidence) <= 1.0:
+        raise ValueError(f"openface_min_confidence must be in 0-1, got {openface_min_confidence}")
+    params = {
         "version": PARAMS_VERSION,
         "store_version": store.STORE_VERSION,
         "size": int(size),
@@ -76,6 +107,11 @@ def make_params(
         "max_frames": None if max_frames is None else int(max_frames),
         "align_points": "eye-corners",
     }
+    if fallback is not None:
+        params["fallback"] = fallback
+    if openface_min_confidence is not None:
+        params["openface_min_confidence"] = float(openface_min_confidence)
+    return params
 
 
 def params_hash(params: dict[str, Any]) -> str:
@@ -85,6 +121,28 @@ def params_hash(params: dict[str, Any]) -> str:
 def store_dir_for(out_root: str | os.PathLike, params: dict[str, Any], dataset: str = "data") -> Path:
     """``OUT/<dataset>-s<size>-<hash>``: one folder per parameter set."""
     return Path(out_root) / f"{dataset}-s{params['size']}-{params_hash(params)}"
+
+
+class FrameSampler:
+    """Which source frames to keep at ``sample_fps`` from a ``fps`` source.
+
+    Frame ``i`` (time ``i / fps``) is kept when it is the first frame at or after a sample time
+    ``k / sample_fps``; ``sample_fps=None`` (or at or above ``fps``) keeps every frame. Call it
+    with increasing frame indices; skipped indices (frames that do not exist) are allowed.
+    """
+
+    def __init__(self, fps: float, sample_fps: float | None):
+        self.step = None if sample_fps is None or sample_fps >= fps else fps / sample_fps
+        self._next = 0.0
+
+    def __call__(self, index: int) -> bool:
+        if self.step is None:
+            return True
+        if index + 1e-6 < self._next:
+            return False
+        while self._next <= index + 1e-6:
+            self._next += self.step
+        return True
 
 
 def iter_sampled_frames(path: str | os.PathLike, sample_fps: float | None, stats: dict | None = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -114,10 +172,10 @@ def iter_sampled_frames(path: str | os.PathLike, sample_fps: float | None, stats
         reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         if stats is not None:
             stats.update(fps=float(fps), frames_reported=reported, frames_read=0)
-        step = None if sample_fps is None or sample_fps >= fps else fps / sample_fps
-        index, next_sample = 0, 0.0
+        sampler = FrameSampler(fps, sample_fps)
+        index = 0
         while True:
-            keep = step is None or index + 1e-6 >= next_sample
+            keep = sampler(index)
             if keep:
                 ok, bgr = cap.read()
             else:
@@ -127,8 +185,6 @@ def iter_sampled_frames(path: str | os.PathLike, sample_fps: float | None, stats
             if stats is not None:
                 stats["frames_read"] = index + 1
             if keep:
-                if step is not None:
-                    next_sample += step
                 yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             index += 1
     finally:
@@ -162,21 +218,27 @@ def process_video(
     vid = str(row["video_id"])
     started = time.perf_counter()
     qc: dict[str, Any] = {c: None for c in QC_COLUMNS}
-    qc.update(video_id=vid, partition=row.get("partition"), status="failed", reason="",
-              frames_read=0, frames_sampled=0, detected=0, reused=0, none=0, frames_kept=0)
+    qc.update(video_id=vid, partition=row.get("partition"), status="failed", reason="", faces_from="dlib",
+              frames_read=0, frames_sampled=0, frames_kept=0, **{k: 0 for k in FOUND + ("dropped", "none")})
     qc["source"] = source_signature(row["path"])
     try:
         if detector is None:
-            detector = LandmarkDetector(params["detect_max_side"], params["upsample"], params["max_reuse"])
-        if str(row["path"]).lower().endswith(".csv"):
-            raise VideoError("OpenFace outputs are read by the openface adapter, not decoded as videos")
+            detector = make_detector(params)
         stats: dict[str, Any] = {}
-        tracker = detector.tracker()
         frames, marks, index = [], [], []
         size = params["size"]
-        for i, rgb in iter_sampled_frames(row["path"], params["sample_fps"], stats):
+        if is_openface(row["path"]):
+            from . import openface
+
+            faces = openface.iter_faces(
+                row["path"], params["sample_fps"], params.get("openface_min_confidence", OPENFACE_MIN_CONFIDENCE),
+                detector, stats,
+            )
+        else:
+            tracker = detector.tracker()
+            faces = ((i, rgb, *tracker(rgb)) for i, rgb in iter_sampled_frames(row["path"], params["sample_fps"], stats))
+        for i, rgb, pts, how in faces:
             qc["frames_sampled"] += 1
-            pts, how = tracker(rgb)
             qc[how] += 1
             if pts is not None:
                 aligned, apts, _ = align_face(rgb, pts, size)
@@ -185,13 +247,15 @@ def process_video(
                 index.append(i)
             if params["max_frames"] and len(frames) >= params["max_frames"]:
                 break
-        qc.update(fps=stats.get("fps"), frames_reported=stats.get("frames_reported"), frames_read=stats.get("frames_read", 0))
+        qc.update(fps=stats.get("fps"), frames_reported=stats.get("frames_reported"), frames_read=stats.get("frames_read", 0),
+                  faces_from=stats.get("faces_from", "dlib"))
         if qc["frames_read"] == 0:
             raise VideoError(
                 "no frame could be decoded (truncated file, unsupported codec, or a video shorter than one sample)"
             )
         if not frames:
-            raise VideoError(f"no face found in any of {qc['frames_sampled']} sampled frames")
+            dropped = f" ({qc['dropped']} dropped for OpenFace's success or confidence)" if qc["dropped"] else ""
+            raise VideoError(f"no face found in any of {qc['frames_sampled']} sampled frames{dropped}")
         qc["frames_kept"] = len(frames)
         store.write_video(
             store.video_path(store_dir, vid),
@@ -207,10 +271,22 @@ def process_video(
         qc["reason"] = str(exc)
     except Exception as exc:  # a bad video must never stop the others
         qc["reason"] = f"{type(exc).__name__}: {exc}"
-    qc["detection_rate"] = round((qc["detected"] + qc["reused"]) / qc["frames_sampled"], 4) if qc["frames_sampled"] else 0.0
+    found = sum(qc[k] for k in FOUND)
+    qc["detection_rate"] = round(found / qc["frames_sampled"], 4) if qc["frames_sampled"] else 0.0
     qc["seconds"] = round(time.perf_counter() - started, 3)
     store.atomic_write_json(store_dir / "qc" / f"{vid}.json", qc)
     return qc
+
+
+def is_openface(path: str | os.PathLike) -> bool:
+    """True for a manifest path that is an OpenFace CSV (the ``openface`` adapter's rows)."""
+    return str(path).lower().endswith(".csv")
+
+
+def make_detector(params: dict[str, Any]) -> LandmarkDetector:
+    """The :class:`LandmarkDetector` that ``params`` describe."""
+    return LandmarkDetector(params["detect_max_side"], params["upsample"], params["max_reuse"],
+                            fallback=params.get("fallback"))
 
 
 def _finished(store_dir: Path, row: dict[str, Any]) -> dict[str, Any] | None:
@@ -238,7 +314,7 @@ _WORKER_DETECTOR: LandmarkDetector | None = None
 def _worker_init(params: dict[str, Any]) -> None:
     global _WORKER_DETECTOR
     cv2.setNumThreads(1)  # one video per process; OpenCV's own threads would oversubscribe
-    _WORKER_DETECTOR = LandmarkDetector(params["detect_max_side"], params["upsample"], params["max_reuse"])
+    _WORKER_DETECTOR = make_detector(params)
 
 
 def _worker_run(row: dict[str, Any], store_dir: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -257,6 +333,8 @@ def preprocess(
     upsample: int = 0,
     max_reuse: int = 5,
     max_frames: int | None = None,
+    fallback: str | None = None,
+    openface_min_confidence: float = OPENFACE_MIN_CONFIDENCE,
     progress: bool = True,
 ) -> Path:
     """Preprocess every video of a manifest into a store; resumable.
@@ -269,6 +347,10 @@ def preprocess(
         workers: processes, one video each at a time.
         detect_max_side, upsample, max_reuse: :class:`faces.LandmarkDetector` settings.
         max_frames: keep at most this many faces per video (None: all).
+        fallback: ``"cascade"``: try OpenCV's Haar cascade where HOG finds no face (None: no
+            fallback; the default keeps the store folders of earlier versions).
+        openface_min_confidence: OpenFace rows only: frames with a lower ``confidence`` (or with
+            ``success == 0``) are dropped. Enters the parameters only for manifests with OpenFace rows.
         progress: show a tqdm bar over videos.
 
     Returns:
@@ -283,8 +365,10 @@ def preprocess(
         raise ValueError(f"manifest has duplicate video ids {dup[:10]}")
     if int(workers) < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    params = make_params(size, sample_fps, detect_max_side, upsample, max_reuse, max_frames)
-    LandmarkDetector(detect_max_side, upsample, max_reuse)  # validate before any work starts
+    has_openface = bool(manifest["path"].map(is_openface).any())
+    params = make_params(size, sample_fps, detect_max_side, upsample, max_reuse, max_frames, fallback,
+                         openface_min_confidence if has_openface else None)
+    make_detector(params)  # validate before any work starts
     store_dir = store_dir_for(out_root, params, dataset)
     params_file = store_dir / "params.json"
     if params_file.is_file():
@@ -313,7 +397,7 @@ def preprocess(
     failed = sum(rec["status"] != "ok" for rec in records.values())
     try:
         if int(workers) == 1 or len(todo) <= 1:
-            det = LandmarkDetector(detect_max_side, upsample, max_reuse) if todo else None
+            det = make_detector(params) if todo else None
             for r in todo:
                 rec = process_video(r, store_dir, params, det)
                 records[r["video_id"]] = rec

@@ -18,17 +18,23 @@ from .preprocess import read_qc
 
 
 def summary_by_partition(qc: pd.DataFrame) -> pd.DataFrame:
-    """Videos, failures, frames sampled and kept, and the detection rate per partition."""
+    """Videos, failures, frames sampled and kept, how faces were found, and the detection rate per partition."""
+    from .preprocess import FOUND
+
+    qc = qc.copy()
+    for col in FOUND + ("dropped",):  # stores written before these columns existed
+        if col not in qc.columns:
+            qc[col] = 0
     g = qc.groupby("partition", dropna=False)
     out = pd.DataFrame({
         "videos": g.size(),
         "failed": g["status"].agg(lambda s: int((s != "ok").sum())),
         "frames_sampled": g["frames_sampled"].sum(),
-        "detected": g["detected"].sum(),
-        "reused": g["reused"].sum(),
+        **{col: g[col].sum() for col in FOUND + ("dropped",)},
         "frames_kept": g["frames_kept"].sum(),
     })
-    out["detection_rate"] = (out["detected"] + out["reused"]) / out["frames_sampled"].where(out["frames_sampled"] > 0)
+    found = sum(out[col] for col in FOUND)
+    out["detection_rate"] = found / out["frames_sampled"].where(out["frames_sampled"] > 0)
     order = [p for p in store.PARTITIONS if p in out.index] + [p for p in out.index if p not in store.PARTITIONS]
     return out.loc[order].round(4)
 

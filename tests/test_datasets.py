@@ -171,3 +171,19 @@ def test_check_command(tmp_path, capsys):
     touch(tmp_path / "d" / "Training_DepressionLabels" / "203_1_Depression.csv", "70")
     assert cli.main(["check", "--dataset", "avec2014", "--root", str(tmp_path / "d")]) == 2
     assert "outside the BDI-II range 0-63" in capsys.readouterr().err
+
+
+def test_check_subject_disjoint_exits_with_an_error(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    avec2014_tree(tmp_path / "d")  # subject 205 is in Training and Development
+    args = ["check", "--dataset", "avec2014", "--root", str(tmp_path / "d"), "--subject-disjoint"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: avec2014 dataset at") and "1 subject(s) have videos in more than one partition (205)" in err
+    assert "not subject-disjoint" in err and "put each subject's videos in one partition" in err
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "data_prep", *args], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 2 and "not subject-disjoint" in proc.stderr and proc.stdout == ""
+    assert cli.main(args[:-1]) == 0  # without the flag: a warning only

@@ -153,3 +153,119 @@ def test_qc_report(tmp_path, face_photos, make_face_video, capsys):
     assert summary.loc["Training", "frames_kept"] == 4 and summary.loc["Training", "detection_rate"] == 1.0
     img = cv2.imread(str(store_dir / "qc_report" / "montage.png"))
     assert img.shape == (2 * 112, 3 * 112, 3)
+
+
+# --- OpenFace outputs and the cascade fallback ------------------------------------------------
+
+
+def write_openface_output(csv_path: Path, frames_rgb, landmarks, fps=10.0, success0=(), low_conf=(), aligned_side=112):
+    """An OpenFace FeatureExtraction output made here: ``<name>.csv`` (", "-separated, 1-based
+    ``frame``) and ``<name>_aligned/frame_det_00_<frame>.bmp`` aligned the way OpenFace does it: a
+    similarity from the rigid landmarks to one fixed reference shape (ours, shrunk and shifted so
+    that it is *not* our template)."""
+    from data_prep.align import similarity_transform, template
+    from data_prep.openface import OPENFACE_RIGID
+
+    cols = ["frame", "face_id", "timestamp", "confidence", "success"] + [f"x_{i}" for i in range(68)] + [f"y_{i}" for i in range(68)]
+    lines = [", ".join(cols)]
+    for i, pts in enumerate(landmarks):
+        conf, ok = (0.3 if i in low_conf else 0.98), (0 if i in success0 else 1)
+        vals = [i + 1, 0, f"{i / fps:.3f}", conf, ok] + [f"{v:.3f}" for v in pts[:, 0]] + [f"{v:.3f}" for v in pts[:, 1]]
+        lines.append(", ".join(str(v) for v in vals))
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    csv_path.write_text("\n".join(lines) + "\n")
+    folder = csv_path.parent / f"{csv_path.stem}_aligned"
+    folder.mkdir(exist_ok=True)
+    c = aligned_side / 2
+    ref = (template(aligned_side)[OPENFACE_RIGID] - c) * 0.85 + c + np.array([3.0, -4.0])
+    for i, (rgb, pts) in enumerate(zip(frames_rgb, landmarks)):
+        m = similarity_transform(pts[OPENFACE_RIGID], ref)
+        img = cv2.warpAffine(rgb, m, (aligned_side, aligned_side), flags=cv2.INTER_LINEAR)
+        cv2.imwrite(str(folder / f"frame_det_00_{i + 1:06d}.bmp"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    return csv_path
+
+
+def test_openface_outputs_are_preprocessed_with_their_landmarks(tmp_path, face_photos, make_face_video):
+    from data_prep.align import eye_centres, template
+    from data_prep.datasets import load_dataset
+    from data_prep.faces import LandmarkDetector
+    from data_prep.openface import source_video
+    from data_prep.preprocess import iter_sampled_frames
+
+    of = tmp_path / "of"
+    of.mkdir()
+    video = make_face_video(of / "A.mp4", face_photos[3], n_frames=10, fps=10.0)
+    det = LandmarkDetector()
+    frames = [rgb for _, rgb in iter_sampled_frames(video, None)]
+    marks = [det.detect_landmarks(rgb) for rgb in frames]  # stand-ins for OpenFace's landmarks
+    assert len(frames) == 10 and all(m is not None for m in marks)
+    # A: the source video sits next to the CSV. B: only the CSV and the aligned images.
+    write_openface_output(of / "A.csv", frames, marks, success0=(2,), low_conf=(6,))
+    write_openface_output(of / "B.csv", frames, marks, success0=(4,))
+    assert source_video(of / "A.csv") == video and source_video(of / "B.csv") is None
+    (of / "C_of_details.txt").write_text(f"Input:{video}\nCamera parameters:500,500,320,240\n")
+    assert source_video(of / "C.csv") == video
+
+    pd.DataFrame({"video_id": ["A", "B"], "subject_id": ["1", "2"], "task": ["T", "T"],
+                  "partition": ["Training", "Testing"], "bdi": [3, 30]}).to_csv(tmp_path / "labels.csv", index=False)
+    manifest, _ = load_dataset("openface", of, labels=tmp_path / "labels.csv", require_partitions=("Training", "Testing"))
+    store_dir = preprocess(manifest, tmp_path / "out", size=96, sample_fps=5, dataset="openface", progress=False)
+    params = store.read_manifest(store_dir)  # both videos made it
+    assert params.video_id.tolist() == ["A", "B"] and params.n_frames.tolist() == [3, 4]
+    qc = read_qc(store_dir).set_index("video_id")
+    # Sampled at 5 of 10 frames/s: frames 0, 2, 4, 6, 8. A drops 2 (success 0) and 6 (confidence 0.3).
+    assert qc.loc["A", ["faces_from", "frames_sampled", "openface", "dropped", "none", "detected"]].tolist() == [
+        "openface-video", 5, 3, 2, 0, 0]
+    assert qc.loc["B", ["faces_from", "frames_sampled", "openface", "dropped", "none"]].tolist() == ["openface-aligned", 5, 4, 1, 0]
+    assert qc.loc["A", "detection_rate"] == 0.6 and qc.loc["B", "fps"] == pytest.approx(10.0)
+    tpl_eyes = eye_centres(template(96))
+    for vid, index in (("A", [0, 4, 8]), ("B", [0, 2, 6, 8])):
+        data = store.read_video(store.video_path(store_dir, vid))
+        assert data["frame_index"].tolist() == index
+        assert data["frames"].shape == (len(index), 96, 96, 3) and data["landmarks"].shape == (len(index), 68, 2)
+        assert np.abs(eye_centres(data["landmarks"]) - tpl_eyes).max() < 1.0
+        # The stored landmarks sit on the face in the stored frames: dlib agrees within a few px.
+        again = LandmarkDetector(detect_max_side=None, upsample=1).detect_landmarks(data["frames"][0])
+        assert again is not None and np.abs(eye_centres(again) - eye_centres(data["landmarks"][0])).max() < 3.0
+    a, b = (store.read_video(store.video_path(store_dir, v)) for v in ("A", "B"))
+    assert a["score"] == 3.0
+    # Frame 8 through the aligned image (B) matches frame 8 from the video (A) where B has pixels.
+    np.testing.assert_allclose(a["landmarks"][2], b["landmarks"][3], atol=0.05)
+    diff = np.abs(a["frames"][2, 24:72, 24:72].astype(float) - b["frames"][3, 24:72, 24:72]).mean()
+    assert diff < 8.0
+    assert read_params(store_dir)["openface_min_confidence"] == 0.8
+    # Everything dropped: a clear reason in QC.
+    write_openface_output(of / "A.csv", frames, marks, success0=range(10))
+    qc = process_video(manifest.iloc[0], tmp_path / "alone", make_params(size=32))
+    assert qc["status"] == "failed" and qc["dropped"] == 10 and "10 dropped for OpenFace's success or confidence" in qc["reason"]
+
+
+def read_params(store_dir: Path) -> dict:
+    import json
+
+    return json.loads((store_dir / "params.json").read_text())
+
+
+def test_cascade_fallback_when_hog_finds_no_face(tmp_path, face_photos, make_face_video, monkeypatch):
+    from data_prep.align import eye_centres, template
+    from data_prep.faces import LandmarkDetector
+
+    assert "fallback" not in make_params() and "openface_min_confidence" not in make_params()  # store keys unchanged
+    assert make_params(fallback="cascade")["fallback"] == "cascade"
+    with pytest.raises(ValueError, match="fallback"):
+        make_params(fallback="haar")
+    video = make_face_video(tmp_path / "v.mp4", face_photos[1], n_frames=5, fps=10.0, blank=(3,))
+    row = dict(video_id="v", subject_id="1", session_id="v", task="T", partition="Training", bdi=7.0, path=str(video))
+    det = LandmarkDetector(fallback="cascade")
+    monkeypatch.setattr(det, "detect", lambda image: [])  # HOG never finds the face
+    qc = process_video(row, tmp_path / "s", make_params(size=64, fallback="cascade"), det)
+    assert qc["status"] == "ok" and qc["faces_from"] == "dlib"
+    assert [qc[k] for k in ("detected", "cascade", "reused", "none")] == [0, 4, 1, 0]
+    assert qc["detection_rate"] == 1.0
+    data = store.read_video(store.video_path(tmp_path / "s", "v"))
+    assert data["frame_index"].tolist() == [0, 1, 2, 3, 4]
+    assert np.abs(eye_centres(data["landmarks"][[0, 1, 2, 4]]) - eye_centres(template(64))).max() < 1.5
+    plain = LandmarkDetector()
+    monkeypatch.setattr(plain, "detect", lambda image: [])
+    qc = process_video(row, tmp_path / "s2", make_params(size=64), plain)
+    assert qc["status"] == "failed" and qc["none"] == 5 and qc["cascade"] == 0
