@@ -47,3 +47,28 @@ def make_face_video():
     return _write_face_video
 
 # ---------------------------------------------------------------------------------------------
+
+# --- a trained run (dlga.predict / dlga.export) -----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A complete run of a tiny setting-G model trained for 3 steps on a small synthetic store.
+
+    The store is tests/helpers_store.py's, with the preprocessing parameters of a 64-px store
+    (``data_prep.preprocess.make_params``) in its params.json, so that the run can score real
+    videos the way a store made by ``python -m data_prep preprocess`` would.
+    """
+    from data_prep.preprocess import make_params
+    from data_prep.store import atomic_write_json
+    from dlga.runs import RunSpec, execute
+    from dlga.train import TrainConfig
+    from helpers_store import make_store
+
+    root = tmp_path_factory.mktemp("trained")
+    store_dir = make_store(root / "store", {"Training": 8, "Development": 3, "Testing": 3}, frames_per_video=4, size=64)
+    atomic_write_json(store_dir / "params.json", make_params(size=64))
+    schedule = TrainConfig.preset("ci", max_steps=3, eval_every=3, batch_size=8, warmup_steps=0, jit_compile=False)
+    return execute(RunSpec("G", "tiny", schedule, str(store_dir)), root / "runs", progress=False)
+
+# ---------------------------------------------------------------------------------------------

@@ -1,0 +1,648 @@
+"""Using a trained model: score face videos with a run or an exported model (issue 7).
+
+A video is preprocessed exactly as the training store was (same sampling rate, detector
+settings, aligned size: the store's ``params.json``), every frame with a face is scored, and
+the video's estimate is the mean of its frames' predictions, as in evaluation (DESIGN.md s.2).
+
+Three kinds of model are accepted wherever a "model" is asked for:
+
+* a complete run directory (``runs/<id>/``, see :mod:`dlga.runs`): the model is rebuilt from
+  its recorded configuration and the best-by-Development checkpoint is restored;
+* a SavedModel directory written by ``python -m dlga export --format savedmodel``;
+* a ``.keras`` file written by ``python -m dlga export --format keras``.
+
+Example::
+
+    >>> predictor = load_predictor("runs/G-1a2b3c4d5e6f")
+    >>> result = predict_video("interview.mp4", predictor)
+    >>> result.score, result.band          # (17.3, 'mild')
+    >>> result.frames.head()               # one row per frame with a face
+    >>> write_overlay(result, "interview_overlay.mp4", predictor)
+
+Command line: ``python -m dlga predict VIDEO... --run RUN_DIR [--out CSV] [--overlay OUT.mp4]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from data_prep.align import align_face, transform_points
+from data_prep.faces import LandmarkDetector
+from data_prep.preprocess import PARAMS_VERSION, VideoError, iter_sampled_frames, make_params
+from data_prep.store import STORE_VERSION
+from dlga.config import ModelConfig
+from dlga.metrics import BAND_NAMES, severity_band
+from dlga.patches import NUM_PATCHES, patch_centres
+
+RUN_FORMAT_VERSION = 1
+"""Run-directory layout this code reads. ``params.json`` may carry ``format_version``; a run
+without the field was written by the first layout (1)."""
+
+EXPORT_FORMAT = "dlga-export"
+EXPORT_FORMAT_VERSION = 1
+EXPORT_METADATA = "dlga.json"
+"""Name of the metadata file: in ``<savedmodel>/assets.extra/`` and inside the ``.keras`` zip."""
+
+ALIGN_POINTS_NAME = "eye-corners"  # what data_prep.preprocess.make_params records for align_face
+ATTENTION_COLUMNS = tuple(f"a{j}" for j in range(1, NUM_PATCHES + 1))
+FRAME_COLUMNS = ("video", "frame_index", "how", "prediction")
+
+
+class RunError(ValueError):
+    """A run directory or exported model cannot be used; the message says what to do."""
+
+
+class PredictError(RuntimeError):
+    """One video cannot be scored (unreadable, no face); the message names the file."""
+
+
+# --- loading ---------------------------------------------------------------------------------
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing; {what}") from None
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: cannot be read as JSON ({exc}); {what}") from None
+
+
+def _find_store(run_dir: Path, recorded: str | None, store_dir: str | os.PathLike | None) -> Path:
+    """The store a run trained on: ``store_dir`` if given, else the recorded path.
+
+    A relative recorded path is tried from the working directory and from the project root
+    that holds ``runs/`` (the parent of the runs folder), where ``dlga.runs`` writes it from.
+    """
+    if store_dir is not None:
+        path = Path(store_dir)
+        if not (path / "params.json").is_file():
+            raise RunError(f"store {path} has no params.json; pass the store directory the run was trained on")
+        return path
+    if not recorded:
+        raise RunError(f"{run_dir}/params.json records no store_dir; pass the training store with --store")
+    candidates = [Path(recorded)]
+    if not Path(recorded).is_absolute():
+        candidates.append(run_dir.resolve().parent.parent / recorded)
+    for path in candidates:
+        if (path / "params.json").is_file():
+            return path
+    raise RunError(
+        f"the training store {recorded!r} recorded in {run_dir}/params.json is not found (its params.json "
+        "holds the preprocessing parameters); pass it with --store STORE_DIR (store_dir=...), or export the "
+        "model on a machine that has it (`python -m dlga export`): exports carry the parameters"
+    )
+
+
+def validate_preprocessing(params: dict[str, Any], source: str) -> dict[str, Any]:
+    """Check preprocessing parameters recorded by :func:`data_prep.preprocess.make_params`.
+
+    Args:
+        params: the store's ``params.json`` (or the copy in an export).
+        source: where they came from, for messages.
+
+    Returns:
+        The parameters, normalised by ``make_params``.
+
+    Raises:
+        RunError: parameters of another version, or a store not written by ``data_prep``.
+    """
+    if "version" not in params or "size" not in params:
+        raise RunError(
+            f"{source} holds no preprocessing parameters (keys: {sorted(params)}); it was not written by "
+            "`python -m data_prep preprocess`. Pass the preprocessed store with --store STORE_DIR"
+        )
+    if params["version"] != PARAMS_VERSION or params.get("store_version", STORE_VERSION) != STORE_VERSION:
+        raise RunError(
+            f"{source}: preprocessing parameters version {params['version']} (store version "
+            f"{params.get('store_version')}), this code reads version {PARAMS_VERSION} (store {STORE_VERSION}); "
+            "use the project version that trained the run, or retrain"
+        )
+    if params.get("align_points", ALIGN_POINTS_NAME) != ALIGN_POINTS_NAME:
+        raise RunError(f"{source}: alignment {params['align_points']!r}, this code aligns on {ALIGN_POINTS_NAME!r}")
+    keys = ("size", "sample_fps", "detect_max_side", "upsample", "max_reuse", "max_frames")
+    try:
+        return make_params(**{k: params.get(k, make_params()[k]) for k in keys})
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"{source}: invalid preprocessing parameters ({exc})") from None
+
+
+def check_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Check that ``run_dir`` is a complete run this code can read.
+
+    Returns:
+        ``(params, metrics, checkpoint_prefix)`` of the run.
+
+    Raises:
+        RunError: not a directory, not complete, no checkpoint, or another format version.
+    """
+    from dlga.runs import COMPLETE, PARTIAL_SUFFIX, is_complete
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run directory; list runs with `python -m dlga runs status`")
+    if not is_complete(run_dir):
+        if run_dir.name.endswith(PARTIAL_SUFFIX):
+            run_id = run_dir.name[: -len(PARTIAL_SUFFIX)]
+            hint = f"it is unfinished; resume it with `python -m dlga runs run --id {run_id}`"
+        else:
+            hint = "train it to the end with `python -m dlga runs run` first"
+        raise RunError(f"{run_dir} is not a complete run (no {COMPLETE} marker): {hint}")
+    params = _read_json(run_dir / "params.json", "the run is damaged; rerun it")
+    metrics = _read_json(run_dir / "metrics.json", "the run is damaged; rerun it")
+    version = params.get("format_version", 1)
+    if version != RUN_FORMAT_VERSION:
+        raise RunError(
+            f"{run_dir}: run format version {version!r}, this code reads version {RUN_FORMAT_VERSION}; "
+            "use the project version that wrote the run, or rerun it with this one"
+        )
+    recorded = (metrics.get("versions") or {}).get("keras")
+    if recorded:
+        import keras
+
+        if recorded.split(".")[0] != keras.__version__.split(".")[0]:
+            raise RunError(
+                f"{run_dir} was trained with Keras {recorded}, this is Keras {keras.__version__}: "
+                "checkpoints do not carry over between major versions; install Keras "
+                f"{recorded.split('.')[0]}.x or retrain"
+            )
+    import tensorflow as tf
+
+    prefix = tf.train.latest_checkpoint(str(run_dir / "checkpoints" / "best"))
+    if prefix is None:
+        raise RunError(f"{run_dir}/checkpoints/best holds no checkpoint; the run is damaged, rerun it")
+    return params, metrics, prefix
+
+
+def load_trained_model(
+    run_dir: str | os.PathLike, store_dir: str | os.PathLike | None = None
+) -> tuple[Any, ModelConfig, dict[str, Any]]:
+    """Rebuild the model of a complete run with its selected (best Development) weights.
+
+    Args:
+        run_dir: a complete run directory (``runs/<id>/``).
+        store_dir: the training store, when it is not where ``params.json`` says.
+
+    Returns:
+        ``(model, config, preprocessing)``: the ``keras.Model`` (inputs ``{"image": (B, S, S, 3)
+        float32 0-255, "landmarks": (B, 68, 2) float32 pixels at S}``, S = ``config.input_size``),
+        its :class:`~dlga.config.ModelConfig` (with the trained ``warm_start_bias``) and the
+        store's preprocessing parameters (:func:`data_prep.preprocess.make_params`).
+
+    Raises:
+        RunError: the run is incomplete, damaged, of another version, or its store is missing.
+    """
+    import tensorflow as tf
+
+    from dlga.model import build_model
+
+    run_dir = Path(run_dir)
+    params, metrics, prefix = check_run(run_dir)
+    if params.get("model_fn"):
+        raise RunError(
+            f"{run_dir} was trained with a custom model_fn {params['model_fn']!r}, not dlga.model.build_model; "
+            "rebuild it with that function and restore checkpoints/best yourself"
+        )
+    try:
+        config = ModelConfig.from_dict(metrics.get("model_config") or params["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(
+            f"{run_dir}: the recorded model configuration does not fit this code ({exc}); "
+            "use the project version that wrote the run, or rerun it"
+        ) from None
+    store = _find_store(run_dir, params.get("store_dir"), store_dir)
+    preprocessing = validate_preprocessing(_read_json(store / "params.json", "pass --store"), f"{store}/params.json")
+
+    model = build_model(config)
+    try:
+        tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as exc:
+        raise RunError(
+            f"{prefix}: the checkpoint does not match the model this code builds from the run's configuration "
+            f"({str(exc).splitlines()[0][:200]}); use the project version that wrote the run, or rerun it"
+        ) from None
+    return model, config, preprocessing
+
+
+@dataclass
+class Predictor:
+    """A model ready to score aligned faces, with the preprocessing it expects.
+
+    Attributes:
+        fn: ``fn({"image": (B, s, s, 3) float32 0-255, "landmarks": (B, 68, 2) float32}) ->
+            {"score": (B,), "local_attention": (B, 24)?, "global_attention": (B,)?}``.
+        input_size: s, the side the model takes (frames are resized to it).
+        preprocessing: :func:`data_prep.preprocess.make_params` of the training store.
+        mirror_mouth_offsets: the model's patch-centre reading (for drawing the centres).
+        source: the run directory or exported file it came from.
+        model: the ``keras.Model`` (None for a SavedModel).
+        config: the :class:`ModelConfig` (None when unknown).
+    """
+
+    fn: Callable[[dict], dict]
+    input_size: int
+    preprocessing: dict[str, Any]
+    mirror_mouth_offsets: bool = False
+    source: str = ""
+    model: Any = None
+    config: ModelConfig | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _keras_fn(model) -> Callable[[dict], dict]:
+    return lambda inputs: model(inputs, training=False)
+
+
+def _check_export_metadata(meta: dict[str, Any], source: str) -> dict[str, Any]:
+    if meta.get("format") != EXPORT_FORMAT or meta.get("format_version") != EXPORT_FORMAT_VERSION:
+        raise RunError(
+            f"{source}: export format {meta.get('format')!r} version {meta.get('format_version')!r}, this code "
+            f"reads {EXPORT_FORMAT!r} version {EXPORT_FORMAT_VERSION}; export the run again with this version"
+        )
+    return meta
+
+
+def load_predictor(path: str | os.PathLike, store_dir: str | os.PathLike | None = None) -> Predictor:
+    """Load a run directory, an exported SavedModel directory or an exported ``.keras`` file.
+
+    Raises:
+        RunError: ``path`` is none of these, or is incomplete or of another version.
+    """
+    path = Path(path)
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        import tensorflow as tf
+
+        meta_path = path / "assets.extra" / EXPORT_METADATA
+        meta = _check_export_metadata(_read_json(meta_path, "export the run again"), str(path))
+        prep = validate_preprocessing(meta["preprocessing"], str(meta_path))
+        loaded = tf.saved_model.load(str(path))
+        return Predictor(
+            fn=lambda x: loaded.serve(x["image"], x["landmarks"]),
+            input_size=int(meta["input_size"]),
+            preprocessing=prep,
+            mirror_mouth_offsets=bool(meta["model_config"].get("mirror_mouth_offsets", False)),
+            source=str(path),
+            config=ModelConfig.from_dict(meta["model_config"]),
+            metadata=meta,
+        )
+    if path.is_file() and path.suffix == ".keras":
+        import keras
+
+        import dlga.layers  # noqa: F401  registers the custom layers the .keras format names
+
+        try:
+            with zipfile.ZipFile(path) as zf:
+                meta = json.loads(zf.read(EXPORT_METADATA))
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+            raise RunError(f"{path}: not a .keras file written by `python -m dlga export` ({exc})") from None
+        meta = _check_export_metadata(meta, str(path))
+        model = keras.models.load_model(path, compile=False)
+        config = ModelConfig.from_dict(meta["model_config"])
+        return Predictor(
+            fn=_keras_fn(model),
+            input_size=config.input_size,
+            preprocessing=validate_preprocessing(meta["preprocessing"], f"{path}:{EXPORT_METADATA}"),
+            mirror_mouth_offsets=config.mirror_mouth_offsets,
+            source=str(path),
+            model=model,
+            config=config,
+            metadata=meta,
+        )
+    if path.is_dir() and (path / "params.json").is_file():
+        model, config, prep = load_trained_model(path, store_dir)
+        return Predictor(
+            fn=_keras_fn(model),
+            input_size=config.input_size,
+            preprocessing=prep,
+            mirror_mouth_offsets=config.mirror_mouth_offsets,
+            source=str(path),
+            model=model,
+            config=config,
+        )
+    if not path.exists():
+        raise RunError(f"{path}: no such run directory or exported model")
+    raise RunError(
+        f"{path} is neither a run directory (params.json), an exported SavedModel directory (saved_model.pb) "
+        "nor a .keras file; pass --run RUN_DIR or --model PATH from `python -m dlga export`"
+    )
+
+
+# --- scoring ---------------------------------------------------------------------------------
+def predict_frames(
+    model: Any, frames: np.ndarray, landmarks: np.ndarray, input_size: int, batch_size: int = 64
+) -> pd.DataFrame:
+    """Score aligned faces.
+
+    Args:
+        model: a ``keras.Model`` from :func:`dlga.model.build_model`, a :class:`Predictor`, or
+            any callable ``{"image", "landmarks"} -> {"score", ...}``.
+        frames: uint8 (N, S, S, 3) aligned RGB faces (a store's ``frames``).
+        landmarks: float (N, 68, 2) aligned landmarks, pixels at S.
+        input_size: the model's input side s; frames are resized to it and landmarks scaled
+            by s / S exactly as in training (:func:`dlga.data.resize_batch`).
+        batch_size: frames per model call.
+
+    Returns:
+        One row per frame: ``prediction`` (BDI-II points), ``a1..a24`` (local attention
+        alpha_j, if the model has the local branch), ``global_attention`` (if it has the global
+        branch).
+    """
+    from dlga.data import resize_batch
+
+    frames = np.asarray(frames)
+    landmarks = np.asarray(landmarks, dtype=np.float32)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[1] != frames.shape[2] or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (N, S, S, 3) aligned faces, got {frames.dtype} {frames.shape}")
+    if landmarks.shape != (len(frames), 68, 2):
+        raise ValueError(f"landmarks must be (N, 68, 2) with N = {len(frames)} frames, got {landmarks.shape}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    fn = model.fn if isinstance(model, Predictor) else model
+    size = int(frames.shape[1])
+    outputs: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(frames), int(batch_size)):
+        images, lms = resize_batch(frames[start : start + batch_size], landmarks[start : start + batch_size],
+                                   size, int(input_size))
+        out = fn({"image": images, "landmarks": lms})
+        for key, value in out.items():
+            outputs.setdefault(key, []).append(np.asarray(value, dtype=np.float64))
+    if not outputs:  # no frame: keep the columns
+        return pd.DataFrame(columns=["prediction"])
+    table = pd.DataFrame({"prediction": np.concatenate(outputs["score"]).reshape(-1)})
+    if "local_attention" in outputs:
+        local = np.concatenate(outputs["local_attention"]).reshape(len(table), -1)
+        table = pd.concat([table, pd.DataFrame(local, columns=list(ATTENTION_COLUMNS[: local.shape[1]]))], axis=1)
+    if "global_attention" in outputs:
+        table["global_attention"] = np.concatenate(outputs["global_attention"]).reshape(-1)
+    return table
+
+
+@dataclass
+class FaceTrack:
+    """The aligned faces of one video's sampled frames.
+
+    Attributes:
+        frame_index: (N,) int source frame of each face (frames without a face are left out).
+        frames: (N, S, S, 3) uint8 aligned faces.
+        landmarks: (N, 68, 2) float32 landmarks in aligned pixels.
+        boxes: (N, 4) int face boxes (left, top, right, bottom) in source pixels.
+        matrices: (N, 2, 3) float64 source -> aligned similarity matrices.
+        how: (N,) how each face was found (``detected`` or ``reused``).
+        sampled_index: (M,) int every sampled source frame, with a face or not (M >= N).
+        stopped_early: sampling stopped at the preprocessing's ``max_frames`` faces.
+        fps: the container's frame rate (30 when unknown).
+        frames_read: frames decoded; frames_sampled: frames looked at for a face.
+        frame_size: (width, height) of the source frames.
+    """
+
+    frame_index: np.ndarray
+    frames: np.ndarray
+    landmarks: np.ndarray
+    boxes: np.ndarray
+    matrices: np.ndarray
+    how: np.ndarray
+    sampled_index: np.ndarray
+    stopped_early: bool
+    fps: float
+    frames_read: int
+    frames_sampled: int
+    frame_size: tuple[int, int]
+
+
+def extract_faces(
+    path: str | os.PathLike, preprocessing: dict[str, Any], detector: LandmarkDetector | None = None
+) -> FaceTrack:
+    """Sample, detect and align one video the way :func:`data_prep.preprocess.process_video` does.
+
+    Raises:
+        PredictError: the file is missing, unreadable, has no decodable frame, or no face.
+    """
+    p = preprocessing
+    if detector is None:
+        detector = LandmarkDetector(p["detect_max_side"], p["upsample"], p["max_reuse"])
+    tracker = detector.tracker()
+    stats: dict[str, Any] = {}
+    rows: dict[str, list] = {k: [] for k in ("index", "frames", "landmarks", "boxes", "matrices", "how")}
+    sampled, frame_size, stopped_early = [], (0, 0), False
+    try:
+        for i, rgb in iter_sampled_frames(path, p["sample_fps"], stats):
+            sampled.append(i)
+            frame_size = (int(rgb.shape[1]), int(rgb.shape[0]))
+            found = tracker(rgb)
+            if found.landmarks is not None:
+                aligned, apts, m = align_face(rgb, found.landmarks, p["size"])
+                for key, value in zip(rows, (i, aligned, apts, found.box, m, found.how)):
+                    rows[key].append(value)
+            if p["max_frames"] and len(rows["index"]) >= p["max_frames"]:
+                stopped_early = True
+                break
+    except VideoError as exc:
+        raise PredictError(f"{path}: {exc}; check the path, and that the file plays (re-encode it to mp4 if not)") from None
+    if stats.get("frames_read", 0) == 0:
+        raise PredictError(
+            f"{path}: no frame could be decoded (truncated file or unsupported codec); re-encode it, e.g. "
+            "`ffmpeg -i IN -c:v mpeg4 OUT.mp4`"
+        )
+    if not rows["index"]:
+        raise PredictError(
+            f"{path}: no face found in any of {len(sampled)} sampled frames; the model needs a frontal face of at "
+            "least about 80 pixels, reasonably lit"
+        )
+    s = p["size"]
+    return FaceTrack(
+        frame_index=np.asarray(rows["index"], dtype=np.int64),
+        frames=np.stack(rows["frames"]).reshape(-1, s, s, 3),
+        landmarks=np.stack(rows["landmarks"]).astype(np.float32),
+        boxes=np.asarray(rows["boxes"], dtype=np.int64).reshape(-1, 4),
+        matrices=np.stack(rows["matrices"]),
+        how=np.asarray(rows["how"]),
+        sampled_index=np.asarray(sampled, dtype=np.int64),
+        stopped_early=stopped_early,
+        fps=float(stats.get("fps", 30.0)),
+        frames_read=int(stats["frames_read"]),
+        frames_sampled=len(sampled),
+        frame_size=frame_size,
+    )
+
+
+@dataclass
+class VideoPrediction:
+    """The estimate for one video.
+
+    Attributes:
+        path: the video.
+        score: BDI-II estimate, the mean of the frame predictions (points, 0-63 scale; not
+            clipped, as in evaluation).
+        band: severity band of the score (``minimal``/``mild``/``moderate``/``severe``).
+        frames: one row per frame with a face: ``video``, ``frame_index``, ``how``,
+            ``prediction``, ``a1..a24`` and ``global_attention`` when the model has them.
+        track: the aligned faces and source geometry (for :func:`write_overlay`).
+    """
+
+    path: str
+    score: float
+    band: str
+    frames: pd.DataFrame
+    track: FaceTrack
+
+    def summary(self) -> str:
+        t = self.track
+        return (f"{self.path}: BDI-II {self.score:.1f} ({self.band}); {len(self.frames)} of {t.frames_sampled} "
+                f"sampled frames with a face")
+
+
+def band_name(score: float) -> str:
+    """Name of the BDI-II severity band of a score (0-13 minimal, 14-19 mild, 20-28 moderate, 29-63 severe)."""
+    return BAND_NAMES[int(severity_band([score])[0])]
+
+
+def predict_video(
+    path: str | os.PathLike,
+    run_or_model: str | os.PathLike | Predictor,
+    *,
+    store_dir: str | os.PathLike | None = None,
+    detector: LandmarkDetector | None = None,
+    batch_size: int = 64,
+) -> VideoPrediction:
+    """Preprocess a video like the training store and score it.
+
+    Args:
+        path: a video file OpenCV can read.
+        run_or_model: a :class:`Predictor`, or a path for :func:`load_predictor` (loading once
+            and passing the Predictor is faster for many videos).
+        store_dir: the training store, when a run's recorded one has moved.
+        detector: a :class:`~data_prep.faces.LandmarkDetector` to reuse across videos.
+        batch_size: frames per model call.
+
+    Raises:
+        PredictError: the video is unreadable or shows no face.
+        RunError: the run or exported model cannot be used.
+    """
+    predictor = run_or_model if isinstance(run_or_model, Predictor) else load_predictor(run_or_model, store_dir)
+    track = extract_faces(path, predictor.preprocessing, detector)
+    table = predict_frames(predictor, track.frames, track.landmarks, predictor.input_size, batch_size)
+    table.insert(0, "how", track.how)
+    table.insert(0, "frame_index", track.frame_index)
+    table.insert(0, "video", str(path))
+    score = float(table["prediction"].mean())
+    return VideoPrediction(path=str(path), score=score, band=band_name(score), frames=table, track=track)
+
+
+# --- overlay ---------------------------------------------------------------------------------
+def source_patch_centres(track: FaceTrack, mirror_mouth_offsets: bool = False) -> np.ndarray:
+    """The 24 patch centres of every face in source-video pixels, (N, 24, 2) float64.
+
+    Computed in the aligned frame (:func:`dlga.patches.patch_centres` at the aligned size,
+    which equals the model's centres scaled back from its input size) and mapped back with
+    the inverse of each frame's alignment matrix.
+    """
+    import cv2
+
+    size = int(track.frames.shape[1])
+    centres = patch_centres(track.landmarks, size, mirror_mouth_offsets)
+    return np.stack([transform_points(c, cv2.invertAffineTransform(m)) for c, m in zip(centres, track.matrices)])
+
+
+def _attention_colours(alpha: np.ndarray | None) -> list[tuple[int, int, int]]:
+    """BGR colours from blue (lowest) to red (highest weight of this frame)."""
+    import cv2
+
+    if alpha is None:
+        return [(255, 255, 255)] * NUM_PATCHES
+    lo, hi = float(np.min(alpha)), float(np.max(alpha))
+    # Sigmoid gates of one frame often sit in a narrow band: spread them over the colour map.
+    scaled = np.zeros_like(alpha) if hi - lo < 1e-6 else (alpha - lo) / (hi - lo)
+    lut = cv2.applyColorMap(np.uint8(np.rint(scaled * 255))[:, None], cv2.COLORMAP_JET)[:, 0]
+    return [tuple(int(v) for v in c) for c in lut]
+
+
+def write_overlay(result: VideoPrediction, out_path: str | os.PathLike, predictor: Predictor | None = None) -> Path:
+    """Write the video with the face box, the 24 patch centres and the running estimate.
+
+    Every decoded frame of the source is written (``mp4v`` in ``.mp4``), so the overlay has
+    as many frames as the source decodes. A frame between two sampled frames shows what the
+    latest sampled frame found (its face, or "no face"); frames after the last sampled one
+    (``max_frames`` reached) say so. The estimate is the mean of the frame predictions so far. Patch
+    centres are coloured by their local attention in that frame, blue (lowest) to red
+    (highest); the global attention is printed when the model has it.
+
+    Returns:
+        ``out_path``.
+    """
+    import cv2
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    track, table = result.track, result.frames
+    mirror = bool(predictor.mirror_mouth_offsets) if predictor is not None else False
+    centres = source_patch_centres(track, mirror)
+    local = table[[c for c in ATTENTION_COLUMNS if c in table]].to_numpy() if "a1" in table else None
+    running = table["prediction"].expanding().mean().to_numpy()
+    width, height = track.frame_size
+    tmp = out_path.with_name(f".{out_path.stem}.tmp{out_path.suffix}")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), track.fps, (width, height))
+    if not writer.isOpened():
+        raise PredictError(f"{out_path}: OpenCV cannot write an mp4v video here; choose a path ending in .mp4")
+    row_of = {int(f): k for k, f in enumerate(track.frame_index)}
+    sampled = track.sampled_index
+    j, k = -1, -1  # latest sampled frame, and latest face row, at or before the current frame
+    try:
+        for index, rgb in iter_sampled_frames(result.path, None):
+            while j + 1 < len(sampled) and sampled[j + 1] <= index:
+                j += 1
+                k = row_of.get(int(sampled[j]), k)
+            bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+            past_end = track.stopped_early and index > int(sampled[-1])
+            if j >= 0 and int(sampled[j]) in row_of and not past_end:
+                left, top, right, bottom = (int(v) for v in track.boxes[k])
+                cv2.rectangle(bgr, (left, top), (right, bottom), (0, 255, 0), 2)
+                colours = _attention_colours(None if local is None else local[k])
+                for (x, y), colour in zip(centres[k], colours):
+                    cv2.circle(bgr, (int(round(x)), int(round(y))), 4, colour, -1, cv2.LINE_AA)
+                text = f"BDI-II {running[k]:.1f} ({band_name(running[k])})"
+                if "global_attention" in table:
+                    text += f"  global a={table['global_attention'].iat[k]:.2f}"
+            elif k >= 0:
+                why = "not scored: max_frames reached" if past_end else "no face"
+                text = f"BDI-II {running[k]:.1f} ({band_name(running[k])})  {why}"
+            else:
+                text = "no face yet"
+            cv2.putText(bgr, text, (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 4, cv2.LINE_AA)
+            cv2.putText(bgr, text, (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 1, cv2.LINE_AA)
+            writer.write(bgr)
+        writer.release()
+        os.replace(tmp, out_path)
+    finally:
+        writer.release()
+        tmp.unlink(missing_ok=True)
+    return out_path
+
+
+# --- many videos -----------------------------------------------------------------------------
+def overlay_paths(overlay: str | os.PathLike, videos: Iterable[str | os.PathLike]) -> list[Path]:
+    """``OUT.mp4`` for one video; ``OUT_<video stem>.mp4`` for each of several."""
+    overlay = Path(overlay)
+    videos = [Path(v) for v in videos]
+    if len(videos) == 1:
+        return [overlay]
+    return [overlay.with_name(f"{overlay.stem}_{v.stem}{overlay.suffix or '.mp4'}") for v in videos]
+
+
+def frame_table(results: Iterable[VideoPrediction]) -> pd.DataFrame:
+    """Per-frame predictions of several videos in one table (the ``--out`` CSV)."""
+    tables = [r.frames for r in results]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(FRAME_COLUMNS))
+
+
+def video_table(results: Iterable[VideoPrediction]) -> pd.DataFrame:
+    """One row per video: ``video``, ``prediction``, ``band``, ``n_frames``, ``frames_sampled``."""
+    rows = [{"video": r.path, "prediction": r.score, "band": r.band, "n_frames": len(r.frames),
+             "frames_sampled": r.track.frames_sampled} for r in results]
+    return pd.DataFrame(rows, columns=["video", "prediction", "band", "n_frames", "frames_sampled"])
+

@@ -1,0 +1,421 @@
+"""The run cache: one training + evaluation per parameter set, stored once, reused (DESIGN.md s.5).
+
+A run's id is a hash of everything that decides its numbers: the model and training
+configurations, the dataset fingerprint (:func:`data_prep.store.store_fingerprint`) and the
+source of ``dlga/`` and ``data_prep/``. It is written to ``runs/<id>.partial/`` (checkpoints
+included, so a rerun resumes) and renamed to ``runs/<id>/`` once ``COMPLETE`` is written, so a
+directory without the ``.partial`` suffix is always a whole run. An existing complete run is
+returned as it is, never recomputed.
+
+A complete run directory holds ``params.json``, ``metrics.json``, ``predictions.csv``,
+``history.csv``, ``tb/`` (TensorBoard), ``checkpoints/best`` (the selected weights) and
+``COMPLETE``.
+
+Command line (``python -m dlga.runs --help``)::
+
+    python -m dlga.runs status                       # runs under runs/
+    python -m dlga.runs plan --store S --settings G GA --lrs 1e-3 1e-4 --seeds 0 1 2
+    python -m dlga.runs run  --store S --settings G --seeds 0     # run what is missing
+    python -m dlga.runs run  --id G-1a2b3c4d5e6f                  # resume a partial run
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from data_prep.store import atomic_write_json, atomic_write_text, store_fingerprint
+from dlga.config import PRESETS, SETTINGS, ModelConfig
+from dlga.train import TRAIN_PRESETS, TrainConfig
+
+COMPLETE = "COMPLETE"
+PARTIAL_SUFFIX = ".partial"
+RUN_FILES = ("params.json", "metrics.json", "predictions.csv", "history.csv", COMPLETE)
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def source_hash(packages: Iterable[str] = ("dlga", "data_prep")) -> str:
+    """A short hash of the ``.py`` files of the packages (paths and contents)."""
+    h = hashlib.sha256()
+    for package in packages:
+        base = _PACKAGE_ROOT / package
+        for path in sorted(base.rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            h.update(path.relative_to(_PACKAGE_ROOT).as_posix().encode())
+            h.update(b"\0")
+            h.update(path.read_bytes())
+            h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def git_commit() -> str | None:
+    """The checked-out commit of the project (with ``-dirty`` when files changed), or None."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=40"],
+            cwd=_PACKAGE_ROOT, capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig.preset("ci")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What one run trains and on what data.
+
+    Args:
+        setting: one of the paper's ten settings (``"G"``, ``"GA"``, ...) or a ModelConfig.
+        model_preset: ``paper``, ``small`` or ``tiny`` (ignored when ``setting`` is a ModelConfig).
+        train: the training schedule.
+        store_dir: the preprocessed store (only its fingerprint enters the id, not its path).
+        seed: overrides ``train.seed`` when given.
+        notes: free text kept in ``params.json``; not part of the id.
+    """
+
+    setting: str | ModelConfig = "G"
+    model_preset: str = "tiny"
+    train: TrainConfig = field(default_factory=_default_train)
+    store_dir: str = "data/ci/store"
+    seed: int | None = None
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.setting, str) and self.setting not in SETTINGS:
+            raise ValueError(f"unknown setting {self.setting!r}; choose one of {list(SETTINGS)} or pass a ModelConfig")
+        if not isinstance(self.setting, (str, ModelConfig)):
+            raise TypeError(f"setting must be a setting name or a ModelConfig, got {type(self.setting).__name__}")
+        if self.model_preset not in PRESETS:
+            raise ValueError(f"unknown model_preset {self.model_preset!r}; choose one of {sorted(PRESETS)}")
+        if not isinstance(self.train, TrainConfig):
+            raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
+        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
+            raise ValueError(f"seed must be None or a non-negative integer, got {self.seed!r}")
+        object.__setattr__(self, "store_dir", str(self.store_dir))
+
+    @property
+    def model_config(self) -> ModelConfig:
+        if isinstance(self.setting, ModelConfig):
+            return self.setting
+        return ModelConfig.setting(self.setting, preset=self.model_preset)
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return self.train if self.seed is None else self.train.replace(seed=self.seed)
+
+    @property
+    def label(self) -> str:
+        """A readable prefix of the id: the setting name or ``custom``."""
+        return self.setting if isinstance(self.setting, str) else "custom"
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that enters the id (reads the store's fingerprint and the source)."""
+        if not Path(self.store_dir).is_dir():
+            raise FileNotFoundError(
+                f"store_dir {self.store_dir!r} does not exist; make it with `make data` or "
+                "`python -m data_prep preprocess`"
+            )
+        return {
+            "model": self.model_config.to_dict(),
+            "train": self.train_config.to_dict(),
+            "store_fingerprint": store_fingerprint(self.store_dir),
+            "source": source_hash(),
+        }
+
+    @property
+    def run_id(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()
+        return f"{self.label}-{digest[:12]}"
+
+    def run_dir(self, runs_root: str | os.PathLike = "runs") -> Path:
+        return Path(runs_root) / self.run_id
+
+    def params(self) -> dict[str, Any]:
+        """The content of ``params.json``: the identity plus readable fields."""
+        return {
+            **self.identity(),
+            "run_id": self.run_id,
+            "setting": self.label,
+            "model_preset": self.model_preset if isinstance(self.setting, str) else None,
+            "store_dir": self.store_dir,
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "RunSpec":
+        """Rebuild a spec from a ``params.json`` (to resume or rerun it)."""
+        model = ModelConfig.from_dict(params["model"])
+        setting: str | ModelConfig = model
+        if params.get("setting") in SETTINGS and params.get("model_preset") in PRESETS:
+            if ModelConfig.setting(params["setting"], preset=params["model_preset"]) == model:
+                setting = params["setting"]
+        return cls(
+            setting=setting,
+            model_preset=params.get("model_preset") or "tiny",
+            train=TrainConfig.from_dict(params["train"]),
+            store_dir=params["store_dir"],
+            notes=params.get("notes", ""),
+        )
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """True for a run directory whose ``COMPLETE`` marker exists (and is not ``.partial``)."""
+    path = Path(path)
+    return not path.name.endswith(PARTIAL_SUFFIX) and (path / COMPLETE).is_file()
+
+
+def execute(
+    spec: RunSpec,
+    runs_root: str | os.PathLike = "runs",
+    *,
+    strategy=None,
+    progress: bool = True,
+    model_fn=None,
+) -> Path:
+    """Return the directory of the complete run of ``spec``, training it only if needed.
+
+    A complete ``runs/<id>/`` is reused as it is. Otherwise training runs in
+    ``runs/<id>.partial/`` (resuming from its checkpoint if an earlier attempt stopped), the
+    results are written, ``COMPLETE`` last, and the directory is renamed to ``runs/<id>/``.
+
+    Args:
+        spec: what to run.
+        runs_root: where runs live.
+        strategy: a ``tf.distribute.Strategy`` for :func:`dlga.train.train`.
+        progress: show the training progress bar.
+        model_fn: a replacement for :func:`dlga.model.build_model` (its import path enters
+            the parameters and so the id).
+    """
+    from dlga.train import train
+
+    params = spec.params()
+    if model_fn is not None:
+        params["model_fn"] = f"{model_fn.__module__}:{model_fn.__qualname__}"
+        digest = hashlib.sha256(json.dumps(params["model_fn"]).encode()).hexdigest()[:6]
+        params["run_id"] = f"{params['run_id']}-{digest}"
+    run_id = params["run_id"]
+    runs_root = Path(runs_root)
+    final = runs_root / run_id
+    if is_complete(final):
+        return final
+    if final.exists():
+        raise FileExistsError(
+            f"{final} exists but has no {COMPLETE} marker; it is not a run this code wrote. "
+            "Move it away or delete it, then run again"
+        )
+    partial = runs_root / f"{run_id}{PARTIAL_SUFFIX}"
+    partial.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(partial / "params.json", params)
+
+    metrics = train(
+        spec.model_config, spec.train_config, spec.store_dir, partial,
+        strategy=strategy, progress=progress, model_fn=model_fn,
+    )
+    metrics.update(run_id=run_id, git_commit=git_commit(), store_fingerprint=params["store_fingerprint"],
+                   source=params["source"], finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    atomic_write_json(partial / "metrics.json", metrics)
+    # Full optimizer state is only needed to resume; the selected weights stay.
+    shutil.rmtree(partial / "checkpoints" / "latest", ignore_errors=True)
+    atomic_write_text(partial / COMPLETE, f"{run_id}\n")
+    try:
+        os.replace(partial, final)
+    except OSError:
+        if not is_complete(final):  # another process finished the same run first: keep its copy
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
+    return final
+
+
+@dataclass
+class Run:
+    """A complete run read back from disk."""
+
+    path: Path
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    predictions: pd.DataFrame
+    history: pd.DataFrame
+
+    @property
+    def run_id(self) -> str:
+        return self.params["run_id"]
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Read a complete run directory (params, metrics, per-video predictions, history)."""
+    path = Path(path)
+    if not is_complete(path):
+        raise FileNotFoundError(
+            f"{path} is not a complete run (no {COMPLETE} marker); execute its RunSpec first"
+        )
+    return Run(
+        path=path,
+        params=json.loads((path / "params.json").read_text()),
+        metrics=json.loads((path / "metrics.json").read_text()),
+        predictions=pd.read_csv(path / "predictions.csv", dtype={"video_id": str, "session_id": str}),
+        history=pd.read_csv(path / "history.csv"),
+    )
+
+
+def compare(
+    run_a: str | os.PathLike | Run,
+    run_b: str | os.PathLike | Run,
+    partition: str = "Testing",
+    metric: str = "rmse",
+    n: int = 2000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Paired bootstrap of ``metric(a) - metric(b)`` over the videos both runs predicted.
+
+    Negative means run ``a`` has the lower error; an interval containing 0 is a tie. Both runs
+    must cover the same videos of ``partition`` (same store).
+    """
+    from dlga.metrics import paired_bootstrap
+
+    a = run_a if isinstance(run_a, Run) else load_run(run_a)
+    b = run_b if isinstance(run_b, Run) else load_run(run_b)
+    pa = a.predictions[a.predictions["partition"] == partition].set_index("video_id")
+    pb = b.predictions[b.predictions["partition"] == partition].set_index("video_id")
+    if set(pa.index) != set(pb.index) or pa.empty:
+        raise ValueError(
+            f"runs {a.run_id} and {b.run_id} did not predict the same {partition} videos "
+            f"({len(pa)} vs {len(pb)}); compare runs made on the same store"
+        )
+    pb = pb.loc[pa.index]
+    return paired_bootstrap(pa["bdi"], pa["prediction"], pb["prediction"], metric, n=n, seed=seed)
+
+
+def list_runs(runs_root: str | os.PathLike = "runs") -> pd.DataFrame:
+    """One row per run directory: id, state (complete/partial), setting, lr, seed, metrics."""
+    rows = []
+    root = Path(runs_root)
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        if not path.is_dir() or not (path / "params.json").is_file():
+            continue
+        params = json.loads((path / "params.json").read_text())
+        complete = is_complete(path)
+        row = {
+            "run_id": params.get("run_id", path.name),
+            "state": "complete" if complete else "partial",
+            "setting": params.get("setting"),
+            "learning_rate": params["train"]["learning_rate"],
+            "seed": params["train"]["seed"],
+            "path": str(path),
+        }
+        if complete:
+            m = json.loads((path / "metrics.json").read_text())
+            row.update(steps=m["steps"], stop_reason=m["stop_reason"], dev_rmse=m["dev"]["rmse"],
+                       test_rmse=m["test"]["rmse"], test_mae=m["test"]["mae"], wall_time_s=m["wall_time_s"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def grid(
+    store_dir: str | os.PathLike,
+    settings: Iterable[str] = ("G",),
+    learning_rates: Iterable[float] | None = None,
+    seeds: Iterable[int] = (0,),
+    model_preset: str = "tiny",
+    train_preset: str = "ci",
+    **train_overrides: Any,
+) -> list[RunSpec]:
+    """Specs for every combination of settings x learning rates x seeds."""
+    base = TrainConfig.preset(train_preset, **train_overrides)
+    rates = list(learning_rates) if learning_rates else [base.learning_rate]
+    return [
+        RunSpec(setting=s, model_preset=model_preset, train=base.replace(learning_rate=float(lr)),
+                store_dir=str(store_dir), seed=int(seed))
+        for s in settings for lr in rates for seed in seeds
+    ]
+
+
+def plan(specs: Iterable[RunSpec], runs_root: str | os.PathLike = "runs") -> pd.DataFrame:
+    """Dry run: which runs of ``specs`` are complete, partial (resumable) or missing."""
+    rows = []
+    root = Path(runs_root)
+    for spec in specs:
+        run_id = spec.run_id
+        state = "complete" if is_complete(root / run_id) else (
+            "partial" if (root / f"{run_id}{PARTIAL_SUFFIX}").is_dir() else "missing"
+        )
+        rows.append({"run_id": run_id, "state": state, "setting": spec.label,
+                     "learning_rate": spec.train_config.learning_rate, "seed": spec.train_config.seed})
+    return pd.DataFrame(rows, columns=["run_id", "state", "setting", "learning_rate", "seed"])
+
+
+# --- command line ----------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dlga.runs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", default="runs", help="runs directory (default: runs)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="list the runs under --runs")
+    for name, text in (("plan", "dry run: which runs of a grid are complete or missing"),
+                       ("run", "execute the missing runs of a grid, or one run by --id")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--store", help="preprocessed store directory")
+        p.add_argument("--settings", nargs="+", default=["G"], choices=list(SETTINGS))
+        p.add_argument("--lrs", nargs="+", type=float, default=None, help="learning rates (default: preset's)")
+        p.add_argument("--seeds", nargs="+", type=int, default=[0])
+        p.add_argument("--model-preset", default="tiny", choices=sorted(PRESETS))
+        p.add_argument("--train-preset", default="ci", choices=sorted(TRAIN_PRESETS))
+        p.add_argument("--max-steps", type=int, default=None)
+        if name == "run":
+            p.add_argument("--id", help="resume or run the run with this id (from its params.json)")
+            p.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _specs(args) -> list[RunSpec]:
+    if not args.store:
+        raise SystemExit("--store is required: the preprocessed store the runs train on")
+    overrides = {"max_steps": args.max_steps} if args.max_steps else {}
+    return grid(args.store, args.settings, args.lrs, args.seeds, args.model_preset, args.train_preset, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    pd.set_option("display.width", 200)
+    if args.command == "status":
+        table = list_runs(args.runs)
+        print(table.drop(columns=["path"]).to_string(index=False) if len(table) else f"no runs under {args.runs}")
+        return 0
+    if args.command == "plan":
+        print(plan(_specs(args), args.runs).to_string(index=False))
+        return 0
+    root = Path(args.runs)
+    if args.id:
+        if is_complete(root / args.id):
+            print(root / args.id)
+            return 0
+        params_path = root / f"{args.id}{PARTIAL_SUFFIX}" / "params.json"
+        if params_path.is_file():
+            specs = [RunSpec.from_params(json.loads(params_path.read_text()))]
+        else:
+            specs = [s for s in _specs(args) if s.run_id == args.id]
+        if not specs:
+            raise SystemExit(f"no run {args.id!r} under {root} or in the given grid; see `plan` for ids")
+    else:
+        specs = _specs(args)
+    for spec in specs:
+        print(execute(spec, root, progress=not args.no_progress))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

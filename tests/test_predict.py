@@ -1,0 +1,163 @@
+"""Scoring videos with a trained run (dlga.predict, `python -m dlga predict`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_prep.store import read_manifest, read_video, video_path
+from dlga import __main__ as cli
+from dlga.metrics import BAND_NAMES, severity_band
+from dlga.predict import (
+    ATTENTION_COLUMNS, PredictError, RunError, load_predictor, load_trained_model, predict_frames, predict_video,
+    source_patch_centres, write_overlay,
+)
+
+
+def _frame_count(path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def test_restored_model_reproduces_the_runs_own_predictions(trained_run):
+    model, config, prep = load_trained_model(trained_run)
+    assert config.input_size == 64 and config.local and config.global_ and prep["size"] == 64
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert config.warm_start_bias == metrics["model_config"]["warm_start_bias"] != 0
+    # The store's Testing videos, scored through predict_frames, give the run's predictions.csv.
+    store_dir = json.loads((trained_run / "params.json").read_text())["store_dir"]
+    expected = pd.read_csv(trained_run / "predictions.csv", dtype={"video_id": str}).set_index("video_id")
+    for video_id in read_manifest(store_dir).query("partition == 'Testing'")["video_id"]:
+        data = read_video(video_path(store_dir, video_id))
+        table = predict_frames(model, data["frames"], data["landmarks"], config.input_size)
+        assert list(table.columns) == ["prediction", *ATTENTION_COLUMNS, "global_attention"]
+        assert table["prediction"].mean() == pytest.approx(expected.loc[video_id, "prediction"], abs=1e-4)
+        assert ((table[list(ATTENTION_COLUMNS)] > 0) & (table[list(ATTENTION_COLUMNS)] < 1)).all().all()
+    with pytest.raises(ValueError, match=r"landmarks must be \(N, 68, 2\)"):
+        predict_frames(model, data["frames"], data["landmarks"][:1], 64)
+
+
+def test_cli_scores_a_video_writes_csv_and_overlay(trained_run, face_photos, make_face_video, tmp_path, capsys):
+    video = make_face_video(tmp_path / "talk.mp4", face_photos[0], n_frames=6, blank=(2,))
+    csv, overlay = tmp_path / "frames.csv", tmp_path / "out" / "talk_overlay.mp4"
+    assert cli.main(["predict", str(video), "--run", str(trained_run), "--out", str(csv), "--overlay", str(overlay)]) == 0
+    out = capsys.readouterr().out
+    frames = pd.read_csv(csv)
+    assert list(frames.columns) == ["video", "frame_index", "how", "prediction", *ATTENTION_COLUMNS, "global_attention"]
+    # The blank frame 2 reuses the previous face box (max_reuse), as preprocessing does.
+    assert frames["frame_index"].tolist() == list(range(6)) and frames["how"].tolist()[2] == "reused"
+    score = frames["prediction"].mean()
+    band = BAND_NAMES[int(severity_band([score])[0])]
+    assert f"{video}: BDI-II {score:.1f} ({band}); 6 of 6 sampled frames with a face" in out
+    assert _frame_count(overlay) == _frame_count(video) == 6
+    assert not list(overlay.parent.glob(".*tmp*"))
+
+
+def test_patch_centres_map_back_onto_the_source_face(trained_run, face_photos, make_face_video, tmp_path):
+    video = make_face_video(tmp_path / "v.mp4", face_photos[3], n_frames=3)
+    predictor = load_predictor(trained_run)
+    result = predict_video(video, predictor)
+    assert result.band in BAND_NAMES and len(result.frames) == 3
+    centres = source_patch_centres(result.track, predictor.mirror_mouth_offsets)
+    assert centres.shape == (3, 24, 2)
+    for box, pts in zip(result.track.boxes, centres):
+        left, top, right, bottom = box
+        margin = 0.15 * (right - left)
+        assert (pts[:, 0] > left - margin).all() and (pts[:, 0] < right + margin).all()
+        assert (pts[:, 1] > top - margin).all() and (pts[:, 1] < bottom + margin).all()
+    # Mouth corners (patches 11, 15) sit below the eyes (patches 2, 8) in the source frame.
+    assert (centres[:, [10, 14], 1].min(1) > centres[:, [1, 7], 1].max(1)).all()
+
+
+def test_sampling_and_max_frames_follow_the_store(trained_run, face_photos, make_face_video, tmp_path):
+    video = make_face_video(tmp_path / "v.mp4", face_photos[5], n_frames=10, fps=10.0)
+    predictor = load_predictor(trained_run)
+    sampled = dataclasses.replace(predictor, preprocessing={**predictor.preprocessing, "sample_fps": 4.0, "max_frames": 2})
+    result = predict_video(video, sampled)
+    assert result.frames["frame_index"].tolist() == [0, 3] and result.track.stopped_early
+    # The overlay still has every source frame.
+    assert _frame_count(write_overlay(result, tmp_path / "o.mp4", sampled)) == 10
+
+
+def test_videos_without_face_or_unreadable_fail_clearly(trained_run, tmp_path, capsys):
+    predictor = load_predictor(trained_run)
+    blank = tmp_path / "blank.mp4"
+    writer = cv2.VideoWriter(str(blank), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (320, 240))
+    for _ in range(3):
+        writer.write(np.full((240, 320, 3), 90, np.uint8))
+    writer.release()
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4000))
+    with pytest.raises(PredictError, match=r"blank\.mp4: no face found in any of 3 sampled frames"):
+        predict_video(blank, predictor)
+    with pytest.raises(PredictError, match=r"garbage\.mp4: (cannot open|no frame could be decoded)"):
+        predict_video(garbage, predictor)
+    with pytest.raises(PredictError, match=r"missing\.mp4: file not found"):
+        predict_video(tmp_path / "missing.mp4", predictor)
+    assert cli.main(["predict", str(blank), str(garbage), "--run", str(trained_run)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {blank}: no face found" in err and f"error: {garbage}:" in err
+    assert "2 of 2 video(s) could not be scored" in err
+
+
+def test_unusable_runs_are_refused_with_what_to_do(trained_run, tmp_path, capsys):
+    def copy(name):
+        dst = tmp_path / name
+        shutil.copytree(trained_run, dst)
+        return dst
+
+    incomplete = copy("incomplete")
+    (incomplete / "COMPLETE").unlink()
+    with pytest.raises(RunError, match="not a complete run"):
+        load_trained_model(incomplete)
+    assert cli.main(["predict", "x.mp4", "--run", str(incomplete)]) == 2
+    assert "not a complete run" in capsys.readouterr().err
+
+    future = copy("future")
+    params = json.loads((future / "params.json").read_text())
+    (future / "params.json").write_text(json.dumps({**params, "format_version": 99}))
+    with pytest.raises(RunError, match="run format version 99, this code reads version 1"):
+        load_trained_model(future)
+
+    other = copy("other_model")
+    metrics = json.loads((other / "metrics.json").read_text())
+    metrics["model_config"]["share_local_weights"] = True  # the checkpoint holds per-patch weights
+    (other / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(RunError, match="checkpoint does not match"):
+        load_trained_model(other)
+
+    moved = copy("moved")
+    store_dir = params["store_dir"]
+    (moved / "params.json").write_text(json.dumps({**params, "store_dir": str(tmp_path / "gone")}))
+    with pytest.raises(RunError, match="--store STORE_DIR"):
+        load_trained_model(moved)
+    assert load_trained_model(moved, store_dir=store_dir)[2]["size"] == 64
+
+    bare_store = tmp_path / "bare_store"
+    bare_store.mkdir()
+    (bare_store / "params.json").write_text(json.dumps({"synthetic": True}))
+    with pytest.raises(RunError, match="holds no preprocessing parameters"):
+        load_trained_model(moved, store_dir=bare_store)
+    with pytest.raises(RunError, match="no such run directory"):
+        load_predictor(tmp_path / "nothing")
+
+
+def test_cli_help_and_delegated_commands(trained_run, capsys):
+    for argv in (["--help"], ["predict", "--help"], ["export", "--help"], ["bench", "--help"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert all(word in text for word in ("predict", "export", "runs", "bench", "0-13 minimal", "--quick"))
+    assert cli.main(["runs", "--runs", str(trained_run.parent), "status"]) == 0
+    assert trained_run.name in capsys.readouterr().out

@@ -1,0 +1,129 @@
+"""The run cache: ids, reuse without retraining, atomic completion, the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import dlga.train
+from dlga import runs
+from dlga.train import TrainConfig
+from helpers_store import make_store
+
+FAST = TrainConfig.preset("ci", max_steps=10, eval_every=5, warmup_steps=5)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("store"), {"Training": 12, "Development": 6, "Testing": 6},
+                      frames_per_video=2, tasks=("Freeform", "Northwind"), seed=1)
+
+
+@pytest.fixture(scope="module")
+def spec(store):
+    return runs.RunSpec(setting="G", model_preset="tiny", train=FAST, store_dir=str(store), seed=0, notes="test")
+
+
+@pytest.fixture(scope="module")
+def complete_run(spec, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return runs.execute(spec, root, progress=False), root
+
+
+def test_run_id_depends_on_parameters_and_data_not_notes(spec, store, tmp_path):
+    assert spec.run_id.startswith("G-")
+    assert runs.RunSpec(setting="G", train=FAST, store_dir=str(store), seed=0, notes="other").run_id == spec.run_id
+    assert runs.RunSpec(setting="G", train=FAST, store_dir=str(store), seed=1).run_id != spec.run_id
+    assert runs.RunSpec(setting="GA", train=FAST, store_dir=str(store), seed=0).run_id != spec.run_id
+    other_store = make_store(tmp_path / "s2", {"Training": 12, "Development": 6, "Testing": 6},
+                             frames_per_video=2, tasks=("Freeform", "Northwind"), seed=2)
+    assert runs.RunSpec(setting="G", train=FAST, store_dir=str(other_store), seed=0).run_id != spec.run_id
+    assert runs.RunSpec.from_params(spec.params()).run_id == spec.run_id
+    with pytest.raises(ValueError, match="unknown setting"):
+        runs.RunSpec(setting="H")
+    with pytest.raises(FileNotFoundError, match="make data"):
+        runs.RunSpec(store_dir=str(tmp_path / "missing")).run_id
+
+
+def test_execute_writes_a_complete_run(complete_run, spec):
+    path, root = complete_run
+    assert path == root / spec.run_id and runs.is_complete(path)
+    assert not (root / f"{spec.run_id}.partial").exists()
+    assert not (path / "checkpoints" / "latest").exists() and (path / "checkpoints" / "best").is_dir()
+    run = runs.load_run(path)
+    assert run.params["notes"] == "test" and run.params["train"]["seed"] == 0
+    m = run.metrics
+    for part in ("dev", "test"):
+        assert {"mae", "rmse", "session_mae", "session_rmse"} <= set(m[part])
+    assert m["test"]["n_videos"] == 12 and m["test"]["n_sessions"] == 6  # two tasks per session
+    assert {"rmse_low", "rmse_high", "mae_low", "mae_high"} <= set(m["test"])
+    assert m["steps"] == 10 and m["stop_reason"] == "max_steps" and m["seed"] == 0
+    assert {"tensorflow", "keras", "numpy"} <= set(m["versions"]) and "git_commit" in m
+    assert list(run.predictions.columns) == ["video_id", "session_id", "partition", "bdi", "prediction", "n_frames"]
+    assert list(run.history.columns[:5]) == ["step", "train_loss", "l2", "dev_rmse", "dev_mae"]
+
+
+def test_complete_run_is_reused_not_retrained(complete_run, spec, monkeypatch):
+    path, root = complete_run
+    stamp = (path / "metrics.json").stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a complete run was trained again")
+
+    monkeypatch.setattr(dlga.train, "train", no_training)
+    assert runs.execute(spec, root, progress=False) == path
+    assert (path / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_interrupted_run_leaves_only_a_partial_dir(spec, store, tmp_path, monkeypatch):
+    def crash(model_config, train_config, store_dir, run_dir, **kwargs):
+        (run_dir / "history.csv").write_text("step\n1\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dlga.train, "train", crash)
+    with pytest.raises(KeyboardInterrupt):
+        runs.execute(spec, tmp_path, progress=False)
+    partial = tmp_path / f"{spec.run_id}.partial"
+    assert partial.is_dir() and not (tmp_path / spec.run_id).exists()
+    assert not runs.is_complete(partial)
+    (partial / runs.COMPLETE).write_text("x")  # even a marker inside a .partial dir is not a run
+    assert not runs.is_complete(partial)
+    assert runs.plan([spec], tmp_path)["state"].tolist() == ["partial"]
+    assert runs.list_runs(tmp_path)["state"].tolist() == ["partial"]
+    with pytest.raises(FileNotFoundError, match="not a complete run"):
+        runs.load_run(partial)
+
+
+def test_plan_status_and_cli(complete_run, spec, store, capsys):
+    path, root = complete_run
+    table = runs.plan(runs.grid(store, ["G"], [FAST.learning_rate], [0, 1], train_preset="ci",
+                                max_steps=10, eval_every=5, warmup_steps=5), root)
+    assert table["state"].tolist() == ["complete", "missing"]
+    assert table["run_id"].iloc[0] == spec.run_id
+    listing = runs.list_runs(root)
+    assert listing.loc[0, "state"] == "complete" and listing.loc[0, "test_rmse"] > 0
+    assert runs.main(["--runs", str(root), "status"]) == 0
+    assert spec.run_id in capsys.readouterr().out
+    assert runs.main(["--runs", str(root), "plan", "--store", str(store), "--seeds", "0", "--max-steps", "10"]) == 0
+    assert runs.main(["--runs", str(root), "run", "--id", spec.run_id]) == 0  # complete: no training
+    assert str(path) in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        runs.main(["--help"])
+
+
+def test_paired_bootstrap_between_two_runs(complete_run, tmp_path):
+    """Two runs on the same test videos: a run against itself ties; a worse copy loses."""
+    path, _ = complete_run
+    same = runs.compare(path, path, n=200)
+    assert same["diff"] == same["low"] == same["high"] == 0
+    run = runs.load_run(path)
+    worse = runs.Run(path=run.path, params=run.params, metrics=run.metrics, history=run.history,
+                     predictions=run.predictions.assign(prediction=run.predictions["prediction"] + 30.0))
+    res = runs.compare(path, worse, n=200, seed=0)
+    assert res["high"] < 0 and res["diff"] < 0
+    json.dumps(res)
+    shorter = runs.Run(path=run.path, params=run.params, metrics=run.metrics, history=run.history,
+                       predictions=run.predictions.iloc[:-1])
+    with pytest.raises(ValueError, match="same Testing videos"):
+        runs.compare(path, shorter)

@@ -1,0 +1,198 @@
+"""Training: the data pipeline, learning, exact resume, determinism, MirroredStrategy.
+
+The model is the real tiny setting G (input 64) on the synthetic store of helpers_store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlga import data as data_lib
+from dlga.config import ModelConfig
+from dlga.train import TrainConfig, train
+from helpers_store import make_store
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ModelConfig.setting("G", preset="tiny")
+# Short schedule: enough steps to cross two evaluations and a checkpoint.
+SHORT = TrainConfig.preset("ci", max_steps=30, eval_every=10, warmup_steps=10, seed=3)
+VOLATILE = ("wall_time_s", "versions")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("store"), seed=0)
+
+
+def _stable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in VOLATILE}
+
+
+# --- configuration ------------------------------------------------------------------------
+def test_train_config_presets_validation_and_json():
+    paper = TrainConfig.preset("paper")
+    assert (paper.learning_rate, paper.batch_size, paper.max_steps, paper.patience) == (1e-6, 32, 50_000, 200)
+    assert paper.weight_decay == 5e-4 and not paper.decoupled
+    ci = TrainConfig.preset("ci", seed=7)
+    assert TrainConfig.from_dict(json.loads(ci.to_json())) == ci
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        TrainConfig.from_dict({"lr": 1})
+    with pytest.raises(ValueError, match="unknown training preset"):
+        TrainConfig.preset("fast")
+
+
+# --- data ---------------------------------------------------------------------------------
+def test_pipeline_resizes_and_scales_landmarks(store):
+    part = data_lib.load_partition(store, "Training")
+    assert part.frames.shape == (160, 64, 64, 3) and part.frame_size == 64
+    ds = data_lib.training_dataset(part, input_size=32, batch_size=8, steps=3, seed=0)
+    batches = list(ds)
+    assert len(batches) == 3
+    inputs, labels = batches[0]
+    assert inputs["image"].shape == (8, 32, 32, 3) and inputs["image"].dtype.name == "float32"
+    assert inputs["landmarks"].shape == (8, 68, 2) and labels.shape == (8,)
+    idx = data_lib.training_indices(part, 8, 3, seed=0)[0]
+    np.testing.assert_allclose(inputs["landmarks"].numpy(), part.landmarks[idx] * 0.5, rtol=1e-6)
+    np.testing.assert_array_equal(labels.numpy(), part.labels[idx])
+    assert float(inputs["image"].numpy().max()) > 1.0  # raw 0-255 pixels: the model rescales
+
+
+def test_training_order_is_a_function_of_step_and_mixes_videos(store):
+    part = data_lib.load_partition(store, "Training")
+    full = data_lib.training_indices(part, 16, 25, seed=1)  # 10 steps an epoch: crosses epochs
+    np.testing.assert_array_equal(data_lib.training_indices(part, 16, 25, seed=1, start_step=13), full[13:])
+    assert len(set(full[:10].ravel())) == 160  # one epoch uses every frame once
+    assert len(set(part.video_of_frame[full[0]])) > 8  # a batch mixes many videos
+    assert not np.array_equal(full, data_lib.training_indices(part, 16, 25, seed=2))
+    capped = data_lib.training_indices(part, 8, 5, seed=1, frames_per_video=2)  # 80 frames an epoch
+    assert np.bincount(part.video_of_frame[capped.ravel()], minlength=40).max() <= 2
+
+
+def test_streaming_source_gives_the_same_batches(store):
+    memory = data_lib.load_partition(store, "Development")
+    stream = data_lib.load_partition(store, "Development", in_memory=False)
+    assert stream.frames is None and stream.n_frames == memory.n_frames
+    a = next(iter(data_lib.training_dataset(memory, 64, 8, 2, seed=0, shuffle_buffer=10)))
+    b = next(iter(data_lib.training_dataset(stream, 64, 8, 2, seed=0, shuffle_buffer=10)))
+    np.testing.assert_array_equal(a[0]["image"].numpy(), b[0]["image"].numpy())
+    ev = np.concatenate([x["image"].numpy() for x in data_lib.evaluation_dataset(stream, 64, 16)])
+    np.testing.assert_array_equal(ev, memory.frames.astype(np.float32))
+
+
+# --- training -----------------------------------------------------------------------------
+def test_tiny_model_learns_the_synthetic_cue(store, tmp_path):
+    config = TrainConfig.preset("ci", max_steps=100, eval_every=50, seed=0)
+    metrics = train(MODEL, config, store, tmp_path, progress=False, bootstrap=200)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert len(history) == 100 and history["step"].tolist() == list(range(1, 101))
+    first, last = history["train_loss"].iloc[:10].mean(), history["train_loss"].iloc[-10:].mean()
+    assert last < first / 2, (first, last)
+    assert metrics["dev"]["rmse"] < metrics["mean_predictor"]["dev"]["rmse"]
+    assert metrics["test"]["rmse_low"] <= metrics["test"]["rmse"] <= metrics["test"]["rmse_high"]
+    assert metrics["stop_reason"] == "max_steps" and metrics["steps"] == 100
+    assert np.asarray(metrics["test_band_confusion"]).sum() == 15
+    predictions = pd.read_csv(tmp_path / "predictions.csv")
+    assert predictions["partition"].value_counts().to_dict() == {"Training": 40, "Development": 15, "Testing": 15}
+    assert predictions["prediction"].std() > 1.0  # not a constant output
+    assert any((tmp_path / "tb").iterdir())
+    json.dumps(metrics)  # JSON-serialisable
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(store, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    return train(MODEL, SHORT, store, run_dir, progress=False, bootstrap=100), run_dir
+
+
+def test_resume_after_interrupt_matches_uninterrupted(store, tmp_path, uninterrupted):
+    reference, ref_dir = uninterrupted
+
+    def crash(step, logs):
+        if step == 25:  # after the checkpoint of step 20
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(MODEL, SHORT, store, tmp_path, progress=False, on_step=crash, bootstrap=100)
+    assert not (tmp_path / "predictions.csv").exists()
+    resumed = train(MODEL, SHORT, store, tmp_path, progress=False, bootstrap=100)
+    assert _stable(resumed) == _stable(reference)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "history.csv"), pd.read_csv(ref_dir / "history.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "predictions.csv"), pd.read_csv(ref_dir / "predictions.csv"))
+
+
+def test_same_seed_same_metrics_other_seed_differs(store, tmp_path, uninterrupted):
+    reference, _ = uninterrupted
+    again = train(MODEL, SHORT, store, tmp_path / "again", progress=False, bootstrap=100)
+    assert _stable(again) == _stable(reference)
+    other = train(MODEL, SHORT.replace(seed=4, max_steps=10), store, tmp_path / "other", progress=False, bootstrap=0)
+    first = pd.read_csv(tmp_path / "again" / "history.csv")["train_loss"].iloc[:10].to_numpy()
+    assert not np.array_equal(first, pd.read_csv(tmp_path / "other" / "history.csv")["train_loss"].to_numpy())
+    assert other["steps"] == 10
+
+
+def test_early_stopping_on_training_loss(store, tmp_path):
+    # Patience 3 on the raw loss (no smoothing) stops long before the budget.
+    config = TrainConfig.preset("ci", max_steps=200, eval_every=50, patience=3, loss_smoothing=0.0, seed=0)
+    metrics = train(MODEL, config, store, tmp_path, progress=False, bootstrap=0)
+    assert metrics["stop_reason"] == "early_stopping" and metrics["steps"] < 200
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert np.isfinite(history["dev_rmse"].iloc[-1])  # evaluated at the stopping step
+    assert metrics["best_step"] in history.loc[history["dev_rmse"].notna(), "step"].tolist()
+
+
+def test_decoupled_weight_decay_has_no_l2_term(store, tmp_path):
+    config = SHORT.replace(max_steps=5, eval_every=5, decoupled=True)
+    metrics = train(MODEL, config, store, tmp_path, progress=True, bootstrap=0)  # with the bar
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert (history["l2"] == 0).all() and metrics["steps"] == 5
+
+
+MIRRORED = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, sys.argv[2])
+    import pandas as pd
+    from dlga.config import ModelConfig
+    from dlga.train import TrainConfig, train
+    model = ModelConfig.setting("G", preset="tiny")
+    config = TrainConfig.preset("ci", max_steps=8, eval_every=4, warmup_steps=4, seed=1)
+    out = {}
+    for name, strategy in (("one", None), ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+        m = train(model, config, sys.argv[1], sys.argv[3] + "/" + name, strategy=strategy,
+                  progress=False, bootstrap=0)
+        h = pd.read_csv(sys.argv[3] + "/" + name + "/history.csv")
+        out[name] = {"loss": h["train_loss"].tolist(), "dev_rmse": m["dev"]["rmse"], "replicas": m["replicas"]}
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+def test_mirrored_strategy_on_two_cpus_matches_one_device(store, tmp_path):
+    # Logical devices must exist before TensorFlow initialises: use a fresh interpreter.
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(store), str(ROOT), str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    out = json.loads(lines[-1][len("RESULT"):])
+    assert out["one"]["replicas"] == 1 and out["two"]["replicas"] == 2
+    np.testing.assert_allclose(out["two"]["loss"], out["one"]["loss"], rtol=1e-3)
+    assert out["two"]["dev_rmse"] == pytest.approx(out["one"]["dev_rmse"], rel=1e-3)
