@@ -218,6 +218,52 @@ def kernel_variables(model) -> list:
     return kernels
 
 
+def make_train_step(model, train_config: TrainConfig, optimizer=None, strategy=None):
+    """One optimisation step as a ``tf.function``: ``step(inputs, labels) -> (data_loss, l2)``.
+
+    The loss is 1/2 MSE (Eq. 7) averaged over the global batch, plus the coupled L2 term
+    ``weight_decay * sum(w**2) / 2`` over every kernel (none when ``decoupled``). Under a
+    strategy the batch is split over its replicas and the losses are summed back. This is the
+    step :func:`train` runs and the one ``python -m dlga bench`` times.
+    """
+    import tensorflow as tf
+
+    tc = train_config
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if optimizer is None:
+        optimizer = make_optimizer(tc, model)
+    kernels = kernel_variables(model)
+    variables = model.trainable_variables
+    l2_factor = 0.0 if tc.decoupled else 0.5 * tc.weight_decay
+    global_batch = tc.batch_size
+
+    def compute_gradients(inputs, labels):
+        with tf.GradientTape() as tape:
+            score = model(inputs, training=True)["score"]
+            per_frame = 0.5 * tf.square(tf.cast(score, tf.float32) - labels)  # Eq. 7
+            data_loss = tf.nn.compute_average_loss(per_frame, global_batch_size=global_batch)
+            l2 = l2_factor * tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
+            # Gradients are summed over replicas: each adds its share of the L2 term.
+            loss = data_loss + l2 / replicas
+        return tape.gradient(loss, variables), data_loss, l2 / replicas
+
+    grad_fn = tf.function(compute_gradients, jit_compile=tc.jit_compile)
+
+    def replica_step(inputs, labels):
+        grads, data_loss, l2 = grad_fn(inputs, labels)
+        optimizer.apply_gradients(zip(grads, variables))
+        return data_loss, l2
+
+    @tf.function
+    def train_step(inputs, labels):
+        data_loss, l2 = strategy.run(replica_step, args=(inputs, labels))
+        sum_ = tf.distribute.ReduceOp.SUM
+        return strategy.reduce(sum_, data_loss, axis=None), strategy.reduce(sum_, l2, axis=None)
+
+    return train_step
+
+
 def _scalar(tag: str, value: float) -> None:
     """A TensorBoard scalar without the ``tensorboard`` package (``tf.summary.scalar`` needs it).
 
@@ -359,9 +405,6 @@ def _train(model_config, tc, store_dir, run_dir, strategy, progress, model_fn, o
             "stop_code": tf.Variable(0, dtype=tf.int64, trainable=False),
             "wall_time": tf.Variable(0.0, dtype=tf.float64, trainable=False),
         }
-    kernels = kernel_variables(model)
-    variables = model.trainable_variables
-
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, **state)
     latest = tf.train.CheckpointManager(ckpt, str(run_dir / "checkpoints" / "latest"), max_to_keep=1)
     best_ckpt = tf.train.Checkpoint(model=model)
@@ -375,32 +418,7 @@ def _train(model_config, tc, store_dir, run_dir, strategy, progress, model_fn, o
             history = old[old["step"] <= int(state["step"].numpy())].to_dict("records")
     elapsed_before = float(state["wall_time"].numpy())
 
-    # --- the step -----------------------------------------------------------------------
-    l2_factor = 0.0 if tc.decoupled else 0.5 * tc.weight_decay
-    global_batch = tc.batch_size
-
-    def compute_gradients(inputs, labels):
-        with tf.GradientTape() as tape:
-            score = model(inputs, training=True)["score"]
-            per_frame = 0.5 * tf.square(tf.cast(score, tf.float32) - labels)  # Eq. 7
-            data_loss = tf.nn.compute_average_loss(per_frame, global_batch_size=global_batch)
-            l2 = l2_factor * tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
-            # Gradients are summed over replicas: each adds its share of the L2 term.
-            loss = data_loss + l2 / replicas
-        return tape.gradient(loss, variables), data_loss, l2 / replicas
-
-    grad_fn = tf.function(compute_gradients, jit_compile=tc.jit_compile)
-
-    def replica_step(inputs, labels):
-        grads, data_loss, l2 = grad_fn(inputs, labels)
-        optimizer.apply_gradients(zip(grads, variables))
-        return data_loss, l2
-
-    @tf.function
-    def train_step(inputs, labels):
-        data_loss, l2 = strategy.run(replica_step, args=(inputs, labels))
-        sum_ = tf.distribute.ReduceOp.SUM
-        return strategy.reduce(sum_, data_loss, axis=None), strategy.reduce(sum_, l2, axis=None)
+    train_step = make_train_step(model, tc, optimizer, strategy)
 
     evaluators = {
         name: _Evaluator(model, part, size, tc.eval_batch_size, tc.jit_compile) for name, part in parts.items()
