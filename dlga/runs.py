@@ -40,6 +40,7 @@ from dlga.config import PRESETS, SETTINGS, ModelConfig
 from dlga.train import TRAIN_PRESETS, TrainConfig
 
 COMPLETE = "COMPLETE"
+FORMAT_VERSION = 1  # of params.json / metrics.json; dlga.predict refuses other versions
 PARTIAL_SUFFIX = ".partial"
 RUN_FILES = ("params.json", "metrics.json", "predictions.csv", "history.csv", COMPLETE)
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +94,9 @@ class RunSpec:
         store_dir: the preprocessed store (only its fingerprint enters the id, not its path).
         seed: overrides ``train.seed`` when given.
         notes: free text kept in ``params.json``; not part of the id.
+        test_store_dir: a second store whose Testing partition is evaluated instead of
+            ``store_dir``'s (cross-dataset: train on AVEC2013, test on AVEC2014, or a synthetic
+            cohort made with another seed). Its fingerprint enters the id.
     """
 
     setting: str | ModelConfig = "G"
@@ -101,6 +105,7 @@ class RunSpec:
     store_dir: str = "data/ci/store"
     seed: int | None = None
     notes: str = ""
+    test_store_dir: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.setting, str) and self.setting not in SETTINGS:
@@ -114,6 +119,8 @@ class RunSpec:
         if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
             raise ValueError(f"seed must be None or a non-negative integer, got {self.seed!r}")
         object.__setattr__(self, "store_dir", str(self.store_dir))
+        if self.test_store_dir is not None:
+            object.__setattr__(self, "test_store_dir", str(self.test_store_dir))
 
     @property
     def model_config(self) -> ModelConfig:
@@ -137,12 +144,17 @@ class RunSpec:
                 f"store_dir {self.store_dir!r} does not exist; make it with `make data` or "
                 "`python -m data_prep preprocess`"
             )
-        return {
+        identity = {
             "model": self.model_config.to_dict(),
             "train": self.train_config.to_dict(),
             "store_fingerprint": store_fingerprint(self.store_dir),
             "source": source_hash(),
         }
+        if self.test_store_dir is not None:
+            if not Path(self.test_store_dir).is_dir():
+                raise FileNotFoundError(f"test_store_dir {self.test_store_dir!r} does not exist")
+            identity["test_store_fingerprint"] = store_fingerprint(self.test_store_dir)
+        return identity
 
     @property
     def run_id(self) -> str:
@@ -160,6 +172,9 @@ class RunSpec:
             "setting": self.label,
             "model_preset": self.model_preset if isinstance(self.setting, str) else None,
             "store_dir": self.store_dir,
+            "test_store_dir": self.test_store_dir,
+            "preprocessing": _store_params(self.store_dir),
+            "format_version": FORMAT_VERSION,
             "notes": self.notes,
         }
 
@@ -177,7 +192,18 @@ class RunSpec:
             train=TrainConfig.from_dict(params["train"]),
             store_dir=params["store_dir"],
             notes=params.get("notes", ""),
+            test_store_dir=params.get("test_store_dir"),
         )
+
+
+def _store_params(store_dir: str) -> dict[str, Any] | None:
+    """The store's preprocessing parameters, kept with the run so that it can score new videos
+    the same way after the store has moved."""
+    path = Path(store_dir) / "params.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def is_complete(path: str | os.PathLike) -> bool:
@@ -231,7 +257,7 @@ def execute(
 
     metrics = train(
         spec.model_config, spec.train_config, spec.store_dir, partial,
-        strategy=strategy, progress=progress, model_fn=model_fn,
+        strategy=strategy, progress=progress, model_fn=model_fn, test_store_dir=spec.test_store_dir,
     )
     metrics.update(run_id=run_id, git_commit=git_commit(), store_fingerprint=params["store_fingerprint"],
                    source=params["source"], finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -339,14 +365,17 @@ def grid(
     seeds: Iterable[int] = (0,),
     model_preset: str = "tiny",
     train_preset: str = "ci",
+    test_store_dir: str | os.PathLike | None = None,
     **train_overrides: Any,
 ) -> list[RunSpec]:
-    """Specs for every combination of settings x learning rates x seeds."""
+    """Specs for every combination of settings x learning rates x seeds (Testing from
+    ``test_store_dir`` when given: a cross-dataset grid)."""
     base = TrainConfig.preset(train_preset, **train_overrides)
     rates = list(learning_rates) if learning_rates else [base.learning_rate]
     return [
         RunSpec(setting=s, model_preset=model_preset, train=base.replace(learning_rate=float(lr)),
-                store_dir=str(store_dir), seed=int(seed))
+                store_dir=str(store_dir), seed=int(seed),
+                test_store_dir=None if test_store_dir is None else str(test_store_dir))
         for s in settings for lr in rates for seed in seeds
     ]
 
@@ -381,6 +410,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--model-preset", default="tiny", choices=sorted(PRESETS))
         p.add_argument("--train-preset", default="ci", choices=sorted(TRAIN_PRESETS))
         p.add_argument("--max-steps", type=int, default=None)
+        p.add_argument("--test-store", help="cross-dataset: evaluate the Testing partition of this other store")
         if name == "run":
             p.add_argument("--id", help="resume or run the run with this id (from its params.json)")
             p.add_argument("--no-progress", action="store_true")
@@ -391,7 +421,8 @@ def _specs(args) -> list[RunSpec]:
     if not args.store:
         raise SystemExit("--store is required: the preprocessed store the runs train on")
     overrides = {"max_steps": args.max_steps} if args.max_steps else {}
-    return grid(args.store, args.settings, args.lrs, args.seeds, args.model_preset, args.train_preset, **overrides)
+    return grid(args.store, args.settings, args.lrs, args.seeds, args.model_preset, args.train_preset,
+                test_store_dir=args.test_store, **overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

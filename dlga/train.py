@@ -310,6 +310,7 @@ def train(
     model_fn: Callable[[ModelConfig], Any] | None = None,
     on_step: Callable[[int, dict], None] | None = None,
     bootstrap: int = 2000,
+    test_store_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train, select by Development RMSE, evaluate Testing once; resume if ``run_dir`` has a checkpoint.
 
@@ -329,6 +330,8 @@ def train(
             ``{"score": (B,)}``.
         on_step: called after every step as ``on_step(step, logs)``; may raise to stop.
         bootstrap: resamples for the 95 % intervals of the Testing metrics (0: none).
+        test_store_dir: evaluate the Testing partition of this other store instead
+            (cross-dataset runs); Training and Development still come from ``store_dir``.
 
     Returns:
         A JSON-serialisable dict: ``dev``/``test``/``train`` metric dicts (per video and per
@@ -359,7 +362,9 @@ def train(
     # for the uncompiled path; XLA's CPU code is deterministic on one machine (tested).
     previous_determinism = _op_determinism(not tc.jit_compile)
     try:
-        return _train(model_config, tc, store_dir, run_dir, strategy, progress, model_fn, on_step, bootstrap)
+        return _train(
+            model_config, tc, store_dir, run_dir, strategy, progress, model_fn, on_step, bootstrap, test_store_dir
+        )
     finally:
         _op_determinism(previous_determinism)
 
@@ -376,16 +381,18 @@ def _op_determinism(enabled: bool) -> bool:
     return previous
 
 
-def _train(model_config, tc, store_dir, run_dir, strategy, progress, model_fn, on_step, bootstrap):
+def _train(model_config, tc, store_dir, run_dir, strategy, progress, model_fn, on_step, bootstrap, test_store_dir):
     import tensorflow as tf
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     replicas = strategy.num_replicas_in_sync
 
+    # Cross-dataset runs (issue: train on AVEC2013, test on AVEC2014) take Testing elsewhere.
+    sources = {"Training": store_dir, "Development": store_dir, "Testing": test_store_dir or store_dir}
     parts = {
-        name: data_lib.load_partition(store_dir, name, in_memory=tc.in_memory)
-        for name in ("Training", "Development", "Testing")
+        name: data_lib.load_partition(source, name, in_memory=tc.in_memory)
+        for name, source in sources.items()
     }
     train_part = parts["Training"]
     config = model_config.replace(warm_start_bias=float(np.mean(train_part.labels)))

@@ -127,3 +127,20 @@ def test_paired_bootstrap_between_two_runs(complete_run, tmp_path):
                        predictions=run.predictions.iloc[:-1])
     with pytest.raises(ValueError, match="same Testing videos"):
         runs.compare(path, shorter)
+
+
+def test_cross_dataset_run_tests_on_the_other_store(store, tmp_path):
+    """Train and select on one store, evaluate Testing of another (e.g. AVEC2013 -> AVEC2014)."""
+    other = make_store(tmp_path / "other", {"Training": 2, "Development": 2, "Testing": 5},
+                       frames_per_video=2, seed=7)
+    spec = runs.RunSpec(setting="GA", train=FAST, store_dir=str(store), seed=0, test_store_dir=str(other))
+    same = runs.RunSpec(setting="GA", train=FAST, store_dir=str(store), seed=0)
+    assert spec.run_id != same.run_id
+    assert runs.RunSpec.from_params(spec.params()).run_id == spec.run_id
+    run = runs.load_run(runs.execute(spec, tmp_path / "runs", progress=False))
+    assert run.params["test_store_dir"] == str(other)
+    test = run.predictions[run.predictions["partition"] == "Testing"]
+    assert len(test) == 5 and run.metrics["test"]["n_videos"] == 5
+    assert run.metrics["dev"]["n_videos"] == 12  # two tasks per session, from the training store
+    with pytest.raises(FileNotFoundError, match="test_store_dir"):
+        runs.RunSpec(store_dir=str(store), test_store_dir=str(tmp_path / "nowhere")).run_id
