@@ -25,8 +25,6 @@ Decisions (DESIGN.md):
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 import platform
@@ -40,7 +38,7 @@ import pandas as pd
 
 from dlga import data as data_lib
 from dlga import metrics as metrics_lib
-from dlga.config import ModelConfig
+from dlga.config import JsonConfig, ModelConfig
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # The paper's schedule (section 4.2.1); for GPUs and real data.
@@ -59,7 +57,7 @@ HISTORY_COLUMNS = ["step", "train_loss", "l2", "dev_rmse", "dev_mae", "lr"]
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """The training schedule of one run.
 
     Args:
@@ -132,23 +130,6 @@ class TrainConfig:
         if name not in TRAIN_PRESETS:
             raise ValueError(f"unknown training preset {name!r}; choose one of {sorted(TRAIN_PRESETS)}")
         return cls(**{**TRAIN_PRESETS[name], **overrides})
-
-    def replace(self, **changes: Any) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {unknown}; known fields: {sorted(known)}")
-        return cls(**data)
 
 
 def library_versions() -> dict[str, str]:
