@@ -6,6 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PRESET ?= demo
+DATASET ?= synthetic
+ROOT ?=
+BOOK_ARGS = --preset $(PRESET) --dataset $(DATASET) $(if $(ROOT),--root $(ROOT))
 JOBS ?= 2
 
 # Tool caches and configuration live inside the project tree.
@@ -38,18 +41,22 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# pytest (unit tests, then the ci book: runs, notebooks, HTML), then nbval on every chapter at
+# the ci preset (reusing the ci runs): only cells tagged nbval-check-output are compared.
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --nbval-lax book/
 
+# make book [PRESET=demo|ci|paper] [DATASET=synthetic|avec2013|avec2014 ROOT=DIR]
 book: $(STAMP)
-	$(PY) -m dlga.book build --preset $(PRESET)
+	$(PY) -m dlga.book build $(BOOK_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m dlga bench --out bench/dlga.json
 	$(PY) -m data_prep bench --out bench/data_prep.json
 
 data: $(STAMP)
-	$(PY) -m dlga.book data --preset $(PRESET)
+	$(PY) -m dlga.book data $(BOOK_ARGS)
 
 clean:
 	rm -rf _build .pytest_cache .cache/pycache

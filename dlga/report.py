@@ -1,0 +1,291 @@
+"""What several chapters of the book share: the paper's reported numbers, notices, tables, figures.
+
+Chapters stay thin: a parameters cell, a few calls into :mod:`dlga.book` and this module, and
+prose. Reported numbers are the paper's (He, Chan, Wang), copied from its Tables 3-8 and
+section 4.3.3; measured numbers come from the runs under ``runs/``.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from dlga.config import SETTING_LABELS, SETTINGS
+
+# --- the paper's numbers ("reported") --------------------------------------------------------
+# Tables 3 (AVEC2013) and 4 (AVEC2014): test RMSE, MAE per setting.
+PAPER_ABLATION = {
+    "avec2013": {
+        "LA-CMP-": (8.84, 7.26), "LA-CMP+": (8.80, 7.22), "A": (8.60, 6.90), "B": (8.44, 6.63),
+        "GA": (9.14, 7.51), "C": (9.07, 7.44), "D": (8.80, 7.23), "E": (8.74, 7.10),
+        "F": (8.61, 6.90), "G": (8.39, 6.59),
+    },
+    "avec2014": {
+        "LA-CMP-": (8.81, 7.25), "LA-CMP+": (8.79, 7.22), "A": (8.60, 6.90), "B": (8.42, 6.62),
+        "GA": (9.11, 7.50), "C": (9.00, 7.41), "D": (8.70, 7.02), "E": (8.66, 6.93),
+        "F": (8.56, 6.81), "G": (8.30, 6.51),
+    },
+}
+# Tables 5 (AVEC2013, G1) and 6 (AVEC2014, G2): test RMSE, MAE per learning rate.
+PAPER_LR = {
+    "avec2013": {1e-6: (8.39, 6.59), 1e-5: (8.59, 6.90), 1e-4: (8.78, 7.21), 1e-3: (9.10, 7.50),
+                 1e-2: (9.28, 7.60), 1e-1: (9.36, 7.65)},
+    "avec2014": {1e-6: (8.30, 6.51), 1e-5: (8.54, 6.89), 1e-4: (8.80, 7.22), 1e-3: (9.08, 7.49),
+                 1e-2: (9.26, 7.48), 1e-1: (9.35, 7.65)},
+}
+# Tables 7 (AVEC2013) and 8 (AVEC2014): the literature as the paper reports it (MAE None: N/A).
+PAPER_LITERATURE = {
+    "avec2013": [
+        ("Baseline [11] / LPQ, SVR", 13.61, 10.88), ("Cummins et al. [34] / STIP and PHOG, SVR", 10.45, None),
+        ("Meng et al. [35] / EOH and LBP, PLSR", 11.19, 9.14), ("Wen et al. [2] / LPQ-TOP, SVR", 10.27, 8.22),
+        ("Zhu et al. [19] / Optical Flow, 2D-CNN", 9.82, 7.58), ("Mohamad et al. [13] / C3D, RNN", 9.28, 7.37),
+        ("He et al. [18] / MRLBP-TOP, DPFV, SVR", 9.20, 7.55), ("Md et al. [23] / LSTM", 8.93, 7.04),
+        ("Zhou et al. [6] / 2D-CNN", 8.19, 6.30), ("Melo et al. [21] / C3D", 8.26, 6.40),
+        ("Melo et al. [36] / ResNet-50", 8.25, 6.30), ("Proposed approach (DLGA-CNN, G1)", 8.39, 6.59),
+    ],
+    "avec2014": [
+        ("Baseline [12] / LGBP-TOP, SVR", 10.86, 8.86), ("Sidorov et al. [37] / LGBP-TOP, SVR", 10.83, 8.32),
+        ("Jan et al. [38] / EOH, LBP and LPQ, PLSR", 10.50, 8.44), ("Kaya et al. [39] / CCA, ELM", 10.27, 8.20),
+        ("Zhu et al. [19] / Optical Flow, 2D-CNN", 9.55, 7.47), ("Mohamad et al. [13] / C3D, RNN", 9.20, 7.22),
+        ("He et al. [18] / MRLBP-TOP, DPFV, SVR", 9.01, 7.21), ("Dhall et al. [4] / LBP-TOP, SVR", 8.91, 7.08),
+        ("Md et al. [23] / LSTM", 8.78, 6.86), ("Zhou et al. [6] / 2D-CNN", 8.39, 6.21),
+        ("Melo et al. [21] / C3D", 8.31, 6.59), ("Melo et al. [36] / ResNet-50", 8.23, 6.13),
+        ("Proposed approach (DLGA-CNN, G2)", 8.30, 6.51),
+    ],
+}
+PAPER_SECONDS_PER_IMAGE = 2.12  # section 4.3.3, Intel Core i7-6700 3.40 GHz, 32 GB, TensorFlow
+PAPER_TRAINING_HOURS = 5
+PAPER_MACHINE = "Intel Core i7-6700 CPU @ 3.40 GHz, 32 GB, TensorFlow"
+
+# Table 2 of the paper: output size of each block at input 224 (side, channels).
+PAPER_TABLE2 = [
+    ("Conv1_1", 224, 64), ("Pool1", 112, 64), ("Conv2_1", 112, 128), ("Pool2", 56, 128),
+    ("Conv3_1", 56, 256), ("Pool3", 28, 256), ("Conv4_1", 28, 512), ("Conv4_2", 28, 512),
+    ("CMP", 28, 128),
+]
+
+
+def paper_key(dataset: str) -> str:
+    """The paper's table to set beside ours: AVEC2013 for ``avec2013``, else AVEC2014
+    (the synthetic cohort has the AVEC2014 layout and label distribution)."""
+    return "avec2013" if dataset == "avec2013" else "avec2014"
+
+
+def table_suffix(dataset: str) -> str:
+    return "1" if dataset == "avec2013" else "2"
+
+
+# --- notices -----------------------------------------------------------------------------------
+def _admonition(kind: str, title: str, body: str) -> str:
+    return (f'<div class="admonition {kind}"><p class="admonition-title">{html.escape(title)}</p>'
+            f"<p>{body}</p></div>")
+
+
+def data_notice(dataset: str, preset: str):
+    """The banner at the top of every page with results: what data the numbers come from."""
+    from IPython.display import HTML
+
+    if dataset == "synthetic":
+        body = (f"Every number measured on this page comes from the <b>synthetic cohort</b> "
+                f"(preset <code>{html.escape(preset)}</code>): synthetic faces with synthetic BDI-II "
+                "labels. These numbers test the pipeline; they do not reproduce the paper's results "
+                "on AVEC and must not be compared with them as if they did. The paper's numbers are "
+                "labelled <i>reported</i>, ours <i>measured</i>.")
+        return HTML(_admonition("warning", "Synthetic data", body))
+    body = (f"Measured on <b>{html.escape(str(dataset))}</b> (preset <code>{html.escape(preset)}</code>). "
+            "The paper's numbers are labelled <i>reported</i>, ours <i>measured</i>.")
+    return HTML(_admonition("note", "Data", body))
+
+
+# --- tables -------------------------------------------------------------------------------------
+def styled(frame: pd.DataFrame, caption: str | None = None, precision: int = 2, hide_index: bool = True):
+    """A pandas Styler with a caption and fixed precision (how the book shows tables)."""
+    sty = frame.style.format(precision=precision, na_rep="–")
+    if hide_index:
+        sty = sty.hide(axis="index")
+    if caption:
+        sty = sty.set_caption(caption)
+    return sty.set_table_attributes('class="dataframe"')
+
+
+def mean_sd(values: Iterable[float]) -> str:
+    v = np.asarray(list(values), dtype=float)
+    if len(v) == 0:
+        return "–"
+    if len(v) == 1:
+        return f"{v[0]:.2f}"
+    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
+
+
+def runs_table(runs) -> pd.DataFrame:
+    """One row per run: setting, lr, seed, steps, Development and Testing metrics, wall time."""
+    rows = []
+    for r in runs:
+        m = r.metrics
+        rows.append({
+            "run_id": r.run_id, "setting": r.params.get("setting"), "lr": r.params["train"]["learning_rate"],
+            "seed": r.params["train"]["seed"], "steps": m["steps"], "best_step": m["best_step"],
+            "stop": m["stop_reason"], "dev_rmse": m["dev"]["rmse"], "dev_mae": m["dev"]["mae"],
+            "test_rmse": m["test"]["rmse"], "test_mae": m["test"]["mae"],
+            "mean_dev_rmse": m["mean_predictor"]["dev"]["rmse"], "mean_test_rmse": m["mean_predictor"]["test"]["rmse"],
+            "pred_sd_test": float(r.predictions.loc[r.predictions["partition"] == "Testing", "prediction"].std()),
+            "wall_s": m["wall_time_s"],
+        })
+    return pd.DataFrame(rows)
+
+
+def ablation_table(runs, dataset: str) -> pd.DataFrame:
+    """Tables 3/4: the paper's RMSE/MAE beside ours (mean ± sd over seeds), ten settings."""
+    t = runs_table(runs)
+    paper = PAPER_ABLATION[paper_key(dataset)]
+    suffix = table_suffix(dataset)
+    rows = []
+    for s in SETTINGS:
+        sub = t[t["setting"] == s]
+        label = SETTING_LABELS[s]
+        if ":" in label:
+            letter, rest = label.split(":", 1)
+            label = f"{letter}{suffix}:{rest}"
+        rows.append({
+            "setting": label, "RMSE reported": paper[s][0], "MAE reported": paper[s][1],
+            "RMSE measured": mean_sd(sub["test_rmse"]), "MAE measured": mean_sd(sub["test_mae"]),
+            "Dev RMSE measured": mean_sd(sub["dev_rmse"]), "seeds": len(sub),
+            "_rmse": sub["test_rmse"].mean() if len(sub) else np.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def pooled_predictions(runs, partition: str = "Testing") -> pd.DataFrame:
+    """Per-video predictions of a partition, averaged over the runs (seeds): video_id, bdi, prediction."""
+    frames = []
+    for r in runs:
+        p = r.predictions[r.predictions["partition"] == partition][["video_id", "session_id", "bdi", "prediction"]]
+        frames.append(p.set_index("video_id"))
+    base = frames[0][["session_id", "bdi"]].copy()
+    base["prediction"] = np.mean([f.loc[base.index, "prediction"].to_numpy() for f in frames], axis=0)
+    return base.reset_index()
+
+
+def paired_comparison(runs_a, runs_b, n: int = 2000, seed: int = 0, metric: str = "rmse") -> dict:
+    """Paired bootstrap of metric(a) - metric(b) on Testing videos, predictions averaged over seeds."""
+    from dlga.metrics import paired_bootstrap
+
+    a, b = pooled_predictions(runs_a), pooled_predictions(runs_b).set_index("video_id")
+    b = b.loc[a["video_id"]]
+    return paired_bootstrap(a["bdi"].to_numpy(float), a["prediction"].to_numpy(float),
+                            b["prediction"].to_numpy(float), metric=metric, n=n, seed=seed)
+
+
+def verdict(res: dict, name_a: str, name_b: str, unit: str = "BDI points") -> str:
+    """A difference in words: a tie when the paired interval contains 0."""
+    d, lo, hi = res["diff"], res["low"], res["high"]
+    ci = f"{d:+.2f} {unit} (95 % paired bootstrap interval [{lo:+.2f}, {hi:+.2f}])"
+    if lo <= 0 <= hi:
+        return f"{name_a} vs {name_b}: {ci}: a **tie**, the interval contains 0."
+    better = name_a if d < 0 else name_b
+    return f"{name_a} vs {name_b}: {ci}: **{better}** has the lower error."
+
+
+# --- figures --------------------------------------------------------------------------------------
+def setup_plots():
+    """Seaborn's whitegrid theme at a modest resolution; returns ``matplotlib.pyplot``."""
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["figure.dpi"] = 90
+    return plt
+
+
+def draw_centres(ax, image: np.ndarray, centres: np.ndarray, numbered: bool = True, weights=None, cmap="magma"):
+    """An aligned face with the 24 patch centres (numbered 1-24), optionally coloured by weight."""
+    ax.imshow(image)
+    if weights is None:
+        ax.scatter(centres[:, 0], centres[:, 1], s=14, c="#00e5ff", edgecolors="k", linewidths=0.4)
+    else:
+        sc = ax.scatter(centres[:, 0], centres[:, 1], s=40 + 260 * np.asarray(weights), c=weights, cmap=cmap,
+                        vmin=0, vmax=1, edgecolors="w", linewidths=0.6)
+        ax.figure.colorbar(sc, ax=ax, fraction=0.046, pad=0.02, label="local weight α")
+    if numbered:
+        for i, (x, y) in enumerate(centres, 1):
+            ax.annotate(str(i), (x, y), xytext=(2, -2), textcoords="offset points", fontsize=6, color="yellow")
+    ax.set_axis_off()
+
+
+def severity_band_counts(labels: pd.DataFrame) -> pd.DataFrame:
+    """Sessions per partition and BDI-II severity band (paper Table 1)."""
+    from dlga.metrics import BAND_NAMES, severity_band
+
+    per = labels.drop_duplicates("session_id").copy()
+    per["band"] = [BAND_NAMES[i] for i in severity_band(per["bdi"])]
+    out = per.pivot_table(index="partition", columns="band", values="session_id", aggfunc="count", fill_value=0)
+    out = out.reindex(columns=list(BAND_NAMES), fill_value=0)
+    return out.reindex([p for p in ("Training", "Development", "Testing") if p in out.index])
+
+
+def describe_versions(versions: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform")
+
+
+def rank_plot(table: pd.DataFrame, ax, value: str = "test_rmse", by: str = "setting", reference: float | None = None):
+    """Settings ranked by mean Testing RMSE, one dot per seed, the mean predictor as a line."""
+    import seaborn as sns
+
+    order = table.groupby(by)[value].mean().sort_values().index.tolist()
+    sns.pointplot(data=table, y=by, x=value, order=order, ax=ax, linestyle="none", errorbar="sd", color="k",
+                  markers="D", markersize=4)
+    sns.stripplot(data=table, y=by, x=value, order=order, ax=ax, alpha=0.5, size=4)
+    if reference is not None:
+        ax.axvline(reference, ls="--", c="grey", lw=1)
+        ax.text(reference, -0.6, " training-mean predictor", fontsize=8, color="grey", va="bottom")
+    ax.set_xlabel("Testing RMSE per video (BDI points)")
+    ax.set_ylabel("")
+    return order
+
+
+def listing(items: Sequence[str]) -> str:
+    return ", ".join(items[:-1]) + (" and " if len(items) > 1 else "") + items[-1] if items else ""
+
+
+# --- trained models -------------------------------------------------------------------------------
+def load_run_model(run):
+    """Rebuild a run's model and restore its kept (best Development) weights. Returns (model, config)."""
+    import tensorflow as tf
+
+    from dlga.config import ModelConfig
+    from dlga.model import build_model
+
+    config = ModelConfig.from_dict(run.metrics["model_config"])
+    model = build_model(config)
+    latest = tf.train.latest_checkpoint(str(run.path / "checkpoints" / "best"))
+    if latest is None:
+        raise FileNotFoundError(f"{run.path}: no checkpoint under checkpoints/best")
+    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    return model, config
+
+
+def attention(model, part, input_size: int, batch_size: int = 64) -> pd.DataFrame:
+    """Per frame of a partition: video_id, partition, bdi, the 24 local weights a0..a23, their
+    mean ``local_mean``, the global weight ``global`` and the prediction."""
+    from dlga import data as data_lib
+
+    outs = {"score": [], "local_attention": [], "global_attention": []}
+    for x in data_lib.evaluation_dataset(part, input_size, batch_size):
+        y = model(x, training=False)
+        for k in outs:
+            if k in y:
+                outs[k].append(np.asarray(y[k]))
+    frames = data_lib.frame_table(part)
+    frames["prediction"] = np.concatenate(outs["score"])
+    if outs["local_attention"]:
+        local = np.concatenate(outs["local_attention"])
+        for j in range(local.shape[1]):
+            frames[f"a{j}"] = local[:, j]
+        frames["local_mean"] = local.mean(axis=1)
+    if outs["global_attention"]:
+        frames["global"] = np.concatenate(outs["global_attention"]).reshape(-1)
+    return frames

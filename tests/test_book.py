@@ -1,0 +1,169 @@
+"""The book: presets, orchestration and a full build at the ``ci`` preset.
+
+The build test executes every chapter through papermill at ``ci`` (training the runs it
+lacks), builds the HTML with jupyter-book (warnings are errors) and checks that every chapter
+page exists and holds its table. The run-level checks read the runs' ``metrics.json`` and
+``predictions.csv``, with tolerances, never printed text.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlga import book
+from dlga.config import SETTING_LABELS, SETTINGS
+
+BUILD_DIR = book.PROJECT_ROOT / "_build" / "test-ci"
+
+
+# --- presets and helpers (fast) ---------------------------------------------------------------
+def test_presets_are_consistent():
+    assert set(book.PRESETS) == {"ci", "demo", "paper"}
+    for name, p in book.PRESETS.items():
+        assert p.name == name
+        t = p.train_config()  # validates the overrides
+        assert t.max_steps >= 1
+        assert p.learning_rates == tuple(sorted(p.learning_rates))
+        assert len(p.seeds) >= 1 and len(set(p.seeds)) == len(p.seeds)
+    assert book.PRESETS["paper"].ablation_lr == 1e-6  # the paper's rate for the paper's schedule
+    assert book.PRESETS["paper"].cohort is None and book.PRESETS["paper"].model_preset == "paper"
+    assert book.PRESETS["demo"].ablation_lr is None  # selected on Development
+    assert len(book.PRESETS["ci"].seeds) == 3  # the three-seed learning check below
+    with pytest.raises(ValueError, match="unknown book preset"):
+        book.get_preset("huge")
+
+
+def test_select_learning_rate_uses_development_only():
+    class R:
+        def __init__(self, lr, dev, test):
+            self.params = {"train": {"learning_rate": lr}}
+            self.metrics = {"dev": {"rmse": dev}, "test": {"rmse": test}}
+
+    runs = [R(1e-3, 5.0, 9.0), R(1e-3, 6.0, 9.0), R(1e-4, 5.4, 1.0), R(1e-2, 7.0, 0.5)]
+    assert book.select_learning_rate(runs) == 1e-4  # mean dev 5.4 beats 5.5; Testing is ignored
+    runs.append(R(1e-4, 5.8, 1.0))  # mean dev of 1e-4 becomes 5.6
+    assert book.select_learning_rate(runs) == 1e-3
+
+
+def test_toc_lists_every_chapter():
+    import yaml
+
+    toc = yaml.safe_load((book.PROJECT_ROOT / "_toc.yml").read_text())
+    files = [toc["root"]] + [c["file"] for c in toc["chapters"]]
+    assert files == [f"book/{c}" for c in book.CHAPTERS]
+    for c in book.CHAPTERS:
+        assert (book.BOOK_DIR / f"{c}.ipynb").is_file()
+
+
+def test_write_toc_subset(tmp_path):
+    import yaml
+
+    book.write_toc(["02_data", "05_ablations"], tmp_path)
+    toc = yaml.safe_load((tmp_path / "_toc.yml").read_text())
+    assert toc["root"] == "book/02_data"
+    assert [c["file"] for c in toc["chapters"]] == ["book/05_ablations"]
+
+
+def test_notebooks_open_with_a_parameters_cell():
+    import nbformat
+
+    for c in book.CHAPTERS:
+        nb = nbformat.read(book.BOOK_DIR / f"{c}.ipynb", as_version=4)
+        code = [cell for cell in nb.cells if cell.cell_type == "code"]
+        assert "parameters" in code[0].metadata.get("tags", []), c
+        for name in ("preset", "dataset", "root", "seeds"):
+            assert f"{name} = " in code[0].source, (c, name)
+        assert 'preset = "ci"' in code[0].source  # nbval and plain Jupyter run the ci preset
+
+
+def test_cli_requires_root_for_avec():
+    with pytest.raises(SystemExit):
+        book.main(["data", "--preset", "ci", "--dataset", "avec2014"])
+
+
+# --- the ci book (slow) --------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def ci_book():
+    t0 = time.perf_counter()
+    index = book.build("ci", build_dir=BUILD_DIR, log=lambda *a: None)
+    return {"index": index, "seconds": time.perf_counter() - t0}
+
+
+CHAPTER_CONTENT = {
+    "01_introduction": ["Book presets", "reported", "measured"],
+    "02_data": ["Training", "Development", "Testing", "Preprocessing QC", "patch centres", "Synthetic data"],
+    "03_architecture": ["212,438,490", "151", "Conv4_2"],
+    "04_training": ["Severity-band confusion", "Largest per-video errors", "Synthetic data"],
+    "05_ablations": [SETTING_LABELS[s].split(":")[-1].strip() for s in SETTINGS] + ["Table 4", "Paired bootstrap"],
+    "06_learning_rate": ["Table 6", "selected on Development"],
+    "07_comparison": ["Table 8", "LBP + SVR", "training-mean predictor", "Zhou et al."],
+    "08_attention": ["Mean local weight", "Global weight"],
+    "09_efficiency": ["Model benchmark", "2120", "machine"],
+    "10_reproducibility": ["runs on this dataset", "sbatch"],
+}
+
+
+@pytest.mark.slow
+def test_ci_book_builds_every_chapter(ci_book):
+    html_dir = ci_book["index"].parent
+    assert ci_book["index"].is_file()
+    for chapter, needles in CHAPTER_CONTENT.items():
+        page = html_dir / "book" / f"{chapter}.html"
+        assert page.is_file(), f"{page} was not built"
+        text = page.read_text()
+        assert "<table" in text, f"{chapter}: no table"
+        for needle in needles:
+            assert needle in text, f"{chapter}: {needle!r} not on the page"
+
+
+@pytest.mark.slow
+def test_second_build_is_cached(ci_book):
+    t0 = time.perf_counter()
+    book.build("ci", build_dir=BUILD_DIR, log=lambda *a: None)
+    assert time.perf_counter() - t0 < 90  # goal 60 s on 2 idle cores; papermill must not run
+
+
+def _ci_ablation_runs():
+    store = book.prepare_data("ci")
+    return book.ensure_runs(book.ablation_specs("ci", store))
+
+
+@pytest.mark.slow
+def test_every_setting_learns_for_three_seeds(ci_book):
+    """Each of the ten settings learns at the tiny preset for three seeds: predictions are not
+    constant and the Development RMSE is below the training-mean predictor's."""
+    runs = _ci_ablation_runs()
+    seen = {}
+    for r in runs:
+        m = r.metrics
+        test = r.predictions[r.predictions["partition"] == "Testing"]
+        sd = float(test["prediction"].std())
+        assert sd > 0.5, f"{r.run_id}: near-constant predictions (sd {sd:.3f})"
+        assert m["dev"]["rmse"] < m["mean_predictor"]["dev"]["rmse"], (
+            f"{r.run_id}: Development RMSE {m['dev']['rmse']:.2f} not below the mean predictor's "
+            f"{m['mean_predictor']['dev']['rmse']:.2f}")
+        seen.setdefault(r.params["setting"], set()).add(m["seed"])
+    assert seen == {s: {0, 1, 2} for s in SETTINGS}
+
+
+@pytest.mark.slow
+def test_run_metrics_match_predictions(ci_book):
+    """metrics.json agrees with predictions.csv; values are in range (tolerances, not text)."""
+    from dlga.metrics import mae, rmse
+
+    for r in _ci_ablation_runs()[:: len(book.PRESETS["ci"].seeds)]:
+        m = r.metrics
+        for part, key in (("Development", "dev"), ("Testing", "test")):
+            v = r.predictions[r.predictions["partition"] == part]
+            assert m[key]["rmse"] == pytest.approx(rmse(v["bdi"], v["prediction"]), abs=1e-6)
+            assert m[key]["mae"] == pytest.approx(mae(v["bdi"], v["prediction"]), abs=1e-6)
+            assert 0 < m[key]["mae"] <= m[key]["rmse"] < 63
+        assert m["test"]["rmse_low"] <= m["test"]["rmse"] <= m["test"]["rmse_high"]
+        assert m["steps"] <= book.PRESETS["ci"].train_config().max_steps
+        assert 0 < m["best_step"] <= m["steps"]
