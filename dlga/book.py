@@ -114,11 +114,14 @@ PRESETS: dict[str, BookPreset] = {
     # Tests: 10 settings x 3 seeds of a short schedule; the learning-rate study with one seed.
     # jit_compile=False: compiling the training step with XLA took minutes on a busy 2-core
     # machine, more than a whole short run costs without it.
+    # Warm-up 20 of 80 steps: with 40, C (GA + WSPP) collapsed to the mean for seed 1 (its
+    # global gate shut, DESIGN.md section 2); with 20 all 10 settings x 3 seeds learned, C
+    # seed 1 barely (prediction sd 1.0, Development RMSE 12.5 against 13.96).
     # The ablation rate is fixed at 1e-3 (the rate the demo study selects; the ci chapter
     # shows its own study beside it) so that the ablation grid does not wait for the study.
     "ci": BookPreset(
         name="ci", cohort="ci", train_preset="ci",
-        train_overrides=(("max_steps", 80), ("eval_every", 20), ("warmup_steps", 40), ("jit_compile", False)),
+        train_overrides=(("max_steps", 80), ("eval_every", 20), ("warmup_steps", 20), ("jit_compile", False)),
         seeds=(0, 1, 2), lr_seeds=(0,), learning_rates=(1e-5, 1e-4, 1e-3, 1e-2),
         ablation_lr=1e-3, bootstrap=500,
     ),
@@ -152,12 +155,14 @@ def data_root(preset: BookPreset) -> Path:
     return PROJECT_ROOT / "data" / preset.name
 
 
-def cohort_dir(preset: BookPreset) -> Path:
-    return data_root(preset) / "cohort"
+def cohort_dir(preset: BookPreset, seed: int = 0) -> Path:
+    return data_root(preset) / ("cohort" if seed == 0 else f"cohort-seed{seed}")
 
 
-def _stamp_path(preset: BookPreset, dataset: str, root: str | None) -> Path:
+def _stamp_path(preset: BookPreset, dataset: str, root: str | None, seed: int = 0) -> Path:
     data = [preset.cohort, preset.size, preset.sample_fps, preset.max_frames, dataset, str(root)]
+    if seed:
+        data.append(seed)
     key = hashlib.sha256(json.dumps(data).encode()).hexdigest()[:12]
     return data_root(preset) / f"store-{dataset}-{key}.json"
 
@@ -168,6 +173,7 @@ def prepare_data(
     root: str | os.PathLike | None = None,
     *,
     progress: bool = False,
+    cohort_seed: int = 0,
 ) -> Path:
     """Return the preprocessed store the book uses, making it first if needed.
 
@@ -176,9 +182,12 @@ def prepare_data(
     user's copy at ``root``; any other value is taken as a path to a manifest CSV (the
     ``manifest`` adapter). The store is ``data/<preset>/stores/<dataset>-s<size>-<hash>/``.
     A stamp file remembers a finished store, so a second call costs milliseconds.
+
+    ``cohort_seed`` > 0 makes another synthetic cohort of the same preset with that seed (new
+    subjects and labels), of which only Testing is full-size: the cross-dataset test set.
     """
     preset = get_preset(preset) if isinstance(preset, str) else preset
-    stamp = _stamp_path(preset, dataset, None if root is None else str(root))
+    stamp = _stamp_path(preset, dataset, None if root is None else str(root), cohort_seed)
     if stamp.is_file():
         info = json.loads(stamp.read_text())
         store = Path(info["store"])
@@ -195,9 +204,12 @@ def prepare_data(
             )
         from data_prep.synthetic import CohortConfig, make_cohort
 
-        make_cohort(CohortConfig.preset(preset.cohort), cohort_dir(preset), seed=0,
+        cohort = CohortConfig.preset(preset.cohort)
+        if cohort_seed:  # only Testing is read from a cross-dataset cohort
+            cohort = dataclasses.replace(cohort, n_train=1, n_dev=1, name=f"{cohort.name}-seed{cohort_seed}")
+        make_cohort(cohort, cohort_dir(preset, cohort_seed), seed=cohort_seed,
                     workers=preset.workers, progress=progress)
-        adapter, where = "avec2014", cohort_dir(preset)
+        adapter, where = "avec2014", cohort_dir(preset, cohort_seed)
     elif dataset in ("avec2013", "avec2014"):
         if root is None:
             raise ValueError(f"--dataset {dataset} needs --root: the folder of your {dataset.upper()} copy")
@@ -206,6 +218,8 @@ def prepare_data(
         adapter, where = "manifest", Path(dataset)
     manifest, _report = load_dataset(adapter, where)
     name = "synthetic" if dataset == "synthetic" else adapter
+    if cohort_seed:
+        name = f"synthetic-seed{cohort_seed}"
     store = preprocess(
         manifest, data_root(preset) / "stores", size=preset.size, sample_fps=preset.sample_fps,
         workers=preset.workers, dataset=name, max_frames=preset.max_frames, progress=progress,
@@ -283,6 +297,34 @@ def ablation_specs(preset: str | BookPreset, store, settings: Iterable[str] | No
 
     lr, _ = ablation_learning_rate(preset, store, runs_root)
     return run_specs(preset, store, list(settings or SETTINGS), [lr], seeds)
+
+
+def cross_dataset_specs(preset: str | BookPreset, store, test_store, seeds: Iterable[int] | None = None,
+                        runs_root=RUNS_ROOT):
+    """Setting G trained (and selected) on ``store``, tested on the Testing partition of
+    ``test_store``: the cross-dataset runs (same seeds as the learning-rate study)."""
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    lr, _ = ablation_learning_rate(preset, store, runs_root)
+    specs = run_specs(preset, store, ["G"], [lr], preset.lr_seeds if seeds is None else seeds)
+    return [dataclasses.replace(s, test_store_dir=str(test_store)) for s in specs]
+
+
+def cross_dataset(preset: str | BookPreset, store, dataset: str, cross: str | None = None,
+                  cross_root=None, runs_root=RUNS_ROOT):
+    """Runs of G trained on ``store`` and tested on another dataset, with that dataset's name.
+
+    ``cross=None`` on synthetic data: a second synthetic cohort made with another seed. For
+    real data name the other dataset (``avec2013`` <-> ``avec2014``) and its ``cross_root``.
+    Returns ``(runs, name)``, or ``([], reason)`` when no second dataset is given.
+    """
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    if cross is None:
+        if not is_synthetic(dataset):
+            return [], "no second dataset given (set cross_dataset and cross_root)"
+        test_store, name = prepare_data(preset, "synthetic", cohort_seed=1), "synthetic, seed 1"
+    else:
+        test_store, name = prepare_data(preset, cross, cross_root), cross
+    return ensure_runs(cross_dataset_specs(preset, store, test_store, runs_root=runs_root), runs_root), name
 
 
 # --- notebooks and the HTML build -------------------------------------------------------------
@@ -452,6 +494,9 @@ def write_toc(chapters: Sequence[str], staging: Path) -> None:
         toc["chapters"] = [c for c in toc["chapters"] if c["file"] in keep]
     if root not in keep and toc.get("chapters"):
         toc["root"] = toc["chapters"].pop(0)["file"]
+    if not toc.get("chapters") and not toc.get("parts"):
+        # One page alone: jb-book insists on a non-empty chapter list, an article does not.
+        toc = {"format": "jb-article", "root": toc["root"]}
     text = yaml.safe_dump(toc, sort_keys=False)
     staging.mkdir(parents=True, exist_ok=True)
     dst = staging / "_toc.yml"
