@@ -161,6 +161,14 @@ def goals(rows: list[dict]) -> dict:
     return out
 
 
+def load_result(path: str | Path = "bench/dlga.json") -> dict | None:
+    """The JSON that ``make bench`` wrote (machine, rows, goals), or None if it has not run."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dlga bench", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/dlga.json", help="JSON output path (default: %(default)s)")
