@@ -158,7 +158,7 @@ def cross_dataset_table(within, across, dataset: str, other: str, n_boot: int = 
     for runs, tested_on in ((within, dataset), (across, other)):
         t = runs_table(runs)
         rows.append({"trained on": dataset, "tested on": tested_on, "seeds": len(t),
-                     "RMSE measured": mean_sd(t["test_rmse"]), "RMSE 95% CI (videos)": video_interval(runs, n=n_boot),
+                     "RMSE measured": mean_sd(t["test_rmse"]), "RMSE 95% CI (seed-mean, videos)": video_interval(runs, n=n_boot),
                      "MAE measured": mean_sd(t["test_mae"]),
                      "mean predictor RMSE": mean_sd(r.metrics["mean_predictor"]["test"]["rmse"] for r in runs)})
     return pd.DataFrame(rows)
@@ -180,7 +180,7 @@ def ablation_table(runs, dataset: str, n_boot: int = 2000) -> pd.DataFrame:
         rows.append({
             "setting": label, "RMSE reported": paper[s][0], "MAE reported": paper[s][1],
             "RMSE measured": mean_sd(sub["test_rmse"]),
-            "RMSE 95% CI (videos)": video_interval([r for r in runs if r.params["setting"] == s], n=n_boot),
+            "RMSE 95% CI (seed-mean, videos)": video_interval([r for r in runs if r.params["setting"] == s], n=n_boot),
             "MAE measured": mean_sd(sub["test_mae"]),
             "Dev RMSE measured": mean_sd(sub["dev_rmse"]), "seeds": len(sub),
             "_rmse": sub["test_rmse"].mean() if len(sub) else np.nan,
