@@ -16,11 +16,13 @@ module only. Writes are atomic (temporary name, then ``os.replace``) and nothing
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -35,23 +37,26 @@ class StoreError(ValueError):
     """A store file or directory is missing, corrupt or of the wrong shape."""
 
 
-def _atomic_target(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+@contextlib.contextmanager
+def _atomic_open(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """A binary file that appears at ``path`` whole, or not at all (temporary name, then rename)."""
     path = Path(path)
-    fd, tmp = _atomic_target(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    with _atomic_open(path) as fh:
+        fh.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -93,23 +98,15 @@ def write_video(
         raise StoreError(f"landmarks must be ({n}, 68, 2), got {landmarks.shape}")
     if frame_index.shape != (n,):
         raise StoreError(f"frame_index must be ({n},), got {frame_index.shape}")
-    path = Path(path)
-    fd, tmp = _atomic_target(path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(
-                fh,
-                frames=frames,
-                landmarks=landmarks,
-                frame_index=frame_index,
-                score=np.float32(score),
-                version=np.int32(STORE_VERSION),
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with _atomic_open(path) as fh:
+        np.savez_compressed(
+            fh,
+            frames=frames,
+            landmarks=landmarks,
+            frame_index=frame_index,
+            score=np.float32(score),
+            version=np.int32(STORE_VERSION),
+        )
 
 
 def read_video(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -150,8 +147,6 @@ def read_manifest(store_dir: str | os.PathLike) -> pd.DataFrame:
 
 def store_fingerprint(store_dir: str | os.PathLike) -> str:
     """A short hash of a store's manifest and parameters: identifies the data a run used."""
-    import hashlib
-
     store_dir = Path(store_dir)
     h = hashlib.sha256()
     for name in ("params.json", "manifest.csv"):
