@@ -13,8 +13,15 @@ the run, the model or the arguments cannot be used.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
+
+from data_prep.store import atomic_write_csv
+from dlga.rundir import RunError
+
+# dlga.predict and dlga.export load TensorFlow (seconds): each command imports what it needs,
+# so that `--help` and the delegated commands answer without it.
 
 DELEGATED = {
     "runs": ("dlga.runs", "the run cache: status, plan, run (see `python -m dlga runs --help`)"),
@@ -23,7 +30,7 @@ DELEGATED = {
 
 PREDICT_EPILOG = """\
 The video is preprocessed as the training store was (sampling rate, face detector, aligned
-size, from the store's params.json or the export's dlga.json); every sampled frame with a face
+size, as recorded in the run's params.json or the export's dlga.json); every sampled frame with a face
 is scored and the video's estimate is the mean of its frames. Severity bands (BDI-II):
 0-13 minimal, 14-19 mild, 20-28 moderate, 29-63 severe. A research model, not a diagnosis.
 
@@ -61,8 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--model", type=Path, metavar="PATH",
                      help="an exported model: SavedModel directory or .keras file from `python -m dlga export`")
     p.add_argument("--store", type=Path, metavar="STORE_DIR",
-                   help="the run's training store, when it is not where the run's params.json says "
-                        "(its params.json gives the preprocessing)")
+                   help="read the preprocessing from this training store's params.json instead of the copy "
+                        "the run recorded (only needed for runs that recorded none)")
     p.add_argument("--out", type=Path, metavar="CSV",
                    help="write per-frame predictions: video, frame_index, how, prediction, a1..a24, global_attention")
     p.add_argument("--overlay", type=Path, metavar="OUT.mp4",
@@ -92,8 +99,8 @@ def _error(message: str) -> None:
 
 
 def cmd_predict(args) -> int:
-    from dlga.predict import (
-        PredictError, RunError, frame_table, load_predictor, overlay_paths, predict_video, write_overlay,
+    from dlga.predict import (  # deferred: loads TensorFlow, see the note at the imports
+        PredictError, frame_table, load_predictor, overlay_paths, predict_video, write_overlay,
     )
 
     if args.batch_size < 1:
@@ -125,8 +132,6 @@ def cmd_predict(args) -> int:
         if overlay is not None:
             print(f"  overlay: {write_overlay(result, overlay, predictor)}")
     if args.out is not None and results:
-        from data_prep.store import atomic_write_csv
-
         atomic_write_csv(args.out, frame_table(results))
         print(f"per-frame predictions: {args.out}")
     if failed:
@@ -136,8 +141,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from dlga.export import export_run
-    from dlga.predict import RunError
+    from dlga.export import export_run  # deferred: loads TensorFlow, see the note at the imports
 
     try:
         out = export_run(args.run, args.out, args.format, store_dir=args.store, overwrite=args.overwrite)
@@ -154,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Delegated commands keep their own parsers (and --help) untouched.
     if argv and argv[0] in DELEGATED:
-        import importlib
-
         return int(importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:]) or 0)
     args = _parser().parse_args(argv)
     return {"predict": cmd_predict, "export": cmd_export}[args.command](args)

@@ -1,4 +1,4 @@
-"""Export a trained run as a model file for inference on aligned faces plus landmarks (issue 7).
+"""Export a trained run as a model file for inference on aligned faces plus landmarks.
 
 Two formats:
 
@@ -18,7 +18,7 @@ Two formats:
       import dlga.layers, keras
       model = keras.models.load_model("model.keras")
 
-Both carry ``dlga.json`` (in ``assets.extra/`` of the SavedModel, inside the ``.keras`` zip):
+Both carry ``dlga.json`` (:mod:`dlga.exportdir`; in ``assets.extra/`` of the SavedModel, inside the zip):
 the export format version, the run id, the model configuration and the preprocessing
 parameters of the training store (size S, sampling rate, detector settings), so that
 ``python -m dlga predict --model PATH`` preprocesses videos as training did. Faces must be
@@ -33,49 +33,20 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
-from typing import Any
 
-from dlga.predict import (
-    EXPORT_FORMAT,
-    EXPORT_FORMAT_VERSION,
-    EXPORT_METADATA,
-    load_trained_model,
-)
+import tensorflow as tf
 
-FORMATS = ("savedmodel", "keras")
-
-
-def export_metadata(run_dir: Path, config, preprocessing: dict[str, Any], model) -> dict[str, Any]:
-    """The ``dlga.json`` of an export (JSON-serialisable)."""
-    params = json.loads((Path(run_dir) / "params.json").read_text())
-    return {
-        "format": EXPORT_FORMAT,
-        "format_version": EXPORT_FORMAT_VERSION,
-        "run_id": params.get("run_id", Path(run_dir).name),
-        "setting": params.get("setting"),
-        "input_size": config.input_size,
-        "inputs": {
-            "image": f"float32 (None, {config.input_size}, {config.input_size}, 3) aligned RGB, 0-255",
-            "landmarks": f"float32 (None, 68, 2) aligned (x, y) pixels at {config.input_size}",
-        },
-        "outputs": sorted(model.output.keys()) if isinstance(model.output, dict) else ["score"],
-        "preprocessing": preprocessing,
-        "model_config": config.to_dict(),
-        "note": "frames of size preprocessing.size are resized to input_size (bilinear, antialiased) and "
-                "landmarks scaled by input_size / size before the model",
-    }
+from dlga import rundir
+from dlga.exportdir import FORMATS, make_metadata, write_keras_metadata, write_savedmodel_metadata
+from dlga.predict import load_trained_model
 
 
 def _serving_module(model, input_size: int):
     """A ``tf.Module`` whose ``serve`` traces the Keras model into a self-contained graph."""
-    import tensorflow as tf
-
     spec = (
         tf.TensorSpec((None, input_size, input_size, 3), tf.float32, name="image"),
         tf.TensorSpec((None, 68, 2), tf.float32, name="landmarks"),
@@ -116,7 +87,8 @@ def export_run(
         run_dir: a complete run directory.
         out: the SavedModel directory, or the ``.keras`` file (the suffix is added if missing).
         format: ``savedmodel`` (self-contained) or ``keras`` (needs ``import dlga.layers``).
-        store_dir: the training store, when the run's recorded one has moved.
+        store_dir: the training store, to take the preprocessing from it instead of the run's
+            recorded copy (see :func:`dlga.predict.run_preprocessing`).
         overwrite: replace an existing ``out``.
 
     Returns:
@@ -131,7 +103,10 @@ def export_run(
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     run_dir = Path(run_dir)
     model, config, preprocessing = load_trained_model(run_dir, store_dir)
-    meta = export_metadata(run_dir, config, preprocessing, model)
+    params = rundir.read_params(run_dir)
+    outputs = list(model.output) if isinstance(model.output, dict) else ["score"]
+    meta = make_metadata(run_id=params.get("run_id", run_dir.name), setting=params.get("setting"), config=config,
+                         preprocessing=preprocessing, outputs=outputs)
     out = Path(out)
     if format == "keras":
         if out.suffix != ".keras":
@@ -141,24 +116,19 @@ def export_run(
         os.close(fd)
         try:
             model.save(tmp)
-            # Keras reads only the entries it wrote; ours travels inside the same file.
-            with zipfile.ZipFile(tmp, "a") as zf:
-                zf.writestr(EXPORT_METADATA, json.dumps(meta, indent=2, sort_keys=True))
+            write_keras_metadata(tmp, meta)
             os.replace(tmp, out)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return out
 
-    import tensorflow as tf
-
     _fresh_target(out, overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         module = _serving_module(model, config.input_size)
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
-        (tmp / "assets.extra").mkdir(exist_ok=True)
-        (tmp / "assets.extra" / EXPORT_METADATA).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write_savedmodel_metadata(tmp, meta)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,8 +1,8 @@
-"""Using a trained model: score face videos with a run or an exported model (issue 7).
+"""Using a trained model: score face videos with a run or an exported model.
 
 A video is preprocessed exactly as the training store was (same sampling rate, detector
 settings, aligned size: the store's ``params.json``), every frame with a face is scored, and
-the video's estimate is the mean of its frames' predictions, as in evaluation (DESIGN.md s.2).
+the video's estimate is the mean of its frames' predictions, as in evaluation (Decisions: Architecture).
 
 Three kinds of model are accepted wherever a "model" is asked for:
 
@@ -24,40 +24,33 @@ Command line: ``python -m dlga predict VIDEO... --run RUN_DIR [--out CSV] [--ove
 
 from __future__ import annotations
 
-import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import cv2
+import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from data_prep.align import align_face, transform_points
 from data_prep.faces import LandmarkDetector
 from data_prep.preprocess import PARAMS_VERSION, VideoError, iter_sampled_frames, make_params
 from data_prep.store import STORE_VERSION
+from dlga import rundir
 from dlga.config import ModelConfig
+from dlga.data import resize_batch
+from dlga.exportdir import export_kind, read_metadata
 from dlga.metrics import BAND_NAMES, severity_band
+from dlga.model import build_model  # also registers the custom layers that .keras files name
 from dlga.patches import NUM_PATCHES, patch_centres
-
-RUN_FORMAT_VERSION = 1
-"""Run-directory layout this code reads. ``params.json`` may carry ``format_version``; a run
-without the field was written by the first layout (1)."""
-
-EXPORT_FORMAT = "dlga-export"
-EXPORT_FORMAT_VERSION = 1
-EXPORT_METADATA = "dlga.json"
-"""Name of the metadata file: in ``<savedmodel>/assets.extra/`` and inside the ``.keras`` zip."""
+from dlga.rundir import RunError
 
 ALIGN_POINTS_NAME = "eye-corners"  # what data_prep.preprocess.make_params records for align_face
 ATTENTION_COLUMNS = tuple(f"a{j}" for j in range(1, NUM_PATCHES + 1))
 FRAME_COLUMNS = ("video", "frame_index", "how", "prediction")
-
-
-class RunError(ValueError):
-    """A run directory or exported model cannot be used; the message says what to do."""
 
 
 class PredictError(RuntimeError):
@@ -65,15 +58,6 @@ class PredictError(RuntimeError):
 
 
 # --- loading ---------------------------------------------------------------------------------
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunError(f"{path}: missing; {what}") from None
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path}: cannot be read as JSON ({exc}); {what}") from None
-
-
 def _find_store(run_dir: Path, recorded: str | None, store_dir: str | os.PathLike | None) -> Path:
     """The store a run trained on: ``store_dir`` if given, else the recorded path.
 
@@ -86,7 +70,10 @@ def _find_store(run_dir: Path, recorded: str | None, store_dir: str | os.PathLik
             raise RunError(f"store {path} has no params.json; pass the store directory the run was trained on")
         return path
     if not recorded:
-        raise RunError(f"{run_dir}/params.json records no store_dir; pass the training store with --store")
+        raise RunError(
+            f"{run_dir}/{rundir.PARAMS} records neither the preprocessing nor a store_dir; pass the training "
+            "store with --store STORE_DIR (store_dir=...)"
+        )
     candidates = [Path(recorded)]
     if not Path(recorded).is_absolute():
         candidates.append(run_dir.resolve().parent.parent / recorded)
@@ -94,10 +81,32 @@ def _find_store(run_dir: Path, recorded: str | None, store_dir: str | os.PathLik
         if (path / "params.json").is_file():
             return path
     raise RunError(
-        f"the training store {recorded!r} recorded in {run_dir}/params.json is not found (its params.json "
-        "holds the preprocessing parameters); pass it with --store STORE_DIR (store_dir=...), or export the "
-        "model on a machine that has it (`python -m dlga export`): exports carry the parameters"
+        f"{run_dir}/{rundir.PARAMS} records no preprocessing parameters and the training store {recorded!r} it "
+        "records is not found (its params.json holds them); pass it with --store STORE_DIR (store_dir=...), or "
+        "export the model on a machine that has it (`python -m dlga export`): exports carry the parameters"
     )
+
+
+def run_preprocessing(
+    run_dir: str | os.PathLike, params: dict[str, Any], store_dir: str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """The preprocessing a run's model expects, validated (:func:`validate_preprocessing`).
+
+    From, in this order: the ``params.json`` of ``store_dir`` when it is given (the caller
+    says where the store is); the copy the run recorded in its own ``params.json``, so that
+    the run scores videos after its store has moved or been deleted; the ``params.json`` of
+    the store the run recorded (runs written before the copy was kept).
+
+    Raises:
+        RunError: none of these exists, or the parameters are of another version.
+    """
+    run_dir = Path(run_dir)
+    recorded = rundir.recorded_preprocessing(params)
+    if store_dir is None and recorded is not None:
+        return validate_preprocessing(recorded, f"{run_dir}/{rundir.PARAMS} (preprocessing)")
+    store = _find_store(run_dir, params.get("store_dir"), store_dir)
+    path = store / "params.json"
+    return validate_preprocessing(rundir.read_json(path, "pass --store STORE_DIR"), str(path))
 
 
 def validate_preprocessing(params: dict[str, Any], source: str) -> dict[str, Any]:
@@ -132,7 +141,6 @@ def validate_preprocessing(params: dict[str, Any], source: str) -> dict[str, Any
     except (TypeError, ValueError) as exc:
         raise RunError(f"{source}: invalid preprocessing parameters ({exc})") from None
 
-
 def check_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Check that ``run_dir`` is a complete run this code can read.
 
@@ -142,66 +150,35 @@ def check_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any
     Raises:
         RunError: not a directory, not complete, no checkpoint, or another format version.
     """
-    from dlga.runs import COMPLETE, PARTIAL_SUFFIX, is_complete
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir}: no such run directory; list runs with `python -m dlga runs status`")
-    if not is_complete(run_dir):
-        if run_dir.name.endswith(PARTIAL_SUFFIX):
-            run_id = run_dir.name[: -len(PARTIAL_SUFFIX)]
-            hint = f"it is unfinished; resume it with `python -m dlga runs run --id {run_id}`"
-        else:
-            hint = "train it to the end with `python -m dlga runs run` first"
-        raise RunError(f"{run_dir} is not a complete run (no {COMPLETE} marker): {hint}")
-    params = _read_json(run_dir / "params.json", "the run is damaged; rerun it")
-    metrics = _read_json(run_dir / "metrics.json", "the run is damaged; rerun it")
-    version = params.get("format_version", 1)
-    if version != RUN_FORMAT_VERSION:
-        raise RunError(
-            f"{run_dir}: run format version {version!r}, this code reads version {RUN_FORMAT_VERSION}; "
-            "use the project version that wrote the run, or rerun it with this one"
-        )
+    run_dir = rundir.require_complete(run_dir)
+    params = rundir.read_params(run_dir)
+    metrics = rundir.read_metrics(run_dir)
     recorded = (metrics.get("versions") or {}).get("keras")
-    if recorded:
-        import keras
-
-        if recorded.split(".")[0] != keras.__version__.split(".")[0]:
-            raise RunError(
-                f"{run_dir} was trained with Keras {recorded}, this is Keras {keras.__version__}: "
-                "checkpoints do not carry over between major versions; install Keras "
-                f"{recorded.split('.')[0]}.x or retrain"
-            )
-    import tensorflow as tf
-
-    prefix = tf.train.latest_checkpoint(str(run_dir / "checkpoints" / "best"))
+    if recorded and recorded.split(".")[0] != keras.__version__.split(".")[0]:
+        raise RunError(
+            f"{run_dir} was trained with Keras {recorded}, this is Keras {keras.__version__}: "
+            "checkpoints do not carry over between major versions; install Keras "
+            f"{recorded.split('.')[0]}.x or retrain"
+        )
+    best = rundir.checkpoint_dir(run_dir, rundir.BEST)
+    prefix = tf.train.latest_checkpoint(str(best))
     if prefix is None:
-        raise RunError(f"{run_dir}/checkpoints/best holds no checkpoint; the run is damaged, rerun it")
+        raise RunError(f"{best} holds no checkpoint; the run is damaged, rerun it")
     return params, metrics, prefix
 
 
-def load_trained_model(
-    run_dir: str | os.PathLike, store_dir: str | os.PathLike | None = None
-) -> tuple[Any, ModelConfig, dict[str, Any]]:
-    """Rebuild the model of a complete run with its selected (best Development) weights.
-
-    Args:
-        run_dir: a complete run directory (``runs/<id>/``).
-        store_dir: the training store, when it is not where ``params.json`` says.
+def restore_run_model(run_dir: str | os.PathLike) -> tuple[Any, ModelConfig, dict[str, Any]]:
+    """Rebuild the model of a complete run and restore its selected (best Development) weights.
 
     Returns:
-        ``(model, config, preprocessing)``: the ``keras.Model`` (inputs ``{"image": (B, S, S, 3)
-        float32 0-255, "landmarks": (B, 68, 2) float32 pixels at S}``, S = ``config.input_size``),
-        its :class:`~dlga.config.ModelConfig` (with the trained ``warm_start_bias``) and the
-        store's preprocessing parameters (:func:`data_prep.preprocess.make_params`).
+        ``(model, config, params)``: the ``keras.Model`` of :func:`dlga.model.build_model`, its
+        :class:`~dlga.config.ModelConfig` (with the trained ``warm_start_bias``) and the run's
+        ``params.json``.
 
     Raises:
-        RunError: the run is incomplete, damaged, of another version, or its store is missing.
+        RunError: the run is incomplete, damaged, of another version, was built by a custom
+            ``model_fn``, or its checkpoint does not fit the model this code builds.
     """
-    import tensorflow as tf
-
-    from dlga.model import build_model
-
     run_dir = Path(run_dir)
     params, metrics, prefix = check_run(run_dir)
     if params.get("model_fn"):
@@ -216,9 +193,6 @@ def load_trained_model(
             f"{run_dir}: the recorded model configuration does not fit this code ({exc}); "
             "use the project version that wrote the run, or rerun it"
         ) from None
-    store = _find_store(run_dir, params.get("store_dir"), store_dir)
-    preprocessing = validate_preprocessing(_read_json(store / "params.json", "pass --store"), f"{store}/params.json")
-
     model = build_model(config)
     try:
         tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
@@ -227,7 +201,31 @@ def load_trained_model(
             f"{prefix}: the checkpoint does not match the model this code builds from the run's configuration "
             f"({str(exc).splitlines()[0][:200]}); use the project version that wrote the run, or rerun it"
         ) from None
-    return model, config, preprocessing
+    return model, config, params
+
+
+def load_trained_model(
+    run_dir: str | os.PathLike, store_dir: str | os.PathLike | None = None
+) -> tuple[Any, ModelConfig, dict[str, Any]]:
+    """Rebuild the model of a complete run with its selected (best Development) weights.
+
+    Args:
+        run_dir: a complete run directory (``runs/<id>/``).
+        store_dir: the training store, to read the preprocessing from it instead of the
+            run's recorded copy (see :func:`run_preprocessing`).
+
+    Returns:
+        ``(model, config, preprocessing)``: the ``keras.Model`` (inputs ``{"image": (B, S, S, 3)
+        float32 0-255, "landmarks": (B, 68, 2) float32 pixels at S}``, S = ``config.input_size``),
+        its :class:`~dlga.config.ModelConfig` (with the trained ``warm_start_bias``) and the
+        store's preprocessing parameters (:func:`data_prep.preprocess.make_params`).
+
+    Raises:
+        RunError: the run is incomplete, damaged, of another version, or its preprocessing is
+            neither recorded nor in a store that can be found.
+    """
+    model, config, params = restore_run_model(run_dir)
+    return model, config, run_preprocessing(run_dir, params, store_dir)
 
 
 @dataclass
@@ -243,6 +241,7 @@ class Predictor:
         source: the run directory or exported file it came from.
         model: the ``keras.Model`` (None for a SavedModel).
         config: the :class:`ModelConfig` (None when unknown).
+        metadata: an export's ``dlga.json`` (empty for a run).
     """
 
     fn: Callable[[dict], dict]
@@ -259,72 +258,44 @@ def _keras_fn(model) -> Callable[[dict], dict]:
     return lambda inputs: model(inputs, training=False)
 
 
-def _check_export_metadata(meta: dict[str, Any], source: str) -> dict[str, Any]:
-    if meta.get("format") != EXPORT_FORMAT or meta.get("format_version") != EXPORT_FORMAT_VERSION:
-        raise RunError(
-            f"{source}: export format {meta.get('format')!r} version {meta.get('format_version')!r}, this code "
-            f"reads {EXPORT_FORMAT!r} version {EXPORT_FORMAT_VERSION}; export the run again with this version"
-        )
-    return meta
+def _keras_predictor(model, config: ModelConfig, preprocessing: dict[str, Any], source: Path,
+                     metadata: dict[str, Any] | None = None) -> Predictor:
+    return Predictor(fn=_keras_fn(model), input_size=config.input_size, preprocessing=preprocessing,
+                     mirror_mouth_offsets=config.mirror_mouth_offsets, source=str(source), model=model,
+                     config=config, metadata=metadata or {})
 
 
 def load_predictor(path: str | os.PathLike, store_dir: str | os.PathLike | None = None) -> Predictor:
     """Load a run directory, an exported SavedModel directory or an exported ``.keras`` file.
 
+    Args:
+        path: the run directory or the export.
+        store_dir: a run's training store (see :func:`load_trained_model`); unused for exports.
+
     Raises:
         RunError: ``path`` is none of these, or is incomplete or of another version.
     """
     path = Path(path)
-    if path.is_dir() and (path / "saved_model.pb").is_file():
-        import tensorflow as tf
-
-        meta_path = path / "assets.extra" / EXPORT_METADATA
-        meta = _check_export_metadata(_read_json(meta_path, "export the run again"), str(path))
-        prep = validate_preprocessing(meta["preprocessing"], str(meta_path))
+    kind = export_kind(path)
+    if kind is not None:
+        meta, meta_source = read_metadata(path)
+        prep = validate_preprocessing(meta["preprocessing"], meta_source)
+        config = ModelConfig.from_dict(meta["model_config"])
+        if kind == "keras":
+            return _keras_predictor(keras.models.load_model(path, compile=False), config, prep, path, meta)
         loaded = tf.saved_model.load(str(path))
         return Predictor(
             fn=lambda x: loaded.serve(x["image"], x["landmarks"]),
             input_size=int(meta["input_size"]),
             preprocessing=prep,
-            mirror_mouth_offsets=bool(meta["model_config"].get("mirror_mouth_offsets", False)),
-            source=str(path),
-            config=ModelConfig.from_dict(meta["model_config"]),
-            metadata=meta,
-        )
-    if path.is_file() and path.suffix == ".keras":
-        import keras
-
-        import dlga.layers  # noqa: F401  registers the custom layers the .keras format names
-
-        try:
-            with zipfile.ZipFile(path) as zf:
-                meta = json.loads(zf.read(EXPORT_METADATA))
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-            raise RunError(f"{path}: not a .keras file written by `python -m dlga export` ({exc})") from None
-        meta = _check_export_metadata(meta, str(path))
-        model = keras.models.load_model(path, compile=False)
-        config = ModelConfig.from_dict(meta["model_config"])
-        return Predictor(
-            fn=_keras_fn(model),
-            input_size=config.input_size,
-            preprocessing=validate_preprocessing(meta["preprocessing"], f"{path}:{EXPORT_METADATA}"),
             mirror_mouth_offsets=config.mirror_mouth_offsets,
             source=str(path),
-            model=model,
             config=config,
             metadata=meta,
         )
-    if path.is_dir() and (path / "params.json").is_file():
+    if path.is_dir() and (path / rundir.PARAMS).is_file():
         model, config, prep = load_trained_model(path, store_dir)
-        return Predictor(
-            fn=_keras_fn(model),
-            input_size=config.input_size,
-            preprocessing=prep,
-            mirror_mouth_offsets=config.mirror_mouth_offsets,
-            source=str(path),
-            model=model,
-            config=config,
-        )
+        return _keras_predictor(model, config, prep, path)
     if not path.exists():
         raise RunError(f"{path}: no such run directory or exported model")
     raise RunError(
@@ -353,8 +324,6 @@ def predict_frames(
         alpha_j, if the model has the local branch), ``global_attention`` (if it has the global
         branch).
     """
-    from dlga.data import resize_batch
-
     frames = np.asarray(frames)
     landmarks = np.asarray(landmarks, dtype=np.float32)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[1] != frames.shape[2] or frames.dtype != np.uint8:
@@ -542,8 +511,6 @@ def source_patch_centres(track: FaceTrack, mirror_mouth_offsets: bool = False) -
     which equals the model's centres scaled back from its input size) and mapped back with
     the inverse of each frame's alignment matrix.
     """
-    import cv2
-
     size = int(track.frames.shape[1])
     centres = patch_centres(track.landmarks, size, mirror_mouth_offsets)
     return np.stack([transform_points(c, cv2.invertAffineTransform(m)) for c, m in zip(centres, track.matrices)])
@@ -551,8 +518,6 @@ def source_patch_centres(track: FaceTrack, mirror_mouth_offsets: bool = False) -
 
 def _attention_colours(alpha: np.ndarray | None) -> list[tuple[int, int, int]]:
     """BGR colours from blue (lowest) to red (highest weight of this frame)."""
-    import cv2
-
     if alpha is None:
         return [(255, 255, 255)] * NUM_PATCHES
     lo, hi = float(np.min(alpha)), float(np.max(alpha))
@@ -575,8 +540,6 @@ def write_overlay(result: VideoPrediction, out_path: str | os.PathLike, predicto
     Returns:
         ``out_path``.
     """
-    import cv2
-
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     track, table = result.track, result.frames

@@ -13,7 +13,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from dlga import data as data_lib
 from dlga.config import SETTING_LABELS, SETTINGS
+from dlga.predict import ATTENTION_COLUMNS, predict_frames, restore_run_model
 
 # --- the paper's numbers ("reported") --------------------------------------------------------
 # Tables 3 (AVEC2013) and 4 (AVEC2014): test RMSE, MAE per setting.
@@ -283,39 +285,38 @@ def listing(items: Sequence[str]) -> str:
 
 # --- trained models -------------------------------------------------------------------------------
 def load_run_model(run):
-    """Rebuild a run's model and restore its kept (best Development) weights. Returns (model, config)."""
-    import tensorflow as tf
+    """Rebuild a run's model and restore its kept (best Development) weights. Returns (model, config).
 
-    from dlga.config import ModelConfig
-    from dlga.model import build_model
-
-    config = ModelConfig.from_dict(run.metrics["model_config"])
-    model = build_model(config)
-    latest = tf.train.latest_checkpoint(str(run.path / "checkpoints" / "best"))
-    if latest is None:
-        raise FileNotFoundError(f"{run.path}: no checkpoint under checkpoints/best")
-    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    ``run``: a :class:`dlga.rundir.Run`. Raises :class:`dlga.rundir.RunError` as
+    :func:`dlga.predict.restore_run_model` does.
+    """
+    model, config, _ = restore_run_model(run.path)
     return model, config
 
 
 def attention(model, part, input_size: int, batch_size: int = 64) -> pd.DataFrame:
-    """Per frame of a partition: video_id, partition, bdi, the 24 local weights a0..a23, their
-    mean ``local_mean``, the global weight ``global`` and the prediction."""
-    from dlga import data as data_lib
+    """Per frame of a partition, in evaluation order: ``video_id``, ``session_id``,
+    ``partition``, ``bdi``, then :func:`dlga.predict.predict_frames`'s columns (``prediction``,
+    the 24 local weights ``a1..a24``, ``global_attention``) and ``local_mean``, the mean of the
+    local weights (when the model has them).
 
-    outs = {"score": [], "local_attention": [], "global_attention": []}
-    for x in data_lib.evaluation_dataset(part, input_size, batch_size):
-        y = model(x, training=False)
-        for k in outs:
-            if k in y:
-                outs[k].append(np.asarray(y[k]))
-    frames = data_lib.frame_table(part)
-    frames["prediction"] = np.concatenate(outs["score"])
-    if outs["local_attention"]:
-        local = np.concatenate(outs["local_attention"])
-        for j in range(local.shape[1]):
-            frames[f"a{j}"] = local[:, j]
-        frames["local_mean"] = local.mean(axis=1)
-    if outs["global_attention"]:
-        frames["global"] = np.concatenate(outs["global_attention"]).reshape(-1)
-    return frames
+    Args:
+        model: a model of :func:`load_run_model`.
+        part: a :class:`dlga.data.Partition` (in memory or streaming).
+        input_size: the model's input side.
+        batch_size: frames per model call.
+    """
+    chunk = 16 * int(batch_size)  # streamed partitions are read this many frames at a time
+    tables = []
+    for start in range(0, part.n_frames, chunk):
+        if part.in_memory:
+            frames, landmarks = part.frames[start : start + chunk], part.landmarks[start : start + chunk]
+        else:
+            pairs = [part.frame(i) for i in range(start, min(start + chunk, part.n_frames))]
+            frames, landmarks = np.stack([f for f, _ in pairs]), np.stack([lm for _, lm in pairs])
+        tables.append(predict_frames(model, frames, landmarks, input_size, batch_size))
+    table = pd.concat(tables, ignore_index=True)
+    local = [c for c in ATTENTION_COLUMNS if c in table]
+    if local:
+        table["local_mean"] = table[local].mean(axis=1)
+    return pd.concat([data_lib.frame_table(part), table], axis=1)

@@ -1,15 +1,12 @@
-"""The run cache: one training + evaluation per parameter set, stored once, reused (DESIGN.md s.5).
+"""The run cache: one training + evaluation per parameter set, stored once, reused (Decisions: Runs and presets).
 
 A run's id is a hash of everything that decides its numbers: the model and training
 configurations, the dataset fingerprint (:func:`data_prep.store.store_fingerprint`) and the
-source of ``dlga/`` and ``data_prep/``. It is written to ``runs/<id>.partial/`` (checkpoints
-included, so a rerun resumes) and renamed to ``runs/<id>/`` once ``COMPLETE`` is written, so a
-directory without the ``.partial`` suffix is always a whole run. An existing complete run is
-returned as it is, never recomputed.
-
-A complete run directory holds ``params.json``, ``metrics.json``, ``predictions.csv``,
-``history.csv``, ``tb/`` (TensorBoard), ``checkpoints/best`` (the selected weights) and
-``COMPLETE``.
+source of the modules that decide a run's numbers (:data:`RUN_SOURCES`). It is written to
+``runs/<id>.partial/`` (checkpoints included, so a rerun resumes) and renamed to
+``runs/<id>/`` once ``COMPLETE`` is written, so a directory without the ``.partial`` suffix is
+always a whole run. An existing complete run is returned as it is, never recomputed. The
+files of a run directory and their format are :mod:`dlga.rundir`'s.
 
 Command line (``python -m dlga.runs --help``)::
 
@@ -35,14 +32,14 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from data_prep.store import atomic_write_json, atomic_write_text, store_fingerprint
+from data_prep.store import store_fingerprint
+from dlga import rundir
+from dlga import train as train_lib
 from dlga.config import PRESETS, SETTINGS, ModelConfig
+from dlga.metrics import paired_bootstrap
+from dlga.rundir import COMPLETE, Run, is_complete, load_run  # also this module's public names
 from dlga.train import TRAIN_PRESETS, TrainConfig
 
-COMPLETE = "COMPLETE"
-FORMAT_VERSION = 1  # of params.json / metrics.json; dlga.predict refuses other versions
-PARTIAL_SUFFIX = ".partial"
-RUN_FILES = ("params.json", "metrics.json", "predictions.csv", "history.csv", COMPLETE)
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -174,7 +171,7 @@ class RunSpec:
             "store_dir": self.store_dir,
             "test_store_dir": self.test_store_dir,
             "preprocessing": _store_params(self.store_dir),
-            "format_version": FORMAT_VERSION,
+            "format_version": rundir.FORMAT_VERSION,
             "notes": self.notes,
         }
 
@@ -198,18 +195,12 @@ class RunSpec:
 
 def _store_params(store_dir: str) -> dict[str, Any] | None:
     """The store's preprocessing parameters, kept with the run so that it can score new videos
-    the same way after the store has moved."""
+    the same way after the store has moved (:func:`dlga.predict.run_preprocessing` reads them)."""
     path = Path(store_dir) / "params.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def is_complete(path: str | os.PathLike) -> bool:
-    """True for a run directory whose ``COMPLETE`` marker exists (and is not ``.partial``)."""
-    path = Path(path)
-    return not path.name.endswith(PARTIAL_SUFFIX) and (path / COMPLETE).is_file()
 
 
 def execute(
@@ -234,16 +225,13 @@ def execute(
         model_fn: a replacement for :func:`dlga.model.build_model` (its import path enters
             the parameters and so the id).
     """
-    from dlga.train import train
-
     params = spec.params()
     if model_fn is not None:
         params["model_fn"] = f"{model_fn.__module__}:{model_fn.__qualname__}"
         digest = hashlib.sha256(json.dumps(params["model_fn"]).encode()).hexdigest()[:6]
         params["run_id"] = f"{params['run_id']}-{digest}"
     run_id = params["run_id"]
-    runs_root = Path(runs_root)
-    final = runs_root / run_id
+    final = rundir.final_dir(runs_root, run_id)
     if is_complete(final):
         return final
     if final.exists():
@@ -251,20 +239,20 @@ def execute(
             f"{final} exists but has no {COMPLETE} marker; it is not a run this code wrote. "
             "Move it away or delete it, then run again"
         )
-    partial = runs_root / f"{run_id}{PARTIAL_SUFFIX}"
+    partial = rundir.partial_dir(runs_root, run_id)
     partial.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(partial / "params.json", params)
+    rundir.write_params(partial, params)
 
-    metrics = train(
+    metrics = train_lib.train(
         spec.model_config, spec.train_config, spec.store_dir, partial,
         strategy=strategy, progress=progress, model_fn=model_fn, test_store_dir=spec.test_store_dir,
     )
     metrics.update(run_id=run_id, git_commit=git_commit(), store_fingerprint=params["store_fingerprint"],
                    source=params["source"], finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    atomic_write_json(partial / "metrics.json", metrics)
+    rundir.write_metrics(partial, metrics)
     # Full optimizer state is only needed to resume; the selected weights stay.
-    shutil.rmtree(partial / "checkpoints" / "latest", ignore_errors=True)
-    atomic_write_text(partial / COMPLETE, f"{run_id}\n")
+    shutil.rmtree(rundir.checkpoint_dir(partial, rundir.LATEST), ignore_errors=True)
+    rundir.mark_complete(partial, run_id)
     try:
         os.replace(partial, final)
     except OSError:
@@ -272,37 +260,6 @@ def execute(
             raise
         shutil.rmtree(partial, ignore_errors=True)
     return final
-
-
-@dataclass
-class Run:
-    """A complete run read back from disk."""
-
-    path: Path
-    params: dict[str, Any]
-    metrics: dict[str, Any]
-    predictions: pd.DataFrame
-    history: pd.DataFrame
-
-    @property
-    def run_id(self) -> str:
-        return self.params["run_id"]
-
-
-def load_run(path: str | os.PathLike) -> Run:
-    """Read a complete run directory (params, metrics, per-video predictions, history)."""
-    path = Path(path)
-    if not is_complete(path):
-        raise FileNotFoundError(
-            f"{path} is not a complete run (no {COMPLETE} marker); execute its RunSpec first"
-        )
-    return Run(
-        path=path,
-        params=json.loads((path / "params.json").read_text()),
-        metrics=json.loads((path / "metrics.json").read_text()),
-        predictions=pd.read_csv(path / "predictions.csv", dtype={"video_id": str, "session_id": str}),
-        history=pd.read_csv(path / "history.csv"),
-    )
 
 
 def compare(
@@ -318,8 +275,6 @@ def compare(
     Negative means run ``a`` has the lower error; an interval containing 0 is a tie. Both runs
     must cover the same videos of ``partition`` (same store).
     """
-    from dlga.metrics import paired_bootstrap
-
     a = run_a if isinstance(run_a, Run) else load_run(run_a)
     b = run_b if isinstance(run_b, Run) else load_run(run_b)
     pa = a.predictions[a.predictions["partition"] == partition].set_index("video_id")
@@ -338,9 +293,9 @@ def list_runs(runs_root: str | os.PathLike = "runs") -> pd.DataFrame:
     rows = []
     root = Path(runs_root)
     for path in sorted(root.iterdir()) if root.is_dir() else []:
-        if not path.is_dir() or not (path / "params.json").is_file():
+        if not path.is_dir() or not (path / rundir.PARAMS).is_file():
             continue
-        params = json.loads((path / "params.json").read_text())
+        params = rundir.read_json(path / rundir.PARAMS, "move the directory out of the runs folder")
         complete = is_complete(path)
         row = {
             "run_id": params.get("run_id", path.name),
@@ -351,7 +306,7 @@ def list_runs(runs_root: str | os.PathLike = "runs") -> pd.DataFrame:
             "path": str(path),
         }
         if complete:
-            m = json.loads((path / "metrics.json").read_text())
+            m = rundir.read_metrics(path)
             row.update(steps=m["steps"], stop_reason=m["stop_reason"], dev_rmse=m["dev"]["rmse"],
                        test_rmse=m["test"]["rmse"], test_mae=m["test"]["mae"], wall_time_s=m["wall_time_s"])
         rows.append(row)
@@ -383,13 +338,9 @@ def grid(
 def plan(specs: Iterable[RunSpec], runs_root: str | os.PathLike = "runs") -> pd.DataFrame:
     """Dry run: which runs of ``specs`` are complete, partial (resumable) or missing."""
     rows = []
-    root = Path(runs_root)
     for spec in specs:
         run_id = spec.run_id
-        state = "complete" if is_complete(root / run_id) else (
-            "partial" if (root / f"{run_id}{PARTIAL_SUFFIX}").is_dir() else "missing"
-        )
-        rows.append({"run_id": run_id, "state": state, "setting": spec.label,
+        rows.append({"run_id": run_id, "state": rundir.state(runs_root, run_id), "setting": spec.label,
                      "learning_rate": spec.train_config.learning_rate, "seed": spec.train_config.seed})
     return pd.DataFrame(rows, columns=["run_id", "state", "setting", "learning_rate", "seed"])
 
@@ -440,9 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         if is_complete(root / args.id):
             print(root / args.id)
             return 0
-        params_path = root / f"{args.id}{PARTIAL_SUFFIX}" / "params.json"
+        params_path = rundir.partial_dir(root, args.id) / rundir.PARAMS
         if params_path.is_file():
-            specs = [RunSpec.from_params(json.loads(params_path.read_text()))]
+            specs = [RunSpec.from_params(rundir.read_params(params_path.parent))]
         else:
             specs = [s for s in _specs(args) if s.run_id == args.id]
         if not specs:

@@ -1,4 +1,4 @@
-"""Training and evaluation of DLGA-CNN (paper section 4.2-4.3.1, DESIGN.md section 2).
+"""Training and evaluation of DLGA-CNN (paper section 4.2-4.3.1).
 
 One call of :func:`train` trains a model on the Training partition of a store, evaluates
 Development every ``eval_every`` steps, keeps the checkpoint with the lowest Development RMSE
@@ -8,7 +8,7 @@ looked at before (the paper also stopped on test accuracy; we do not).
 What the paper fixes: Adam (0.9, 0.999, 1e-8), L2 5e-4, lr 1e-6, batch 32, 50k iterations,
 loss 1/2 MSE (Eq. 7), stop when the training loss has not decreased for 200 iterations.
 
-Decisions (DESIGN.md):
+Decisions (the book's Decisions chapter, book/decisions.md, "Architecture"):
 
 * L2 is coupled, in the TensorFlow convention of the paper's time:
   ``loss += weight_decay * sum(w**2) / 2`` over every kernel (Keras ``L2(2.5e-4)``); biases
@@ -369,7 +369,7 @@ def _train(model_config, tc, store_dir, run_dir, strategy, progress, model_fn, o
     t0 = time.perf_counter()
     replicas = strategy.num_replicas_in_sync
 
-    # Cross-dataset runs (issue: train on AVEC2013, test on AVEC2014) take Testing elsewhere.
+    # Cross-dataset runs (train on AVEC2013, test on AVEC2014) take Testing elsewhere.
     sources = {"Training": store_dir, "Development": store_dir, "Testing": test_store_dir or store_dir}
     parts = {
         name: data_lib.load_partition(source, name, in_memory=tc.in_memory)
