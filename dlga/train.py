@@ -25,6 +25,7 @@ Decisions (the book's Decisions chapter, book/decisions.md, "Architecture"):
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import os
 import platform
@@ -33,12 +34,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
+from keras import ops
+from tensorflow.core.framework import summary_pb2
+from tensorflow.python.framework import config as tf_config
+from tqdm.auto import tqdm
 
 from dlga import data as data_lib
 from dlga import metrics as metrics_lib
+from dlga import rundir
 from dlga.config import JsonConfig, ModelConfig
+from dlga.model import build_model
+from dlga.rundir import HISTORY_COLUMNS  # noqa: F401  also this module's public name
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # The paper's schedule (section 4.2.1); for GPUs and real data.
@@ -52,8 +62,6 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
            "eval_every": 25, "warmup_steps": 100},
 }
 
-STOP_REASONS = {0: "running", 1: "max_steps", 2: "early_stopping"}
-HISTORY_COLUMNS = ["step", "train_loss", "l2", "dev_rmse", "dev_mae", "lr"]
 
 
 @dataclass(frozen=True)
@@ -133,50 +141,37 @@ class TrainConfig(JsonConfig):
 
 
 def library_versions() -> dict[str, str]:
-    import keras
-    import sklearn
-    import tensorflow as tf
-
     return {
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": np.__version__,
         "pandas": pd.__version__,
-        "scikit-learn": sklearn.__version__,
+        "scikit-learn": importlib.metadata.version("scikit-learn"),
         "platform": platform.platform(),
     }
 
 
-def _lr_schedule(config: TrainConfig):
-    import keras
+class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
+    """lr * min(1, (step + 1) / warmup_steps): linear warm-up, then constant."""
 
-    class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
-        """lr * min(1, (step + 1) / warmup_steps): linear warm-up, then constant."""
+    def __init__(self, learning_rate: float, warmup_steps: int):
+        self.learning_rate = float(learning_rate)
+        self.warmup_steps = int(warmup_steps)
 
-        def __init__(self, learning_rate: float, warmup_steps: int):
-            self.learning_rate = float(learning_rate)
-            self.warmup_steps = int(warmup_steps)
+    def __call__(self, step):
+        if self.warmup_steps <= 0:
+            return ops.convert_to_tensor(self.learning_rate, "float32")
+        frac = ops.minimum(1.0, (ops.cast(step, "float32") + 1.0) / self.warmup_steps)
+        return self.learning_rate * frac
 
-        def __call__(self, step):
-            import keras.ops as ops
-
-            if self.warmup_steps <= 0:
-                return ops.convert_to_tensor(self.learning_rate, "float32")
-            frac = ops.minimum(1.0, (ops.cast(step, "float32") + 1.0) / self.warmup_steps)
-            return self.learning_rate * frac
-
-        def get_config(self):
-            return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}
-
-    return WarmupConstant(config.learning_rate, config.warmup_steps)
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}
 
 
 def make_optimizer(config: TrainConfig, model):
     """Adam(0.9, 0.999, 1e-8) with the warm-up schedule; AdamW on kernels if ``decoupled``."""
-    import keras
-
-    schedule = _lr_schedule(config)
+    schedule = WarmupConstant(config.learning_rate, config.warmup_steps)
     kwargs = dict(learning_rate=schedule, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
     if config.decoupled:
         optimizer = keras.optimizers.AdamW(weight_decay=config.weight_decay, **kwargs)
@@ -207,8 +202,6 @@ def make_train_step(model, train_config: TrainConfig, optimizer=None, strategy=N
     strategy the batch is split over its replicas and the losses are summed back. This is the
     step :func:`train` runs and the one ``python -m dlga bench`` times.
     """
-    import tensorflow as tf
-
     tc = train_config
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
@@ -244,31 +237,19 @@ def make_train_step(model, train_config: TrainConfig, optimizer=None, strategy=N
 
     return train_step
 
-
 def _scalar(tag: str, value: float) -> None:
     """A TensorBoard scalar without the ``tensorboard`` package (``tf.summary.scalar`` needs it).
 
     The scalars-plugin metadata is what ``tf.summary.scalar`` writes, so TensorBoard shows it.
     """
-    import tensorflow as tf
-    from tensorflow.core.framework import summary_pb2
-
     meta = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
     tf.summary.write(tag, tf.constant(value, tf.float32), metadata=meta)
-
-
-def _default_model_fn(config: ModelConfig):
-    from dlga.model import build_model
-
-    return build_model(config)
 
 
 class _Evaluator:
     """Frame predictions of a partition, averaged per video."""
 
     def __init__(self, model, part, input_size: int, batch_size: int, jit: bool):
-        import tensorflow as tf
-
         self.part = part
         self.dataset = data_lib.evaluation_dataset(part, input_size, batch_size)
         self.frames = data_lib.frame_table(part)
@@ -280,14 +261,179 @@ class _Evaluator:
         return metrics_lib.video_scores(frames)
 
 
+# --- the pieces of a run -----------------------------------------------------------------------
+STOP_REASONS = ("running", "max_steps", "early_stopping", "diverged")
+"""Why training ended. The checkpoint keeps the position in this tuple (a tf.Variable holds
+numbers); ``metrics.json`` and :attr:`TrainState.stop_reason` give the name."""
+
+
+class TrainState:
+    """The checkpointed counters of a run: step, best Development RMSE and its step, the
+    early-stopping state, the stop reason and the wall time so far (tf.Variables)."""
+
+    def __init__(self) -> None:
+        self.variables = {
+            "step": tf.Variable(0, dtype=tf.int64, trainable=False),
+            "best_dev_rmse": tf.Variable(np.inf, dtype=tf.float64, trainable=False),
+            "best_step": tf.Variable(-1, dtype=tf.int64, trainable=False),
+            "ema_loss": tf.Variable(np.nan, dtype=tf.float64, trainable=False),
+            "best_ema_loss": tf.Variable(np.inf, dtype=tf.float64, trainable=False),
+            "since_best": tf.Variable(0, dtype=tf.int64, trainable=False),
+            "stop_code": tf.Variable(0, dtype=tf.int64, trainable=False),
+            "wall_time": tf.Variable(0.0, dtype=tf.float64, trainable=False),
+        }
+
+    def __getitem__(self, name: str):
+        return self.variables[name]
+
+    @property
+    def step(self) -> int:
+        return int(self.variables["step"].numpy())
+
+    @property
+    def best_dev_rmse(self) -> float:
+        return float(self.variables["best_dev_rmse"].numpy())
+
+    @property
+    def best_step(self) -> int:
+        return int(self.variables["best_step"].numpy())
+
+    @property
+    def stop_reason(self) -> str:
+        return STOP_REASONS[int(self.variables["stop_code"].numpy())]
+
+    def set_stop_reason(self, reason: str) -> None:
+        if reason not in STOP_REASONS:
+            raise ValueError(f"stop reason must be one of {STOP_REASONS}, got {reason!r}")
+        self.variables["stop_code"].assign(STOP_REASONS.index(reason))
+
+
+class EarlyStopping:
+    """Stop when the smoothed per-step data loss has not reached a new minimum for ``patience`` steps.
+
+    The watched value is an exponential moving average with factor ``smoothing`` (0: the raw
+    loss); the first step starts it. ``patience`` 0 never stops.
+    """
+
+    def __init__(self, patience: int, smoothing: float):
+        self.patience = int(patience)
+        self.smoothing = float(smoothing)
+        self.ema = math.nan
+        self.best = math.inf
+        self.since_best = 0
+
+    def update(self, loss: float) -> bool:
+        """Take one step's loss; True when training should stop."""
+        self.ema = loss if math.isnan(self.ema) else self.smoothing * self.ema + (1 - self.smoothing) * loss
+        if self.ema < self.best:
+            self.best, self.since_best = self.ema, 0
+        else:
+            self.since_best += 1
+        return bool(self.patience) and self.since_best >= self.patience
+
+    def load(self, state: TrainState) -> None:
+        self.ema = float(state["ema_loss"].numpy())
+        self.best = float(state["best_ema_loss"].numpy())
+        self.since_best = int(state["since_best"].numpy())
+
+    def store(self, state: TrainState) -> None:
+        state["ema_loss"].assign(self.ema)
+        state["best_ema_loss"].assign(self.best)
+        state["since_best"].assign(self.since_best)
+
+
+class Checkpoints:
+    """``checkpoints/latest`` (model, optimizer and :class:`TrainState`, to resume) and
+    ``checkpoints/best`` (the model weights with the lowest Development RMSE so far)."""
+
+    def __init__(self, run_dir: Path, model, optimizer, state: TrainState):
+        self._full = tf.train.Checkpoint(model=model, optimizer=optimizer, **state.variables)
+        self._latest = tf.train.CheckpointManager(
+            self._full, str(rundir.checkpoint_dir(run_dir, rundir.LATEST)), max_to_keep=1)
+        self._weights = tf.train.Checkpoint(model=model)
+        self._best = tf.train.CheckpointManager(
+            self._weights, str(rundir.checkpoint_dir(run_dir, rundir.BEST)), max_to_keep=1)
+
+    def resume(self) -> bool:
+        """Restore the latest full state if there is one; True if restored."""
+        if not self._latest.latest_checkpoint:
+            return False
+        self._full.restore(self._latest.latest_checkpoint).assert_existing_objects_matched()
+        return True
+
+    def save_latest(self, step: int) -> None:
+        self._latest.save(checkpoint_number=step)
+
+    def save_best(self, step: int) -> None:
+        self._best.save(checkpoint_number=step)
+
+    def restore_best(self) -> bool:
+        """Load the best weights into the model if any were saved; True if loaded."""
+        if not self._best.latest_checkpoint:
+            return False
+        self._weights.restore(self._best.latest_checkpoint).assert_existing_objects_matched()
+        return True
+
+
+def final_report(
+    *,
+    videos: dict[str, pd.DataFrame],
+    state: TrainState,
+    train_config: TrainConfig,
+    model_config: ModelConfig,
+    parts: dict[str, Any],
+    replicas: int,
+    wall_time_s: float,
+    bootstrap: int,
+) -> dict[str, Any]:
+    """The metrics of a finished run (the ``metrics.json`` :func:`train` returns).
+
+    Args:
+        videos: per-video predictions of ``Training``, ``Development`` and ``Testing``
+            (:func:`dlga.metrics.video_scores`) with the selected weights.
+        state: the run's counters (steps, stop reason, best step and RMSE).
+        train_config, model_config: the run's configurations (``warm_start_bias`` set).
+        parts: the loaded partitions (for the videos they skipped).
+        replicas: devices the batch was split over.
+        wall_time_s: seconds of training and evaluation, over all attempts.
+        bootstrap: resamples for the Testing intervals (0: none).
+    """
+    train_video_labels = videos["Training"]["bdi"].to_numpy(float)
+    baseline = {}
+    for name, key in (("Development", "dev"), ("Testing", "test")):
+        v = videos[name]
+        base = v.assign(prediction=metrics_lib.mean_predictor(train_video_labels, len(v)))
+        baseline[key] = metrics_lib.summarize(base)
+    test = videos["Testing"]
+    return {
+        "dev": metrics_lib.summarize(videos["Development"]),
+        "test": metrics_lib.summarize(test, bootstrap=bootstrap, seed=train_config.seed),
+        "train": metrics_lib.summarize(videos["Training"]),
+        "test_band_confusion": metrics_lib.band_confusion(test["bdi"], test["prediction"]).to_numpy().tolist(),
+        "bands": list(metrics_lib.BAND_NAMES),
+        "mean_predictor": baseline,
+        "steps": state.step,
+        "stop_reason": state.stop_reason,
+        "best_step": state.best_step,
+        "best_dev_rmse": state.best_dev_rmse,
+        "wall_time_s": round(wall_time_s, 3),
+        "seed": train_config.seed,
+        "replicas": replicas,
+        "skipped_videos": {name: part.skipped for name, part in parts.items() if part.skipped},
+        "versions": library_versions(),
+        "model_config": model_config.to_dict(),
+        "train_config": train_config.to_dict(),
+    }
+
+
 def train(
     model_config: ModelConfig,
     train_config: TrainConfig,
     store_dir: str | os.PathLike,
     run_dir: str | os.PathLike,
+    *,
     strategy=None,
     progress: bool = True,
-    *,
     model_fn: Callable[[ModelConfig], Any] | None = None,
     on_step: Callable[[int, dict], None] | None = None,
     bootstrap: int = 2000,
@@ -300,9 +446,9 @@ def train(
             training label (per frame).
         train_config: the schedule.
         store_dir: a preprocessed store with Training, Development and Testing videos.
-        run_dir: written: ``checkpoints/latest`` (full state, for resuming),
-            ``checkpoints/best`` (weights with the best Development RMSE), ``tb/``
-            (TensorBoard), ``history.csv`` (one row per step) and ``predictions.csv``.
+        run_dir: written (names from :mod:`dlga.rundir`): ``checkpoints/latest`` (full state,
+            for resuming), ``checkpoints/best`` (weights with the best Development RMSE),
+            ``tb/`` (TensorBoard), ``history.csv`` (one row per step) and ``predictions.csv``.
         strategy: a ``tf.distribute.Strategy`` (default: the default strategy). The batch is
             split over its replicas; ``batch_size`` must divide evenly.
         progress: show a tqdm bar with loss, Development RMSE and ETA.
@@ -315,45 +461,43 @@ def train(
             (cross-dataset runs); Training and Development still come from ``store_dir``.
 
     Returns:
-        A JSON-serialisable dict: ``dev``/``test``/``train`` metric dicts (per video and per
-        session, see :func:`dlga.metrics.summarize`), ``test_band_confusion``,
-        ``mean_predictor`` (baseline), ``steps``, ``stop_reason``, ``best_step``,
+        A JSON-serialisable dict (:func:`final_report`): ``dev``/``test``/``train`` metric
+        dicts (per video and per session, see :func:`dlga.metrics.summarize`),
+        ``test_band_confusion``, ``mean_predictor`` (baseline), ``steps``, ``stop_reason``
+        (one of :data:`STOP_REASONS`: ``max_steps``, ``early_stopping``, or ``diverged`` when
+        the training loss became infinite or NaN; the weights evaluated are then the best
+        Development checkpoint, or the initial weights if none was saved yet), ``best_step``,
         ``wall_time_s``, ``seed``, ``versions``, ``model_config``, ``train_config``.
     """
-    import keras
-    import tensorflow as tf
-
     if not isinstance(model_config, ModelConfig):
         raise TypeError(f"model_config must be a ModelConfig, got {type(model_config).__name__}")
     if not isinstance(train_config, TrainConfig):
         raise TypeError(f"train_config must be a TrainConfig, got {type(train_config).__name__}")
-    tc = train_config
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    model_fn = model_fn or _default_model_fn
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
-    if tc.batch_size % replicas:
+    if train_config.batch_size % replicas:
         raise ValueError(
-            f"batch_size={tc.batch_size} does not split over {replicas} replicas; use a multiple of {replicas}"
+            f"batch_size={train_config.batch_size} does not split over {replicas} replicas; "
+            f"use a multiple of {replicas}"
         )
 
-    keras.utils.set_random_seed(tc.seed)
+    keras.utils.set_random_seed(train_config.seed)
     # XLA refuses MaxPoolGrad while op determinism is on (even on CPU), so the flag is set only
     # for the uncompiled path; XLA's CPU code is deterministic on one machine (tested).
-    previous_determinism = _op_determinism(not tc.jit_compile)
+    previous_determinism = _op_determinism(not train_config.jit_compile)
     try:
-        return _train(
-            model_config, tc, store_dir, run_dir, strategy, progress, model_fn, on_step, bootstrap, test_store_dir
-        )
+        return _Run(
+            model_config=model_config, train_config=train_config, store_dir=store_dir, run_dir=run_dir,
+            strategy=strategy, model_fn=model_fn or build_model, test_store_dir=test_store_dir,
+        ).execute(progress=progress, on_step=on_step, bootstrap=bootstrap)
     finally:
         _op_determinism(previous_determinism)
 
 
 def _op_determinism(enabled: bool) -> bool:
     """Set TensorFlow's process-wide op determinism; return the previous setting."""
-    from tensorflow.python.framework import config as tf_config
-
     previous = tf_config.is_op_determinism_enabled()
     if enabled:
         tf_config.enable_op_determinism()
@@ -362,166 +506,144 @@ def _op_determinism(enabled: bool) -> bool:
     return previous
 
 
-def _train(model_config, tc, store_dir, run_dir, strategy, progress, model_fn, on_step, bootstrap, test_store_dir):
-    import tensorflow as tf
-    from tqdm.auto import tqdm
+class _Run:
+    """One call of :func:`train`: the data, the model and its state, the loop, the final evaluation."""
 
-    t0 = time.perf_counter()
-    replicas = strategy.num_replicas_in_sync
-
-    # Cross-dataset runs (train on AVEC2013, test on AVEC2014) take Testing elsewhere.
-    sources = {"Training": store_dir, "Development": store_dir, "Testing": test_store_dir or store_dir}
-    parts = {
-        name: data_lib.load_partition(source, name, in_memory=tc.in_memory)
-        for name, source in sources.items()
-    }
-    train_part = parts["Training"]
-    config = model_config.replace(warm_start_bias=float(np.mean(train_part.labels)))
-    size = config.input_size
-
-    with strategy.scope():
-        model = model_fn(config)
-        optimizer = make_optimizer(tc, model)
-        optimizer.build(model.trainable_variables)
-        state = {
-            "step": tf.Variable(0, dtype=tf.int64, trainable=False),
-            "best_dev_rmse": tf.Variable(np.inf, dtype=tf.float64, trainable=False),
-            "best_step": tf.Variable(-1, dtype=tf.int64, trainable=False),
-            "ema_loss": tf.Variable(np.nan, dtype=tf.float64, trainable=False),
-            "best_ema_loss": tf.Variable(np.inf, dtype=tf.float64, trainable=False),
-            "since_best": tf.Variable(0, dtype=tf.int64, trainable=False),
-            "stop_code": tf.Variable(0, dtype=tf.int64, trainable=False),
-            "wall_time": tf.Variable(0.0, dtype=tf.float64, trainable=False),
+    def __init__(self, *, model_config, train_config, store_dir, run_dir, strategy, model_fn, test_store_dir):
+        self.t0 = time.perf_counter()
+        self.tc = tc = train_config
+        self.run_dir = run_dir
+        self.strategy = strategy
+        # Cross-dataset runs (train on AVEC2013, test on AVEC2014) take Testing elsewhere.
+        sources = {"Training": store_dir, "Development": store_dir, "Testing": test_store_dir or store_dir}
+        self.parts = {
+            name: data_lib.load_partition(source, name, in_memory=tc.in_memory)
+            for name, source in sources.items()
         }
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, **state)
-    latest = tf.train.CheckpointManager(ckpt, str(run_dir / "checkpoints" / "latest"), max_to_keep=1)
-    best_ckpt = tf.train.Checkpoint(model=model)
-    best = tf.train.CheckpointManager(best_ckpt, str(run_dir / "checkpoints" / "best"), max_to_keep=1)
-    history_path = run_dir / "history.csv"
-    history: list[dict] = []
-    if latest.latest_checkpoint:
-        ckpt.restore(latest.latest_checkpoint).assert_existing_objects_matched()
-        if history_path.is_file():
-            old = pd.read_csv(history_path)
-            history = old[old["step"] <= int(state["step"].numpy())].to_dict("records")
-    elapsed_before = float(state["wall_time"].numpy())
+        self.config = model_config.replace(warm_start_bias=float(np.mean(self.parts["Training"].labels)))
+        with strategy.scope():
+            self.model = model_fn(self.config)
+            self.optimizer = make_optimizer(tc, self.model)
+            self.optimizer.build(self.model.trainable_variables)
+            self.state = TrainState()
+        self.checkpoints = Checkpoints(run_dir, self.model, self.optimizer, self.state)
+        self.history: list[dict] = []
+        self.initial_weights = None
+        if self.checkpoints.resume():
+            history_path = run_dir / rundir.HISTORY
+            if history_path.is_file():
+                old = rundir.read_history(run_dir)
+                self.history = old[old["step"] <= self.state.step].to_dict("records")
+        else:
+            # Kept to evaluate a run that diverges before its first checkpoint.
+            self.initial_weights = [w.numpy() for w in self.model.weights]
+        self.elapsed_before = float(self.state["wall_time"].numpy())
+        self.train_step = make_train_step(self.model, tc, self.optimizer, strategy)
+        self.evaluators = {
+            name: _Evaluator(self.model, part, self.config.input_size, tc.eval_batch_size, tc.jit_compile)
+            for name, part in self.parts.items()
+        }
+        self.writer = tf.summary.create_file_writer(str(run_dir / rundir.TENSORBOARD))
 
-    train_step = make_train_step(model, tc, optimizer, strategy)
+    def wall_time(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.t0
 
-    evaluators = {
-        name: _Evaluator(model, part, size, tc.eval_batch_size, tc.jit_compile) for name, part in parts.items()
-    }
-    writer = tf.summary.create_file_writer(str(run_dir / "tb"))
-    def evaluate_dev(step: int) -> tuple[float, float]:
-        videos = evaluators["Development"].videos()
+    def evaluate_dev(self) -> tuple[float, float]:
+        videos = self.evaluators["Development"].videos()
         y, p = videos["bdi"].to_numpy(float), videos["prediction"].to_numpy(float)
         return metrics_lib.rmse(y, p), metrics_lib.mae(y, p)
 
-    def save(step: int) -> None:
-        state["wall_time"].assign(elapsed_before + time.perf_counter() - t0)
-        latest.save(checkpoint_number=step)
-        pd.DataFrame(history, columns=HISTORY_COLUMNS).to_csv(history_path, index=False)
+    def save(self, step: int, early: EarlyStopping, stop_reason: str) -> None:
+        """Checkpoint the full state at ``step`` and write the history so far."""
+        early.store(self.state)
+        self.state.set_stop_reason(stop_reason)
+        self.state["wall_time"].assign(self.wall_time())
+        self.checkpoints.save_latest(step)
+        rundir.write_history(self.run_dir, self.history)
 
-    # --- the loop -----------------------------------------------------------------------
-    start = int(state["step"].numpy())
-    if int(state["stop_code"].numpy()) == 0 and start < tc.max_steps:
+    def loop(self, progress: bool, on_step) -> None:
+        """Train from the current step until max_steps, early stopping or divergence."""
+        tc = self.tc
+        start = self.state.step
+        if self.state.stop_reason != "running" or start >= tc.max_steps:
+            return
         dataset = data_lib.training_dataset(
-            train_part, size, tc.batch_size, tc.max_steps, tc.seed, start_step=start,
-            frames_per_video=tc.frames_per_video, shuffle_buffer=tc.shuffle_buffer,
+            self.parts["Training"], self.config.input_size, tc.batch_size, tc.max_steps, tc.seed,
+            start_step=start, frames_per_video=tc.frames_per_video, shuffle_buffer=tc.shuffle_buffer,
         )
-        dist = strategy.experimental_distribute_dataset(dataset)
-        ema = float(state["ema_loss"].numpy())
-        best_ema = float(state["best_ema_loss"].numpy())
-        since_best = int(state["since_best"].numpy())
+        early = EarlyStopping(tc.patience, tc.loss_smoothing)
+        early.load(self.state)
         bar = tqdm(total=tc.max_steps, initial=start, disable=not progress, desc="train", unit="step",
                    dynamic_ncols=True)
         try:
-            for inputs, labels in dist:
-                lr = float(optimizer.learning_rate)  # the schedule's value at this step
-                data_loss, l2 = train_step(inputs, labels)
-                step = int(state["step"].assign_add(1).numpy())
+            for inputs, labels in self.strategy.experimental_distribute_dataset(dataset):
+                lr = float(self.optimizer.learning_rate)  # the schedule's value at this step
+                data_loss, l2 = self.train_step(inputs, labels)
+                step = int(self.state["step"].assign_add(1).numpy())
                 loss, l2 = float(data_loss), float(l2)
                 if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training loss is {loss} at step {step}; lower learning_rate ({tc.learning_rate})"
-                    )
-                ema = loss if math.isnan(ema) else tc.loss_smoothing * ema + (1 - tc.loss_smoothing) * loss
-                if ema < best_ema:
-                    best_ema, since_best = ema, 0
-                else:
-                    since_best += 1
-                stop = 0
-                if tc.patience and since_best >= tc.patience:
-                    stop = 2
+                    stop = "diverged"
+                elif early.update(loss):
+                    stop = "early_stopping"
                 elif step >= tc.max_steps:
-                    stop = 1
+                    stop = "max_steps"
+                else:
+                    stop = "running"
                 row = {"step": step, "train_loss": loss, "l2": l2, "dev_rmse": np.nan, "dev_mae": np.nan, "lr": lr}
-                with writer.as_default(step=step):
+                with self.writer.as_default(step=step):
                     _scalar("train/loss", loss)
                     _scalar("train/l2", l2)
                     _scalar("train/lr", lr)
-                if step % tc.eval_every == 0 or stop:
-                    dev_rmse, dev_mae = evaluate_dev(step)
-                    row.update(dev_rmse=dev_rmse, dev_mae=dev_mae)
-                    with writer.as_default(step=step):
-                        _scalar("dev/rmse", dev_rmse)
-                        _scalar("dev/mae", dev_mae)
-                    if dev_rmse < float(state["best_dev_rmse"].numpy()):
-                        state["best_dev_rmse"].assign(dev_rmse)
-                        state["best_step"].assign(step)
-                        best.save(checkpoint_number=step)
-                history.append(row)
-                if step % tc.eval_every == 0 or stop:
-                    state["ema_loss"].assign(ema)
-                    state["best_ema_loss"].assign(best_ema)
-                    state["since_best"].assign(since_best)
-                    state["stop_code"].assign(stop)
-                    save(step)
+                checkpoint = step % tc.eval_every == 0 or stop != "running"
+                # Weights that diverged are not evaluated: the best checkpoint so far stands.
+                if checkpoint and stop != "diverged":
+                    self.evaluate_and_select(step, row)
+                self.history.append(row)
+                if checkpoint:
+                    self.save(step, early, stop)
                 bar.update(1)
-                if step % 10 == 0 or stop:
-                    bar.set_postfix(loss=f"{ema:.3g}", best_dev_rmse=f"{float(state['best_dev_rmse'].numpy()):.2f}")
+                if step % 10 == 0 or stop != "running":
+                    bar.set_postfix(loss=f"{early.ema:.3g}", best_dev_rmse=f"{self.state.best_dev_rmse:.2f}")
                 if on_step is not None:
                     on_step(step, row)
-                if stop:
+                if stop != "running":
                     break
         finally:
             bar.close()
-            writer.flush()
+            self.writer.flush()
 
-    # --- final evaluation with the best checkpoint ----------------------------------------
-    if best.latest_checkpoint:
-        best_ckpt.restore(best.latest_checkpoint).assert_existing_objects_matched()
-    videos = {name: ev.videos() for name, ev in evaluators.items()}
-    predictions = pd.concat([videos[p] for p in ("Training", "Development", "Testing")], ignore_index=True)
-    predictions = predictions[["video_id", "session_id", "partition", "bdi", "prediction", "n_frames"]]
-    predictions.to_csv(run_dir / "predictions.csv", index=False)
-    pd.DataFrame(history, columns=HISTORY_COLUMNS).to_csv(history_path, index=False)
+    def evaluate_and_select(self, step: int, row: dict) -> None:
+        """Evaluate Development into ``row``; save the weights if they are the best so far."""
+        dev_rmse, dev_mae = self.evaluate_dev()
+        row.update(dev_rmse=dev_rmse, dev_mae=dev_mae)
+        with self.writer.as_default(step=step):
+            _scalar("dev/rmse", dev_rmse)
+            _scalar("dev/mae", dev_mae)
+        if dev_rmse < self.state.best_dev_rmse:
+            self.state["best_dev_rmse"].assign(dev_rmse)
+            self.state["best_step"].assign(step)
+            self.checkpoints.save_best(step)
 
-    train_video_labels = videos["Training"]["bdi"].to_numpy(float)
-    baseline = {}
-    for name, key in (("Development", "dev"), ("Testing", "test")):
-        v = videos[name]
-        base = v.assign(prediction=metrics_lib.mean_predictor(train_video_labels, len(v)))
-        baseline[key] = metrics_lib.summarize(base)
-    test = videos["Testing"]
-    wall = elapsed_before + time.perf_counter() - t0
-    result = {
-        "dev": metrics_lib.summarize(videos["Development"]),
-        "test": metrics_lib.summarize(test, bootstrap=bootstrap, seed=tc.seed),
-        "train": metrics_lib.summarize(videos["Training"]),
-        "test_band_confusion": metrics_lib.band_confusion(test["bdi"], test["prediction"]).to_numpy().tolist(),
-        "bands": list(metrics_lib.BAND_NAMES),
-        "mean_predictor": baseline,
-        "steps": int(state["step"].numpy()),
-        "stop_reason": STOP_REASONS[int(state["stop_code"].numpy())],
-        "best_step": int(state["best_step"].numpy()),
-        "best_dev_rmse": float(state["best_dev_rmse"].numpy()),
-        "wall_time_s": round(wall, 3),
-        "seed": tc.seed,
-        "replicas": replicas,
-        "skipped_videos": {name: part.skipped for name, part in parts.items() if part.skipped},
-        "versions": library_versions(),
-        "model_config": config.to_dict(),
-        "train_config": tc.to_dict(),
-    }
-    return result
+    def select_final_weights(self) -> None:
+        """Load the best Development weights; after a divergence without any, the initial ones."""
+        if self.checkpoints.restore_best():
+            return
+        if self.state.stop_reason == "diverged":
+            if self.initial_weights is None:
+                raise FloatingPointError(
+                    f"{self.run_dir}: the training loss diverged and the run has no Development checkpoint "
+                    f"to fall back on; lower learning_rate ({self.tc.learning_rate}) and rerun in a new run_dir"
+                )
+            self.model.set_weights(self.initial_weights)
+
+    def execute(self, *, progress: bool, on_step, bootstrap: int) -> dict[str, Any]:
+        self.loop(progress, on_step)
+        self.select_final_weights()
+        videos = {name: ev.videos() for name, ev in self.evaluators.items()}
+        predictions = pd.concat([videos[p] for p in ("Training", "Development", "Testing")], ignore_index=True)
+        rundir.write_predictions(self.run_dir, predictions)
+        rundir.write_history(self.run_dir, self.history)
+        return final_report(
+            videos=videos, state=self.state, train_config=self.tc, model_config=self.config, parts=self.parts,
+            replicas=self.strategy.num_replicas_in_sync, wall_time_s=self.wall_time(), bootstrap=bootstrap,
+        )

@@ -14,7 +14,9 @@ import pytest
 from data_prep.store import read_manifest, read_video, video_path
 from dlga import __main__ as cli
 from dlga.export import export_run
-from dlga.predict import EXPORT_METADATA, load_predictor, load_trained_model, predict_video
+from dlga.exportdir import EXPORT_FORMAT_VERSION, EXPORT_METADATA, read_metadata
+from dlga.predict import load_predictor, load_trained_model, predict_video
+from dlga.rundir import RunError
 
 TOL = 1e-5
 
@@ -64,6 +66,12 @@ def test_savedmodel_loads_without_the_project_and_matches(trained_run, reference
         np.testing.assert_allclose(got[key], expected[key], atol=TOL, rtol=0)
     with pytest.raises(FileExistsError, match="--overwrite"):
         export_run(trained_run, out, "savedmodel")
+    # An export of another format version is refused by the reader, with what to do.
+    assert read_metadata(out)[0] == meta
+    (out / "assets.extra" / EXPORT_METADATA).write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(RunError, match=f"version 99, this code reads 'dlga-export' version {EXPORT_FORMAT_VERSION}; "
+                                       "export the run again"):
+        load_predictor(out)
 
 
 def test_keras_export_matches_and_predicts_like_the_run(trained_run, reference, tmp_path, face_photos, make_face_video):

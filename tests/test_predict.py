@@ -13,11 +13,14 @@ import pytest
 
 from data_prep.store import read_manifest, read_video, video_path
 from dlga import __main__ as cli
+from dlga import data as data_lib
+from dlga import report
 from dlga.metrics import BAND_NAMES, severity_band
 from dlga.predict import (
     ATTENTION_COLUMNS, PredictError, RunError, load_predictor, load_trained_model, predict_frames, predict_video,
-    source_patch_centres, write_overlay,
+    run_preprocessing, source_patch_centres, validate_preprocessing, write_overlay,
 )
+from dlga.rundir import load_run
 
 
 def _frame_count(path) -> int:
@@ -136,18 +139,23 @@ def test_unusable_runs_are_refused_with_what_to_do(trained_run, tmp_path, capsys
     with pytest.raises(RunError, match="checkpoint does not match"):
         load_trained_model(other)
 
-    moved = copy("moved")
+    # A run that recorded no preprocessing (older runs) needs its store; gone, it says how to pass it.
+    unrecorded = copy("unrecorded")
     store_dir = params["store_dir"]
-    (moved / "params.json").write_text(json.dumps({**params, "store_dir": str(tmp_path / "gone")}))
-    with pytest.raises(RunError, match="--store STORE_DIR"):
-        load_trained_model(moved)
-    assert load_trained_model(moved, store_dir=store_dir)[2]["size"] == 64
+    bare_params = {k: v for k, v in params.items() if k != "preprocessing"}
+    (unrecorded / "params.json").write_text(json.dumps({**bare_params, "store_dir": str(tmp_path / "gone")}))
+    with pytest.raises(RunError, match="records no preprocessing parameters and the training store .*--store STORE_DIR"):
+        load_trained_model(unrecorded)
+    assert load_trained_model(unrecorded, store_dir=store_dir)[2]["size"] == 64
+    (unrecorded / "params.json").write_text(json.dumps({**bare_params, "store_dir": None}))
+    with pytest.raises(RunError, match="records neither the preprocessing nor a store_dir"):
+        load_trained_model(unrecorded)
 
     bare_store = tmp_path / "bare_store"
     bare_store.mkdir()
     (bare_store / "params.json").write_text(json.dumps({"synthetic": True}))
     with pytest.raises(RunError, match="holds no preprocessing parameters"):
-        load_trained_model(moved, store_dir=bare_store)
+        load_trained_model(unrecorded, store_dir=bare_store)
     with pytest.raises(RunError, match="no such run directory"):
         load_predictor(tmp_path / "nothing")
 
@@ -161,3 +169,49 @@ def test_cli_help_and_delegated_commands(trained_run, capsys):
     assert all(word in text for word in ("predict", "export", "runs", "bench", "0-13 minimal", "--quick"))
     assert cli.main(["runs", "--runs", str(trained_run.parent), "status"]) == 0
     assert trained_run.name in capsys.readouterr().out
+
+
+def test_run_scores_videos_from_its_recorded_preprocessing_after_the_store_moved(
+    trained_run, face_photos, make_face_video, tmp_path, capsys
+):
+    """The run keeps its store's preprocessing in params.json: moving or deleting the store
+    does not stop `predict --run`, and the estimate does not change."""
+    params = json.loads((trained_run / "params.json").read_text())
+    store = shutil.copytree(params["store_dir"], tmp_path / "store")
+    run = shutil.copytree(trained_run, tmp_path / "runs" / trained_run.name)
+    (run / "params.json").write_text(json.dumps({**params, "store_dir": str(store)}))
+    from_store = validate_preprocessing(json.loads((store / "params.json").read_text()), "store")
+    assert run_preprocessing(run, {**params, "store_dir": str(store), "preprocessing": None}) == from_store
+    assert run_preprocessing(run, params) == from_store  # the recorded copy: the same parameters
+    video = make_face_video(tmp_path / "v.mp4", face_photos[4], n_frames=3)
+    before = predict_video(video, load_predictor(run, store_dir=store))  # read from the store itself
+
+    store.rename(tmp_path / "moved_store")
+    after = predict_video(video, load_predictor(run))
+    assert np.isfinite(after.score) and after.score == before.score
+    assert after.frames["prediction"].tolist() == before.frames["prediction"].tolist()
+    shutil.rmtree(tmp_path / "moved_store")
+    capsys.readouterr()
+    assert cli.main(["predict", str(video), "--run", str(run)]) == 0
+    assert f"{video}: BDI-II {before.score:.1f} ({before.band})" in capsys.readouterr().out
+
+
+def test_report_attention_is_predict_frames_on_a_partition(trained_run):
+    """report.attention and report.load_run_model go through dlga.predict: same model, same
+    columns (a1..a24, global_attention), same predictions as the run's predictions.csv."""
+    run = load_run(trained_run)
+    model, config = report.load_run_model(run)
+    part = data_lib.load_partition(run.params["store_dir"], "Testing")
+    table = report.attention(model, part, config.input_size, batch_size=5)
+    assert list(table.columns) == ["video_id", "session_id", "partition", "bdi", "prediction",
+                                   *ATTENTION_COLUMNS, "global_attention", "local_mean"]
+    assert len(table) == part.n_frames
+    np.testing.assert_allclose(table["local_mean"], table[list(ATTENTION_COLUMNS)].mean(axis=1))
+    direct = predict_frames(model, part.frames, part.landmarks, config.input_size)
+    np.testing.assert_array_equal(table["prediction"], direct["prediction"])
+    streamed = report.attention(model, data_lib.load_partition(run.params["store_dir"], "Testing", in_memory=False),
+                                config.input_size)
+    pd.testing.assert_frame_equal(streamed, table)
+    per_video = table.groupby("video_id")["prediction"].mean()
+    expected = run.predictions.set_index("video_id").loc[per_video.index, "prediction"]
+    np.testing.assert_allclose(per_video.to_numpy(), expected.to_numpy(), atol=1e-4)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import dlga.train
-from dlga import runs
+from dlga import rundir, runs
 from dlga.train import TrainConfig
 from helpers_store import make_store
 
@@ -144,3 +146,37 @@ def test_cross_dataset_run_tests_on_the_other_store(store, tmp_path):
     assert run.metrics["dev"]["n_videos"] == 12  # two tasks per session, from the training store
     with pytest.raises(FileNotFoundError, match="test_store_dir"):
         runs.RunSpec(store_dir=str(store), test_store_dir=str(tmp_path / "nowhere")).run_id
+
+
+def test_run_directory_format_is_defined_once_and_read_back(complete_run, tmp_path):
+    """dlga.rundir owns the names and the version; reading checks them with clear errors."""
+    path, root = complete_run
+    assert sorted(p.name for p in path.iterdir() if p.is_file()) == sorted(rundir.RUN_FILES)
+    assert rundir.state(root, path.name) == "complete" and rundir.state(root, "G-none") == "missing"
+    assert rundir.read_params(path)["format_version"] == rundir.FORMAT_VERSION
+    pd.testing.assert_frame_equal(rundir.read_predictions(path), runs.load_run(path).predictions)
+    assert list(rundir.read_predictions(path).columns) == rundir.PREDICTION_COLUMNS
+    assert list(rundir.read_history(path).columns) == rundir.HISTORY_COLUMNS
+    # The version and the marker are defined in one module; the others import them.
+    package = Path(rundir.__file__).parent
+    defining = [p.name for p in sorted(package.glob("*.py"))
+                if any(line.startswith(("FORMAT_VERSION =", "RUN_FORMAT_VERSION =", "COMPLETE =",
+                                        "EXPORT_FORMAT_VERSION ="))
+                       for line in p.read_text().splitlines())]
+    assert defining == ["exportdir.py", "rundir.py"]
+
+    future = tmp_path / "future"
+    future.mkdir()
+    (future / rundir.PARAMS).write_text(json.dumps({"run_id": "x", "format_version": 2}))
+    rundir.mark_complete(future, "x")
+    with pytest.raises(rundir.RunError, match="run format version 2, this code reads version 1"):
+        runs.load_run(future)
+    (future / rundir.PARAMS).write_text("[1, 2]")
+    with pytest.raises(rundir.RunError, match="holds a JSON list, not an object; the run is damaged"):
+        rundir.read_params(future)
+    with pytest.raises(rundir.IncompleteRunError, match="no such run directory"):
+        rundir.require_complete(tmp_path / "nothing")
+    partial = rundir.partial_dir(tmp_path, "G-abc")
+    partial.mkdir()
+    with pytest.raises(rundir.RunError, match="resume it with `python -m dlga runs run --id G-abc`"):
+        rundir.require_complete(partial)
