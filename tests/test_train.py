@@ -12,13 +12,15 @@ import sys
 import textwrap
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 
 from dlga import data as data_lib
 from dlga.config import ModelConfig
-from dlga.train import TrainConfig, train
+from dlga.model import build_model
+from dlga.train import STOP_REASONS, EarlyStopping, TrainConfig, TrainState, train
 from helpers_store import make_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,6 +153,60 @@ def test_early_stopping_on_training_loss(store, tmp_path):
     assert metrics["best_step"] in history.loc[history["dev_rmse"].notna(), "step"].tolist()
 
 
+def test_early_stopping_state_smooths_counts_and_round_trips():
+    early = EarlyStopping(patience=2, smoothing=0.5)
+    assert [early.update(x) for x in (4.0, 2.0, 3.0, 3.0)] == [False, False, False, True]
+    assert early.ema == early.best == 3.0 and early.since_best == 2  # smoothed: 4, 3, 3, 3
+    state = TrainState()
+    early.store(state)
+    again = EarlyStopping(patience=2, smoothing=0.5)
+    again.load(state)
+    assert (again.ema, again.best, again.since_best) == (early.ema, early.best, early.since_best)
+    assert not EarlyStopping(patience=0, smoothing=0.0).update(1.0)  # patience 0: never stops
+    assert state.stop_reason == "running" and STOP_REASONS[1:] == ("max_steps", "early_stopping", "diverged")
+    state.set_stop_reason("diverged")
+    assert state.stop_reason == "diverged" and int(state["stop_code"].numpy()) == 3
+    with pytest.raises(ValueError, match="stop reason must be one of"):
+        state.set_stop_reason("bored")
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("small"), {"Training": 8, "Development": 3, "Testing": 3}, seed=0)
+
+
+def test_a_diverging_run_ends_with_the_best_development_checkpoint(small_store, tmp_path):
+    # A learning rate near the limit overflows the loss within a few steps; the warm-up lets
+    # the Development evaluation of step 2 happen first.
+    config = TrainConfig.preset("ci", learning_rate=9.9, max_steps=40, eval_every=2, batch_size=8, warmup_steps=30)
+    metrics = train(MODEL, config, small_store, tmp_path, progress=False, bootstrap=0)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert metrics["stop_reason"] == "diverged" and metrics["steps"] == len(history) < 40
+    assert not np.isfinite(history["train_loss"].iloc[-1]) and np.isfinite(history["train_loss"].iloc[0])
+    evaluated = history.dropna(subset=["dev_rmse"])
+    assert metrics["best_step"] == evaluated.loc[evaluated["dev_rmse"].idxmin(), "step"] >= 2
+    assert metrics["dev"]["rmse"] == pytest.approx(evaluated["dev_rmse"].min(), rel=1e-9)
+    assert np.isfinite(pd.read_csv(tmp_path / "predictions.csv")["prediction"]).all()
+    json.dumps(metrics)
+
+
+def test_a_run_diverging_before_any_checkpoint_is_scored_with_its_initial_weights(small_store, tmp_path):
+    config = TrainConfig.preset("ci", learning_rate=9.9, max_steps=40, eval_every=5, batch_size=8, warmup_steps=0)
+    metrics = train(MODEL, config, small_store, tmp_path, progress=False, bootstrap=0)
+    assert metrics["stop_reason"] == "diverged" and metrics["steps"] < 5 and metrics["best_step"] == -1
+    # The same seed builds the same initial model: its Development predictions are the run's.
+    keras.utils.set_random_seed(config.seed)
+    train_part = data_lib.load_partition(small_store, "Training")
+    initial = build_model(MODEL.replace(warm_start_bias=float(np.mean(train_part.labels))))
+    dev = data_lib.load_partition(small_store, "Development")
+    frames = data_lib.frame_table(dev).assign(prediction=np.concatenate(
+        [initial(x, training=False)["score"].numpy() for x in data_lib.evaluation_dataset(dev, 64, 64)]))
+    expected = frames.groupby("video_id")["prediction"].mean()
+    got = pd.read_csv(tmp_path / "predictions.csv", dtype={"video_id": str}).query("partition == 'Development'")
+    np.testing.assert_allclose(got.set_index("video_id").loc[expected.index, "prediction"], expected, rtol=1e-6)
+    assert np.isfinite(metrics["dev"]["rmse"])
+
+
 def test_decoupled_weight_decay_has_no_l2_term(store, tmp_path):
     config = SHORT.replace(max_steps=5, eval_every=5, decoupled=True)
     metrics = train(MODEL, config, store, tmp_path, progress=True, bootstrap=0)  # with the bar
@@ -167,7 +223,8 @@ MIRRORED = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     import pandas as pd
     from dlga.config import ModelConfig
-    from dlga.train import TrainConfig, train
+from dlga.model import build_model
+    from dlga.train import STOP_REASONS, EarlyStopping, TrainConfig, TrainState, train
     model = ModelConfig.setting("G", preset="tiny")
     config = TrainConfig.preset("ci", max_steps=8, eval_every=4, warmup_steps=4, seed=1)
     out = {}
