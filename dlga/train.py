@@ -81,8 +81,8 @@ class TrainConfig(JsonConfig):
         seed: seeds initialisation and the data order.
         frames_per_video: at most this many frames of each video per epoch (None: all).
         jit_compile: compile the gradient and predict steps with XLA. Off by default: with the
-            grouped per-patch model, XLA's constant folding took minutes to compile a tiny G
-            step on CPU (TF 2.21), while the uncompiled step costs ~0.06 s. XLA refuses
+            grouped per-patch model, XLA's constant folding compiles a tiny G step on CPU
+            far longer than the uncompiled step takes to run (``make bench``). XLA refuses
             MaxPoolGrad under TensorFlow's op determinism, so that flag is on only when this
             is False.
         shuffle_buffer: 0: uniform shuffle of all frames every epoch. >0: streaming shuffle
