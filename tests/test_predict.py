@@ -207,10 +207,10 @@ def test_report_attention_is_predict_frames_on_a_partition(trained_run):
                                    *ATTENTION_COLUMNS, "global_attention", "local_mean"]
     assert len(table) == part.n_frames
     np.testing.assert_allclose(table["local_mean"], table[list(ATTENTION_COLUMNS)].mean(axis=1))
-    direct = predict_frames(model, part.frames, part.landmarks, config.input_size)
+    direct = predict_frames(model, part.frames, part.landmarks, config.input_size, batch_size=5)
     np.testing.assert_array_equal(table["prediction"], direct["prediction"])
     streamed = report.attention(model, data_lib.load_partition(run.params["store_dir"], "Testing", in_memory=False),
-                                config.input_size)
+                                config.input_size, batch_size=5)
     pd.testing.assert_frame_equal(streamed, table)
     per_video = table.groupby("video_id")["prediction"].mean()
     expected = run.predictions.set_index("video_id").loc[per_video.index, "prediction"]
