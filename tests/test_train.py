@@ -223,8 +223,7 @@ MIRRORED = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     import pandas as pd
     from dlga.config import ModelConfig
-from dlga.model import build_model
-    from dlga.train import STOP_REASONS, EarlyStopping, TrainConfig, TrainState, train
+    from dlga.train import TrainConfig, train
     model = ModelConfig.setting("G", preset="tiny")
     config = TrainConfig.preset("ci", max_steps=8, eval_every=4, warmup_steps=4, seed=1)
     out = {}
