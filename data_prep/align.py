@@ -1,4 +1,5 @@
-"""Face alignment: a similarity transform from 68 landmarks to a canonical template (DESIGN.md s.2, s.4).
+"""Face alignment: a similarity transform from 68 landmarks to a canonical template
+(Decisions: Patch centres, Data).
 
 The paper feeds OpenFace-aligned 224 x 224 faces (its Fig. 3: the whole face from brows to
 chin, eyes level, centred). We align with a least-squares similarity (Umeyama, no reflection)

@@ -1,4 +1,4 @@
-"""Dataset adapters: a folder on disk -> one manifest (DESIGN.md s.4).
+"""Dataset adapters: a folder on disk -> one manifest (Decisions: Data).
 
 A manifest has one row per video with the columns ``store.MANIFEST_COLUMNS``:
 ``video_id, subject_id, session_id, task, partition, bdi, path`` (``path`` absolute).

@@ -1,4 +1,4 @@
-"""Face detection and 68-point landmarks (DESIGN.md s.4).
+"""Face detection and 68-point landmarks (Decisions: Data).
 
 The default path is dlib's HOG frontal-face detector plus its 68-point iBUG shape predictor,
 the model file coming from the ``face_recognition_models`` package (nothing downloads at run

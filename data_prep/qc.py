@@ -14,13 +14,12 @@ import numpy as np
 import pandas as pd
 
 from . import store
+from .extract import FOUND
 from .preprocess import read_qc
 
 
 def summary_by_partition(qc: pd.DataFrame) -> pd.DataFrame:
     """Videos, failures, frames sampled and kept, how faces were found, and the detection rate per partition."""
-    from .preprocess import FOUND
-
     qc = qc.copy()
     for col in FOUND + ("dropped",):  # stores written before these columns existed
         if col not in qc.columns:

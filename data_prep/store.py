@@ -1,4 +1,4 @@
-"""The preprocessed store: one compressed ``.npz`` per video plus a manifest (DESIGN.md s.4).
+"""The preprocessed store: one compressed ``.npz`` per video plus a manifest (Decisions: Data).
 
 Layout of a store directory::
 

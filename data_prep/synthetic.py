@@ -1,4 +1,4 @@
-"""The synthetic cohort: face videos with BDI-II labels in the AVEC2014 layout (DESIGN.md s.4).
+"""The synthetic cohort: face videos with BDI-II labels in the AVEC2014 layout (Decisions: Data).
 
 The AVEC data is licensed per user, so the book makes its own: ``python -m data_prep synth
 --preset {ci,demo} --out DIR [--seed S]`` writes real MPEG-4 videos (640 x 480, 25 frames/s)
@@ -28,7 +28,8 @@ on all photos and the label is drawn independently of them.
 training mean (15) and sd (12) after the cut. Severity ``s = bdi / 63`` acts through documented cues:
 
 - ``local`` (what the paper's 24 patches cover), with strength ``m = local_strength`` scaling
-  DESIGN.md's calibration (m = 1 is its low end, 2 its high end), in inter-ocular distances
+  the calibration of the book's Decisions chapter (book/decisions.md, "Data"; m = 1 is its low
+  end, 2 its high end), in inter-ocular distances
   (IOD) per unit severity: mouth corners down ``0.2 m``, inner brows up ``0.16 m``, upper lids
   down ``0.075 m`` (at most 0.15 IOD), and smiles ``smile_drop * s`` rarer and weaker.
 - ``global`` (shows in one aligned frame, not at a patch): the head pitched down by
@@ -76,7 +77,7 @@ BDI_MAX = 63
 MAX_PITCH = 45.0
 """Largest head pitch rendered, degrees: beyond it the 2-D mesh starts to fold at the jaw line."""
 
-# DESIGN.md s.4 calibration, IOD per unit severity at local_strength m = 1 (its low end).
+# The calibration (Decisions: Data), IOD per unit severity at local_strength m = 1 (its low end).
 MOUTH_PER_S, BROW_PER_S, LID_PER_S, LID_MAX = 0.2, 0.16, 0.075, 0.15
 
 LABEL_DIRS = {
@@ -96,7 +97,7 @@ class CohortConfig:
         seconds: length of every video, seconds; fps: frames per second.
         width, height: video size, pixels.
         cues: which label cues act, a subset of ("local", "global"); () makes a label-free cohort.
-        local_strength: m, the local cue scale (1 = DESIGN.md's low end, 2 = its high end).
+        local_strength: m, the local cue scale (1 = the calibration's low end, 2 = its high end; Decisions: Data).
         smile_drop: fraction of smile rate and amplitude lost at severity 1 (local cue).
         pitch_deg: head pitch down per unit severity, degrees (global cue).
         offset_sd: sd of each subject's fixed offsets of mouth corners, inner brows and upper
@@ -205,7 +206,7 @@ class CohortConfig:
 
 PRESETS = {
     "ci": CohortConfig(n_train=60, n_dev=20, n_test=20, seconds=1.6, name="ci"),
-    # Subjects carry the signal, not frames (DESIGN.md s.4): many short sessions.
+    # Subjects carry the signal, not frames (Decisions: Data): many short sessions.
     "demo": CohortConfig(n_train=200, n_dev=50, n_test=90, seconds=1.2, name="demo"),
 }
 
@@ -897,7 +898,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite a different cohort in --out")
     p.add_argument("--cues", default=None, help="comma-separated subset of local,global ('none' for no cue)")
     for flag, typ, hlp in (
-        ("--local-strength", float, "local cue scale m (1 and 2: DESIGN.md's low and high ends)"),
+        ("--local-strength", float, "local cue scale m (1 and 2: the calibration's low and high ends)"),
         ("--pitch-deg", float, "head pitch per unit severity, degrees"),
         ("--offset-sd", float, "per-subject cue-landmark offsets, IOD"),
         ("--seconds", float, "video length, seconds"),

@@ -161,3 +161,31 @@ def test_cli_help_and_delegated_commands(trained_run, capsys):
     assert all(word in text for word in ("predict", "export", "runs", "bench", "0-13 minimal", "--quick"))
     assert cli.main(["runs", "--runs", str(trained_run.parent), "status"]) == 0
     assert trained_run.name in capsys.readouterr().out
+
+
+# --- the store's detector at inference: the cascade fallback ------------------------------------
+
+
+def test_a_store_made_with_the_cascade_fallback_is_scored_with_it(trained_run, face_photos, make_face_video, tmp_path,
+                                                                   monkeypatch):
+    from data_prep.faces import LandmarkDetector
+    from data_prep.preprocess import make_params
+    from data_prep.store import atomic_write_json
+
+    store_dir = json.loads((trained_run / "params.json").read_text())["store_dir"]
+    cascade_store = tmp_path / "cascade_store"
+    shutil.copytree(store_dir, cascade_store)
+    atomic_write_json(cascade_store / "params.json", make_params(size=64, fallback="cascade"))
+    video = make_face_video(tmp_path / "v.mp4", face_photos[2], n_frames=4)
+    monkeypatch.setattr(LandmarkDetector, "detect", lambda self, image: [])  # HOG never finds the face
+    predictor = load_predictor(trained_run, store_dir=cascade_store)
+    assert predictor.preprocessing["fallback"] == "cascade"
+    result = predict_video(video, predictor)
+    assert result.frames["how"].tolist() == ["cascade"] * 4
+    csv = tmp_path / "frames.csv"
+    assert cli.main(["predict", str(video), "--run", str(trained_run), "--store", str(cascade_store),
+                     "--out", str(csv)]) == 0
+    assert pd.read_csv(csv)["how"].tolist() == ["cascade"] * 4
+    # The same video with the run's own store (no fallback): HOG alone finds nothing.
+    with pytest.raises(PredictError, match="no face found in any of 4 sampled frames"):
+        predict_video(video, load_predictor(trained_run))

@@ -190,7 +190,7 @@ def test_openface_outputs_are_preprocessed_with_their_landmarks(tmp_path, face_p
     from data_prep.datasets import load_dataset
     from data_prep.faces import LandmarkDetector
     from data_prep.openface import source_video
-    from data_prep.preprocess import iter_sampled_frames
+    from data_prep.video import iter_sampled_frames
 
     of = tmp_path / "of"
     of.mkdir()
