@@ -33,6 +33,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .faces import LandmarkDetector
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 TEMPLATE_FILE = ASSETS / "template68.npy"
 FACES_DIR = ASSETS / "faces"
@@ -207,8 +209,6 @@ def build_template(landmark_sets: np.ndarray, span: float = TEMPLATE_SPAN) -> np
 
 def photo_landmarks(faces_dir: Path = FACES_DIR) -> np.ndarray:
     """dlib landmarks of the CC0 photos, full-resolution detection, (N, 68, 2) float64."""
-    from .faces import LandmarkDetector
-
     det = LandmarkDetector(detect_max_side=None)
     out = []
     for path in sorted(Path(faces_dir).glob("*.jpg")):

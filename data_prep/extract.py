@@ -35,10 +35,13 @@ FOUND = ("detected", "cascade", "reused", "openface")
 def make_detector(params: dict[str, Any]) -> LandmarkDetector:
     """The :class:`LandmarkDetector` that preprocessing parameters describe, fallback included.
 
-    Keys read: ``detect_max_side``, ``upsample``, ``max_reuse``, ``fallback`` (absent: none).
+    Keys read: ``detect_max_side``, ``upsample``, ``max_reuse``, ``fallback`` (absent: none),
+    ``reuse_min_score`` and ``upsample_retry`` (absent: unverified reuse and no upsampled try,
+    what stores written before these keys did).
     """
     return LandmarkDetector(params["detect_max_side"], params["upsample"], params["max_reuse"],
-                            fallback=params.get("fallback"))
+                            fallback=params.get("fallback"), reuse_min_score=params.get("reuse_min_score"),
+                            upsample_retry=params.get("upsample_retry", False))
 
 
 @dataclass
@@ -61,6 +64,8 @@ class FaceTrack:
         frame_size: (width, height) of the source frames.
         decoder_log: the gist of FFmpeg's messages while decoding ("" when none).
         faces_from: ``dlib``, ``openface-video`` or ``openface-aligned``.
+        smallest_face: about the smallest face (pixels) our detector finds in these frames
+            (None: landmarks came from outside).
     """
 
     frame_index: np.ndarray
@@ -79,6 +84,7 @@ class FaceTrack:
     frame_size: tuple[int, int]
     decoder_log: str = ""
     faces_from: str = "dlib"
+    smallest_face: int | None = None
 
     def counts(self) -> dict[str, int]:
         """Sampled frames per outcome: ``detected``, ``cascade``, ``reused``, ``openface``, ``dropped``, ``none``."""
@@ -92,6 +98,10 @@ class FaceTrack:
         if not len(self.frame_index):
             dropped = self.counts()["dropped"]
             extra = f" ({dropped} dropped for OpenFace's success or confidence)" if dropped else ""
+            if self.smallest_face and self.frames_sampled:
+                width, height = self.frame_size
+                extra += (f" ({width}x{height} frames; a face smaller than about {self.smallest_face} pixels "
+                          "is not found)")
             raise VideoError(f"no face found in any of {self.frames_sampled} sampled frames{extra}")
 
 
@@ -170,12 +180,13 @@ def extract_faces(
     """
     stats: dict[str, Any] = {}
     frames = iter_sampled_frames(path, params["sample_fps"], stats)
-    if landmarks is None:
-        tracker = (detector or make_detector(params)).tracker()
-        stream = ((i, rgb, *_found(tracker(rgb))) for i, rgb in frames)
-    else:
-        stream = ((i, rgb, *landmarks(i), None) for i, rgb in frames)
-    return collect_faces(stream, params, stats, faces_from)
+    if landmarks is not None:
+        return collect_faces(((i, rgb, *landmarks(i), None) for i, rgb in frames), params, stats, faces_from)
+    detector = detector or make_detector(params)
+    tracker = detector.tracker()
+    track = collect_faces(((i, rgb, *_found(tracker(rgb))) for i, rgb in frames), params, stats, faces_from)
+    track.smallest_face = detector.smallest_face(track.frame_size) if track.frames_sampled else None
+    return track
 
 
 def _found(result) -> tuple:

@@ -43,13 +43,13 @@ import pandas as pd
 
 from . import openface, store
 from .extract import FOUND, extract_faces, make_detector
-from .faces import FALLBACKS, LandmarkDetector
+from .faces import FALLBACKS, REUSE_MIN_SCORE, LandmarkDetector
 from .openface import OPENFACE_MIN_CONFIDENCE
 from .video import VideoError, source_signature
 
 PARAMS_VERSION = 1
 QC_COLUMNS = [
-    "video_id", "partition", "status", "reason", "faces_from", "fps", "frames_reported", "frames_read",
+    "video_id", "partition", "bdi", "status", "reason", "faces_from", "fps", "frames_reported", "frames_read",
     "frames_sampled", "detected", "cascade", "reused", "openface", "dropped", "none", "frames_kept",
     "detection_rate", "seconds",
 ]
@@ -58,6 +58,10 @@ landmarks on the source video's frames) or ``openface-aligned`` (OpenFace's alig
 Every sampled frame is counted once in ``detected``, ``cascade``, ``reused`` (dlib: how the face
 was found), ``openface`` (OpenFace landmarks used), ``dropped`` (OpenFace frame with
 ``success == 0`` or low confidence) or ``none`` (no face)."""
+
+
+RECORD_DEFAULTS = {"reuse_min_score": None, "upsample_retry": False}
+"""What a ``params.json`` without these keys was made with: unverified reuse, no upsampled try."""
 
 
 def make_params(
@@ -69,12 +73,16 @@ def make_params(
     max_frames: int | None = None,
     fallback: str | None = None,
     openface_min_confidence: float | None = None,
+    reuse_min_score: float | None = REUSE_MIN_SCORE,
+    upsample_retry: bool = True,
 ) -> dict[str, Any]:
     """Validated preprocessing parameters (everything that changes the stored frames).
 
     ``fallback`` and ``openface_min_confidence`` enter the parameters (and so the store's hash)
     only when set, so that stores made without them keep their folder names.
     ``openface_min_confidence`` is set by :func:`preprocess` for manifests with OpenFace rows.
+    ``reuse_min_score`` (verified reuse, None: unverified) and ``upsample_retry`` are always
+    recorded: they change the stored frames, so the store's folder and fingerprint change too.
     """
     if int(size) < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
@@ -84,6 +92,8 @@ def make_params(
         raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback must be one of {list(FALLBACKS)}, got {fallback!r}")
+    if reuse_min_score is not None and not math.isfinite(float(reuse_min_score)):
+        raise ValueError(f"reuse_min_score must be a finite number or None (unverified reuse), got {reuse_min_score}")
     if openface_min_confidence is not None and not 0.0 <= float(openface_min_confidence) <= 1.0:
         raise ValueError(f"openface_min_confidence must be in 0-1, got {openface_min_confidence}")
     params = {
@@ -97,6 +107,8 @@ def make_params(
         "max_reuse": int(max_reuse),
         "max_frames": None if max_frames is None else int(max_frames),
         "align_points": "eye-corners",
+        "reuse_min_score": None if reuse_min_score is None else float(reuse_min_score),
+        "upsample_retry": bool(upsample_retry),
     }
     if fallback is not None:
         params["fallback"] = fallback
@@ -108,11 +120,14 @@ def make_params(
 def params_from_record(recorded: dict[str, Any]) -> dict[str, Any]:
     """The parameters a store's ``params.json`` records, validated and normalised by :func:`make_params`.
 
-    Keys a record lacks take :func:`make_params`' defaults; the caller checks ``version``.
+    Keys a record lacks take :func:`make_params`' defaults, except those added after the
+    first stores (``RECORD_DEFAULTS``), which take the value that reproduces such a store.
+    The caller checks ``version``.
 
     Raises:
         ValueError: an invalid value (the message names it).
     """
+    recorded = {**RECORD_DEFAULTS, **recorded}
     names = [n for n in inspect.signature(make_params).parameters if n in recorded]
     return make_params(**{n: recorded[n] for n in names})
 
@@ -144,7 +159,7 @@ def process_video(
     vid = str(row["video_id"])
     started = time.perf_counter()
     qc: dict[str, Any] = {c: None for c in QC_COLUMNS}
-    qc.update(video_id=vid, partition=row.get("partition"), status="failed", reason="", faces_from="dlib",
+    qc.update(video_id=vid, partition=row.get("partition"), bdi=row.get("bdi"), status="failed", reason="", faces_from="dlib",
               frames_read=0, frames_sampled=0, frames_kept=0, **{k: 0 for k in FOUND + ("dropped", "none")})
     qc["source"] = source_signature(row["path"])
     try:
@@ -157,7 +172,7 @@ def process_video(
         track.check()
         qc["frames_kept"] = len(track.frame_index)
         store.write_video(store.video_path(store_dir, vid), track.frames, track.landmarks, track.frame_index,
-                          float(row["bdi"]))
+                          float(row["bdi"]), how=track.how)
         qc["status"] = "ok"
         if qc["frames_reported"] and qc["frames_read"] < qc["frames_reported"]:
             qc["reason"] = f"decoded {qc['frames_read']} of the {qc['frames_reported']} frames the container reports"
@@ -225,6 +240,8 @@ def preprocess(
     max_frames: int | None = None,
     fallback: str | None = None,
     openface_min_confidence: float = OPENFACE_MIN_CONFIDENCE,
+    reuse_min_score: float | None = REUSE_MIN_SCORE,
+    upsample_retry: bool = True,
     progress: bool = True,
 ) -> Path:
     """Preprocess every video of a manifest into a store; resumable.
@@ -241,6 +258,9 @@ def preprocess(
             fallback; the default keeps the store folders of earlier versions).
         openface_min_confidence: OpenFace rows only: frames with a lower ``confidence`` (or with
             ``success == 0``) are dropped. Enters the parameters only for manifests with OpenFace rows.
+        reuse_min_score: a lost face's last box is reused only where HOG, its threshold lowered
+            to this score, still sees a face in it (None: reuse unchecked).
+        upsample_retry: try small frames upsampled once when nothing else finds a face.
         progress: show a tqdm bar over videos.
 
     Returns:
@@ -257,7 +277,7 @@ def preprocess(
         raise ValueError(f"workers must be >= 1, got {workers}")
     has_openface = bool(manifest["path"].map(is_openface).any())
     params = make_params(size, sample_fps, detect_max_side, upsample, max_reuse, max_frames, fallback,
-                         openface_min_confidence if has_openface else None)
+                         openface_min_confidence if has_openface else None, reuse_min_score, upsample_retry)
     make_detector(params)  # validate before any work starts
     store_dir = store_dir_for(out_root, params, dataset)
     params_file = store_dir / "params.json"

@@ -54,11 +54,11 @@ def test_cli_scores_a_video_writes_csv_and_overlay(trained_run, face_photos, mak
     out = capsys.readouterr().out
     frames = pd.read_csv(csv)
     assert list(frames.columns) == ["video", "frame_index", "how", "prediction", *ATTENTION_COLUMNS, "global_attention"]
-    # The blank frame 2 reuses the previous face box (max_reuse), as preprocessing does.
-    assert frames["frame_index"].tolist() == list(range(6)) and frames["how"].tolist()[2] == "reused"
+    # The blank frame 2 shows no face: the last box is not verified there, so it is not scored.
+    assert frames["frame_index"].tolist() == [0, 1, 3, 4, 5] and set(frames["how"]) == {"detected"}
     score = frames["prediction"].mean()
     band = BAND_NAMES[int(severity_band([score])[0])]
-    assert f"{video}: BDI-II {score:.1f} ({band}); 6 of 6 sampled frames with a face" in out
+    assert f"{video}: BDI-II {score:.1f} ({band}); 5 of 6 sampled frames with a face" in out
     assert _frame_count(overlay) == _frame_count(video) == 6
     assert not list(overlay.parent.glob(".*tmp*"))
 
