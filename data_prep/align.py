@@ -1,4 +1,5 @@
-"""Face alignment: a similarity transform from 68 landmarks to a canonical template (DESIGN.md s.2, s.4).
+"""Face alignment: a similarity transform from 68 landmarks to a canonical template
+(Decisions: Patch centres, Data).
 
 The paper feeds OpenFace-aligned 224 x 224 faces (its Fig. 3: the whole face from brows to
 chin, eyes level, centred). We align with a least-squares similarity (Umeyama, no reflection)
@@ -31,6 +32,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from .faces import LandmarkDetector
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TEMPLATE_FILE = ASSETS / "template68.npy"
@@ -206,8 +209,6 @@ def build_template(landmark_sets: np.ndarray, span: float = TEMPLATE_SPAN) -> np
 
 def photo_landmarks(faces_dir: Path = FACES_DIR) -> np.ndarray:
     """dlib landmarks of the CC0 photos, full-resolution detection, (N, 68, 2) float64."""
-    from .faces import LandmarkDetector
-
     det = LandmarkDetector(detect_max_side=None)
     out = []
     for path in sorted(Path(faces_dir).glob("*.jpg")):

@@ -23,7 +23,7 @@ import numpy as np
 
 from .align import FACES_DIR, align_face, inter_ocular
 from .faces import LandmarkDetector
-from .preprocess import iter_sampled_frames
+from .video import iter_sampled_frames
 
 
 def make_bench_video(path: str | Path, n_frames: int = 300, fps: float = 30.0, face_px: int = 300) -> Path:

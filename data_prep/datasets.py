@@ -1,4 +1,4 @@
-"""Dataset adapters: a folder on disk -> one manifest (DESIGN.md s.4).
+"""Dataset adapters: a folder on disk -> one manifest (Decisions: Data).
 
 A manifest has one row per video with the columns ``store.MANIFEST_COLUMNS``:
 ``video_id, subject_id, session_id, task, partition, bdi, path`` (``path`` absolute).
@@ -175,6 +175,14 @@ def _avec(root: Path, report: DatasetReport, version: int) -> tuple[pd.DataFrame
             + (" ..." if len(orphans) > 20 else "")
         )
     if version == 2014 and len(frame):
+        tasks = frame.groupby("session_id")["task"].agg(set)
+        for task in AVEC2014_TASKS:
+            lacking = sorted(tasks[tasks.map(lambda have: task not in have)].index, key=_id_key)
+            if lacking:
+                report.warnings.append(
+                    f"{len(lacking)} session(s) without their {task} video (AVEC2014 sessions have "
+                    f"{' and '.join(AVEC2014_TASKS)}): " + ", ".join(lacking[:20]) + (" ..." if len(lacking) > 20 else "")
+                )
         parts = frame.groupby("session_id")["partition"].nunique()
         split = sorted(parts[parts > 1].index, key=_id_key)
         if split:

@@ -1,4 +1,4 @@
-"""Face detection and 68-point landmarks (DESIGN.md s.4).
+"""Face detection and 68-point landmarks (Decisions: Data).
 
 The default path is dlib's HOG frontal-face detector plus its 68-point iBUG shape predictor,
 the model file coming from the ``face_recognition_models`` package (nothing downloads at run
@@ -8,21 +8,22 @@ Speed: HOG detection dominates the cost and grows with the pixel count, so
 :class:`LandmarkDetector` detects on a frame downscaled to ``detect_max_side`` pixels (400) and fits
 the landmarks at full resolution inside the box scaled back up; ``python -m data_prep bench``
 measures what this costs in landmark accuracy. When the downscaled frame shows no face (a
-small face falls under HOG's 80-pixel window) the full-resolution frame is tried before giving
-up.
+small face falls under HOG's 80-pixel window) the full-resolution frame is tried, and on frames
+of at most ``UPSAMPLE_MAX_SIDE`` pixels the full-resolution frame upsampled once (faces down to
+about 40 pixels) before giving up (:meth:`LandmarkDetector.smallest_face`).
 
 Video: :class:`FaceTracker` walks the frames of one video; when detection fails on a frame it
-tries the fallback detector (if any), then reuses the previous box for at most ``max_reuse``
-frames, and every frame reports how its face was found (``"detected"``, ``"cascade"``,
-``"reused"`` or ``"none"``).
+tries the fallback detector (if any), then the previous box for at most ``max_reuse`` frames,
+*verified*: the box is kept only where HOG, run on the region around it with its threshold
+lowered to ``reuse_min_score``, still sees a face there. Every frame reports how its face was
+found (``"detected"``, ``"cascade"``, ``"reused"`` or ``"none"``).
 
 :class:`CascadeDetector` wraps OpenCV's Haar cascade (shipped by OpenCV below 5) with the same
 ``detect`` signature, for comparison and as the automatic fallback of
 ``LandmarkDetector(fallback="cascade")``: when HOG finds no face, the cascade's box is used for
-the landmark fit. On the ten CC0 photos (320 px faces in 640x480 frames) the cascade's boxes are
-about 1.2x wider than HOG's, and the landmarks fitted inside them differ from those fitted in
-HOG's box by 1.7 % of the inter-ocular distance on average (3.5 % at worst), so the box is used
-as it is.
+the landmark fit. The cascade's boxes are somewhat wider than HOG's and the landmarks fitted in
+them stay within a few percent of the inter-ocular distance of those fitted in HOG's box
+(``tests/test_faces.py`` checks the boxes agree), so the box is used as it is.
 
 Example::
 
@@ -50,6 +51,25 @@ N_LANDMARKS = 68
 
 FALLBACKS = (None, "cascade")
 """Values of ``LandmarkDetector(fallback=...)``."""
+
+HOG_WINDOW = 80
+"""Smallest face HOG finds at detection scale, pixels (dlib's 80 x 80 window)."""
+
+UPSAMPLE_MAX_SIDE = 400
+"""Frames up to this longest side (176x144, 320x240 clips) get one upsampled try when nothing else
+finds a face: it costs about one full-resolution pass of a 640x480 frame. Larger frames are not
+upsampled: it would cost four times a full-resolution pass on every frame without a face."""
+
+REUSE_MIN_SCORE = -0.8
+"""HOG score a reused box's region must reach (dlib's threshold is 0). Chosen by measuring on
+the CC0 photos: textured backgrounds without a face score up to about -1.2, a face HOG misses
+(rolled 40 degrees, lower half occluded) scores from about -1 to 0, plain backgrounds nothing."""
+
+REUSE_SIZE_RATIO = (0.7, 1.4)
+"""A verified face's width relative to the reused box's, lowest and highest."""
+
+REUSE_SIDE = 160
+"""The region around a reused box is rescaled so the box is this many pixels wide (2x HOG's window)."""
 
 
 def predictor_path() -> Path:
@@ -116,6 +136,10 @@ class LandmarkDetector:
         fallback: ``"cascade"`` to let :class:`FaceTracker` try OpenCV's Haar cascade
             (:class:`CascadeDetector`) on frames where HOG finds no face; None (default): no
             fallback.
+        reuse_min_score: a reused box is kept only where HOG scores the region around it at
+            least this much (:meth:`verify`); None: reuse without checking (earlier stores).
+        upsample_retry: when nothing is found, try the full-resolution frame upsampled once
+            (frames up to ``UPSAMPLE_MAX_SIDE`` pixels, and only with ``upsample=0``).
     """
 
     def __init__(
@@ -125,6 +149,8 @@ class LandmarkDetector:
         max_reuse: int = 5,
         full_res_retry: bool = True,
         fallback: str | None = None,
+        reuse_min_score: float | None = REUSE_MIN_SCORE,
+        upsample_retry: bool = True,
     ):
         if detect_max_side is not None and int(detect_max_side) < 80:
             raise ValueError(f"detect_max_side must be >= 80 pixels (HOG's window) or None, got {detect_max_side}")
@@ -145,16 +171,25 @@ class LandmarkDetector:
         self._predictor = dlib.shape_predictor(str(predictor_path()))
         self.fallback = fallback
         self.fallback_detector = CascadeDetector() if fallback == "cascade" else None
+        self.reuse_min_score = None if reuse_min_score is None else float(reuse_min_score)
+        self.upsample_retry = bool(upsample_retry)
 
     def __repr__(self) -> str:
         return (
             f"LandmarkDetector(detect_max_side={self.detect_max_side}, upsample={self.upsample}, "
-            f"max_reuse={self.max_reuse}, full_res_retry={self.full_res_retry}, fallback={self.fallback!r})"
+            f"max_reuse={self.max_reuse}, full_res_retry={self.full_res_retry}, fallback={self.fallback!r}, "
+            f"reuse_min_score={self.reuse_min_score}, upsample_retry={self.upsample_retry})"
         )
 
-    def _detect_gray(self, gray: np.ndarray, max_side: int | None) -> list[Box]:
+    def smallest_face(self, frame_size: tuple[int, int]) -> int:
+        """About the smallest face (pixels, full resolution) :meth:`detect` finds in a ``(width, height)`` frame."""
+        upsample = self.upsample + (self.upsample_retry and self.upsample == 0 and max(frame_size) <= UPSAMPLE_MAX_SIDE)
+        scale = 1.0 if self.full_res_retry or not self.detect_max_side else min(1.0, self.detect_max_side / max(frame_size))
+        return int(round(HOG_WINDOW / scale / 2**upsample))
+
+    def _detect_gray(self, gray: np.ndarray, max_side: int | None, upsample: int | None = None) -> list[Box]:
         small, scale = _downscale(gray, max_side)
-        rects = self._detector(small, self.upsample)
+        rects = self._detector(small, self.upsample if upsample is None else upsample)
         h, w = gray.shape[:2]
         boxes = []
         for r in rects:
@@ -182,7 +217,44 @@ class LandmarkDetector:
         boxes = self._detect_gray(gray, self.detect_max_side)
         if not boxes and self.full_res_retry and _downscale(gray, self.detect_max_side)[1] < 1.0:
             boxes = self._detect_gray(gray, None)
+        if not boxes and self.upsample_retry and self.upsample == 0 and max(gray.shape) <= UPSAMPLE_MAX_SIDE:
+            boxes = self._detect_gray(gray, None, upsample=1)
         return boxes
+
+    def verify(self, image_rgb: np.ndarray, box: Box) -> Box | None:
+        """The face box near ``box`` that HOG scores at least ``reuse_min_score``, or None.
+
+        HOG runs with its threshold lowered on the region around ``box`` (half a box width on
+        each side), rescaled so the box is ``REUSE_SIDE`` pixels wide; a face counts when its
+        centre lies within half a box width of ``box``'s and its width is within
+        ``REUSE_SIZE_RATIO`` of ``box``'s (a face does not halve between two sampled frames;
+        textures give small low-score boxes). ``reuse_min_score=None``: ``box``.
+        """
+        if self.reuse_min_score is None:
+            return box
+        gray = to_gray(image_rgb)
+        left, top, right, bottom = box
+        width = max(1, right - left)
+        margin = width // 2
+        x0, y0 = max(0, left - margin), max(0, top - margin)
+        x1, y1 = min(gray.shape[1], right + margin), min(gray.shape[0], bottom + margin)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return None
+        f = REUSE_SIDE / width
+        region = cv2.resize(gray[y0:y1, x0:x1], None, fx=f, fy=f,
+                            interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        rects, scores, _ = self._detector.run(region, 0, self.reuse_min_score)
+        cx, cy = (left + right) / 2, (top + bottom) / 2
+        best, best_score = None, -np.inf
+        for r, score in zip(rects, scores):
+            found = (max(0, int(round(r.left() / f)) + x0), max(0, int(round(r.top() / f)) + y0),
+                     min(gray.shape[1], int(round((r.right() + 1) / f)) + x0),
+                     min(gray.shape[0], int(round((r.bottom() + 1) / f)) + y0))
+            near = abs((found[0] + found[2]) / 2 - cx) < width / 2 and abs((found[1] + found[3]) / 2 - cy) < width / 2
+            alike = REUSE_SIZE_RATIO[0] <= (found[2] - found[0]) / width <= REUSE_SIZE_RATIO[1]
+            if near and alike and score > best_score and box_area(found) > 0:
+                best, best_score = found, score
+        return best
 
     def landmarks(self, image_rgb: np.ndarray, box: Box) -> np.ndarray:
         """68 iBUG landmarks fitted at full resolution inside ``box``.
@@ -224,10 +296,11 @@ class FaceTracker:
     """Landmarks frame by frame through one video, reusing the last box when detection fails.
 
     When HOG finds no face and the detector has a fallback (``fallback="cascade"``), the
-    fallback's largest box is used (``how="cascade"``) and becomes the box to reuse. A reused box
-    is the last one found by HOG or the fallback; after ``detector.max_reuse`` consecutive misses
-    the frame gets no face (``how="none"``) until detection succeeds again, so a face that has
-    left the frame is not tracked forever.
+    fallback's largest box is used (``how="cascade"``) and becomes the box to reuse. Otherwise,
+    for at most ``detector.max_reuse`` consecutive misses, the last box is checked
+    (:meth:`LandmarkDetector.verify`): where a face is still seen near it, that face's box is
+    used (``how="reused"``) and followed; where none is, the frame gets no face (``how="none"``),
+    so background frames after a face has left the view are not stored or scored.
 
     Example::
 
@@ -254,7 +327,10 @@ class FaceTracker:
                 return TrackResult(self.detector.landmarks(gray, box), "cascade", box)
         self._misses += 1
         if self._last_box is not None and self._misses <= self.detector.max_reuse:
-            return TrackResult(self.detector.landmarks(gray, self._last_box), "reused", self._last_box)
+            box = self.detector.verify(gray, self._last_box)
+            if box is not None:
+                self._last_box = box
+                return TrackResult(self.detector.landmarks(gray, box), "reused", box)
         return TrackResult(None, "none", None)
 
     def track(self, frames: Iterable[np.ndarray]) -> Iterator[TrackResult]:

@@ -12,7 +12,7 @@ This is the geometry half of the synthetic cohort (:mod:`data_prep.synthetic` is
    piecewise-affine warp maps any mesh onto any other.
 3. **Neutral morph.** A subject's shape is the weighted mean of three or more photos' shapes,
    except that the expression-bearing parts (mouth, eyelids, brows) take the median photo shape,
-   re-centred on the morph (DESIGN.md s.4: the photos' own smiles and narrowed lids spread
+   re-centred on the morph (Decisions: Data: the photos' own smiles and narrowed lids spread
    about +-0.1 IOD on exactly the cue landmarks). Every photo is warped onto that shape and the
    warped photos are blended with the same weights.
 4. **Pose.** Frames pose the canonical mesh in 3-D with a fixed generic depth per vertex

@@ -1,4 +1,4 @@
-"""OpenFace FeatureExtraction outputs as the face source of preprocessing (DESIGN.md s.4).
+"""OpenFace FeatureExtraction outputs as the face source of preprocessing (Decisions: Data).
 
 A row of the ``openface`` adapter points at ``<name>.csv``: one row per frame with ``frame``
 (1-based), ``timestamp`` (s), ``confidence``, ``success`` and the 68 landmarks ``x_0..x_67``,
@@ -7,13 +7,13 @@ aligned faces ``frame_det_<face>_<frame>.bmp``. OpenFace's landmarks are used *i
 detector; a frame with ``success == 0`` or ``confidence`` below the threshold is dropped and
 counted (``how = "dropped"``); a sampled frame without a CSV row (or without an aligned image)
 has no face (``"none"``). Frames are sampled at ``sample_fps`` on the source frame numbers by
-the rule of :class:`preprocess.FrameSampler`. The stored ``frame_index`` is 0-based
+the rule of :class:`video.FrameSampler`. The stored ``frame_index`` is 0-based
 (OpenFace's ``frame - 1``). Two ways, chosen per video:
 
 1. **Source video available** (``faces_from = "openface-video"``): ``<name>.<video ext>`` next to
-   the CSV, or the ``Input:`` file named by ``<name>_of_details.txt``. Its frames are decoded by
-   :func:`preprocess.iter_sampled_frames` and aligned by :func:`align.align_face` with OpenFace's
-   landmarks: exactly our pipeline with OpenFace as the landmark detector.
+   the CSV, or the ``Input:`` file named by ``<name>_of_details.txt``. It goes through
+   :func:`extract.extract_faces` with OpenFace's landmarks in place of our detector: exactly
+   our pipeline with OpenFace as the landmark detector.
 
 2. **Only the aligned images** (``faces_from = "openface-aligned"``): the CSV's landmarks are in
    source pixels, and the source-to-aligned transform of each frame is not in the output. It is
@@ -40,15 +40,19 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
 
 from .align import similarity_transform, transform_points
 from .datasets import VIDEO_EXTENSIONS, DatasetError, read_openface_csv
+from .extract import FaceTrack, collect_faces, extract_faces, make_detector
 from .faces import LandmarkDetector
-from .preprocess import FrameSampler, VideoError, iter_sampled_frames
+from .video import FrameSampler, VideoError
+
+OPENFACE_MIN_CONFIDENCE = 0.8
+"""Default threshold on OpenFace's per-frame ``confidence``."""
 
 OPENFACE_RIGID = np.array([1, 2, 3, 4, 12, 13, 14, 15, 27, 28, 29, 31, 32, 33, 34, 35, 36, 39, 40, 41, 42, 45, 46, 47])
 """The 68-point indices OpenFace aligns on (``extract_rigid_points`` in OpenFace 2's Face_utils.cpp)."""
@@ -173,21 +177,18 @@ def reference_shape(
     return np.mean(fits, axis=0)
 
 
-def iter_faces(
-    csv_path: str | os.PathLike,
-    sample_fps: float | None,
-    min_confidence: float,
-    detector: LandmarkDetector,
-    stats: dict[str, Any],
-) -> Iterator[tuple[int, np.ndarray | None, np.ndarray | None, str]]:
-    """Yield ``(frame_index, rgb, landmarks, how)`` per sampled frame of an OpenFace output.
+def openface_faces(
+    csv_path: str | os.PathLike, params: dict[str, Any], detector: LandmarkDetector | None = None
+) -> FaceTrack:
+    """The aligned faces of one OpenFace output, sampled and aligned as preprocessing does.
 
-    ``landmarks`` are (68, 2) in ``rgb``'s pixels (the source frame, or the aligned image), None
-    when the frame gives no face; ``how`` is ``"openface"``, ``"dropped"`` or ``"none"``.
-    ``stats`` receives ``fps``, ``frames_reported``, ``frames_read`` and ``faces_from``.
+    ``params``: preprocessing parameters (``size``, ``sample_fps``, ``max_frames``,
+    ``openface_min_confidence``). ``detector`` serves only to place the landmarks of aligned
+    images (way 2). Sampled frames get ``how`` ``"openface"``, ``"dropped"`` or ``"none"``.
     """
     data = read_landmarks(csv_path)
     by_frame = {int(f): k for k, f in enumerate(data["frame"])}
+    min_confidence = params.get("openface_min_confidence", OPENFACE_MIN_CONFIDENCE)
     usable = (data["success"] != 0) & (data["confidence"] >= min_confidence)
 
     def lookup(index: int) -> tuple[int | None, str]:
@@ -196,15 +197,14 @@ def iter_faces(
             return None, "none"
         return (k, "openface") if usable[k] else (None, "dropped")
 
+    def landmarks_of(index: int) -> tuple[np.ndarray | None, str]:
+        k, how = lookup(index)
+        return (None if k is None else data["landmarks"][k]), how
+
     video = source_video(csv_path)
     if video is not None:
-        stats["faces_from"] = "openface-video"
-        for index, rgb in iter_sampled_frames(video, sample_fps, stats):
-            k, how = lookup(index)
-            yield index, rgb, (None if k is None else data["landmarks"][k]), how
-        return
+        return extract_faces(video, params, landmarks=landmarks_of, faces_from="openface-video")
 
-    stats["faces_from"] = "openface-aligned"
     images = aligned_images(csv_path)
     if not len(data["frame"]):
         raise VideoError("the OpenFace CSV has no rows")
@@ -212,22 +212,24 @@ def iter_faces(
         raise VideoError(f"no source video next to {Path(csv_path).name} and no images in its _aligned/ folder")
     fps = estimate_fps(data["frame"], data["timestamp"])
     last = int(data["frame"].max())
-    stats.update(fps=fps, frames_reported=last, frames_read=last)
+    stats = {"fps": fps, "frames_reported": last, "frames_read": last}
     image_of = {k: images.get((int(data["face_id"][k]), int(f))) for k, f in enumerate(data["frame"])}
     ok = [k for k in range(len(data["frame"])) if usable[k] and image_of[k] is not None]
-    ref = reference_shape(data["landmarks"][ok], [image_of[k] for k in ok], detector) if ok else None
-    sampler = FrameSampler(fps, sample_fps)
-    for index in range(last):
-        if not sampler(index):
-            continue
-        k, how = lookup(index)
-        if k is None:
-            yield index, None, None, how
-            continue
-        rgb = _read_rgb(image_of[k]) if image_of[k] is not None else None
-        if rgb is None:
-            yield index, None, None, "none"
-            continue
-        pts = data["landmarks"][k]
-        m = similarity_transform(pts[OPENFACE_RIGID], ref)
-        yield index, rgb, transform_points(pts, m), how
+    ref = None
+    if ok:
+        ref = reference_shape(data["landmarks"][ok], [image_of[k] for k in ok], detector or make_detector(params))
+
+    def aligned_stream():
+        sampler = FrameSampler(fps, sample_fps=params["sample_fps"])
+        for index in range(last):
+            if not sampler(index):
+                continue
+            k, how = lookup(index)
+            rgb = None if k is None or image_of[k] is None else _read_rgb(image_of[k])
+            if rgb is None:
+                yield index, None, None, ("none" if k is not None else how), None
+                continue
+            pts = data["landmarks"][k]
+            yield index, rgb, transform_points(pts, similarity_transform(pts[OPENFACE_RIGID], ref)), how, None
+
+    return collect_faces(aligned_stream(), params, stats, "openface-aligned")

@@ -1,8 +1,9 @@
-"""From videos to aligned faces: the preprocessed store (DESIGN.md s.4).
+"""From videos to aligned faces: the preprocessed store (the book's Decisions chapter
+(book/decisions.md, "Data")).
 
-For every manifest row: decode the video with OpenCV, take frames at ``sample_fps``, find the
-face (:class:`faces.FaceTracker`), align it to ``size`` (:func:`align.align_face`) and write one
-``.npz`` through :func:`store.write_video`. Frames without a face are left out; ``frame_index``
+For every manifest row: :func:`extract.extract_faces` decodes the video, takes frames at
+``sample_fps``, finds the face (:class:`faces.FaceTracker`) and aligns it to ``size``; the
+faces are written as one ``.npz`` through :func:`store.write_video`. Frames without a face are left out; ``frame_index``
 says which source frames were kept.
 
 The store directory is ``OUT/<dataset>-s<size>-<hash>/`` where the hash covers every
@@ -28,25 +29,27 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
-import numpy as np
 import pandas as pd
 
-from . import store
-from .align import align_face
-from .faces import LandmarkDetector
+from . import openface, store
+from .extract import FOUND, extract_faces, make_detector
+from .faces import FALLBACKS, REUSE_MIN_SCORE, LandmarkDetector
+from .openface import OPENFACE_MIN_CONFIDENCE
+from .video import VideoError, source_signature
 
 PARAMS_VERSION = 1
 QC_COLUMNS = [
-    "video_id", "partition", "status", "reason", "faces_from", "fps", "frames_reported", "frames_read",
+    "video_id", "partition", "bdi", "status", "reason", "faces_from", "fps", "frames_reported", "frames_read",
     "frames_sampled", "detected", "cascade", "reused", "openface", "dropped", "none", "frames_kept",
     "detection_rate", "seconds",
 ]
@@ -56,15 +59,9 @@ Every sampled frame is counted once in ``detected``, ``cascade``, ``reused`` (dl
 was found), ``openface`` (OpenFace landmarks used), ``dropped`` (OpenFace frame with
 ``success == 0`` or low confidence) or ``none`` (no face)."""
 
-FOUND = ("detected", "cascade", "reused", "openface")
-"""Per-frame outcomes that give a face; ``detection_rate`` is their share of the sampled frames."""
 
-OPENFACE_MIN_CONFIDENCE = 0.8
-"""Default threshold on OpenFace's per-frame ``confidence``."""
-
-
-class VideoError(RuntimeError):
-    """One video cannot be preprocessed; the message is the QC reason."""
+RECORD_DEFAULTS = {"reuse_min_score": None, "upsample_retry": False}
+"""What a ``params.json`` without these keys was made with: unverified reuse, no upsampled try."""
 
 
 def make_params(
@@ -76,12 +73,16 @@ def make_params(
     max_frames: int | None = None,
     fallback: str | None = None,
     openface_min_confidence: float | None = None,
+    reuse_min_score: float | None = REUSE_MIN_SCORE,
+    upsample_retry: bool = True,
 ) -> dict[str, Any]:
     """Validated preprocessing parameters (everything that changes the stored frames).
 
     ``fallback`` and ``openface_min_confidence`` enter the parameters (and so the store's hash)
     only when set, so that stores made without them keep their folder names.
     ``openface_min_confidence`` is set by :func:`preprocess` for manifests with OpenFace rows.
+    ``reuse_min_score`` (verified reuse, None: unverified) and ``upsample_retry`` are always
+    recorded: they change the stored frames, so the store's folder and fingerprint change too.
     """
     if int(size) < 16:
         raise ValueError(f"size must be at least 16 pixels, got {size}")
@@ -89,10 +90,10 @@ def make_params(
         raise ValueError(f"sample_fps must be a positive number or None (every frame), got {sample_fps}")
     if max_frames is not None and int(max_frames) < 1:
         raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
-    from .faces import FALLBACKS
-
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback must be one of {list(FALLBACKS)}, got {fallback!r}")
+    if reuse_min_score is not None and not math.isfinite(float(reuse_min_score)):
+        raise ValueError(f"reuse_min_score must be a finite number or None (unverified reuse), got {reuse_min_score}")
     if openface_min_confidence is not None and not 0.0 <= float(openface_min_confidence) <= 1.0:
         raise ValueError(f"openface_min_confidence must be in 0-1, got {openface_min_confidence}")
     params = {
@@ -106,12 +107,29 @@ def make_params(
         "max_reuse": int(max_reuse),
         "max_frames": None if max_frames is None else int(max_frames),
         "align_points": "eye-corners",
+        "reuse_min_score": None if reuse_min_score is None else float(reuse_min_score),
+        "upsample_retry": bool(upsample_retry),
     }
     if fallback is not None:
         params["fallback"] = fallback
     if openface_min_confidence is not None:
         params["openface_min_confidence"] = float(openface_min_confidence)
     return params
+
+
+def params_from_record(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a store's ``params.json`` records, validated and normalised by :func:`make_params`.
+
+    Keys a record lacks take :func:`make_params`' defaults, except those added after the
+    first stores (``RECORD_DEFAULTS``), which take the value that reproduces such a store.
+    The caller checks ``version``.
+
+    Raises:
+        ValueError: an invalid value (the message names it).
+    """
+    recorded = {**RECORD_DEFAULTS, **recorded}
+    names = [n for n in inspect.signature(make_params).parameters if n in recorded]
+    return make_params(**{n: recorded[n] for n in names})
 
 
 def params_hash(params: dict[str, Any]) -> str:
@@ -121,83 +139,6 @@ def params_hash(params: dict[str, Any]) -> str:
 def store_dir_for(out_root: str | os.PathLike, params: dict[str, Any], dataset: str = "data") -> Path:
     """``OUT/<dataset>-s<size>-<hash>``: one folder per parameter set."""
     return Path(out_root) / f"{dataset}-s{params['size']}-{params_hash(params)}"
-
-
-class FrameSampler:
-    """Which source frames to keep at ``sample_fps`` from a ``fps`` source.
-
-    Frame ``i`` (time ``i / fps``) is kept when it is the first frame at or after a sample time
-    ``k / sample_fps``; ``sample_fps=None`` (or at or above ``fps``) keeps every frame. Call it
-    with increasing frame indices; skipped indices (frames that do not exist) are allowed.
-    """
-
-    def __init__(self, fps: float, sample_fps: float | None):
-        self.step = None if sample_fps is None or sample_fps >= fps else fps / sample_fps
-        self._next = 0.0
-
-    def __call__(self, index: int) -> bool:
-        if self.step is None:
-            return True
-        if index + 1e-6 < self._next:
-            return False
-        while self._next <= index + 1e-6:
-            self._next += self.step
-        return True
-
-
-def iter_sampled_frames(path: str | os.PathLike, sample_fps: float | None, stats: dict | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Decode a video and yield ``(frame_index, rgb uint8 (H, W, 3))`` at ``sample_fps``.
-
-    Frame ``i`` (time ``i / fps``) is kept when it is the first frame at or after a sample time
-    ``k / sample_fps``; ``sample_fps=None`` (or above the video's rate) keeps every frame.
-    Decoding stops at the first frame that fails to decode: containers of truncated files
-    report more frames than they hold. ``stats`` (if given) receives ``fps``,
-    ``frames_reported`` and ``frames_read``.
-
-    Raises:
-        VideoError: for a missing, empty or unopenable file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError("file not found")
-    if path.stat().st_size == 0:
-        raise VideoError("empty file (0 bytes)")
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise VideoError("cannot open the video (unreadable or unsupported container/codec)")
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        if not (fps and math.isfinite(fps) and fps > 0):
-            fps = 30.0  # unknown rate: sampling assumes 30 frames/s
-        reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        if stats is not None:
-            stats.update(fps=float(fps), frames_reported=reported, frames_read=0)
-        sampler = FrameSampler(fps, sample_fps)
-        index = 0
-        while True:
-            keep = sampler(index)
-            if keep:
-                ok, bgr = cap.read()
-            else:
-                ok, bgr = cap.grab(), None
-            if not ok:
-                break
-            if stats is not None:
-                stats["frames_read"] = index + 1
-            if keep:
-                yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            index += 1
-    finally:
-        cap.release()
-
-
-def source_signature(path: str | os.PathLike) -> dict[str, Any]:
-    """Size and modification time of a source file (None when missing)."""
-    try:
-        st = Path(path).stat()
-        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    except OSError:
-        return {"size": None, "mtime_ns": None}
 
 
 def process_video(
@@ -218,55 +159,25 @@ def process_video(
     vid = str(row["video_id"])
     started = time.perf_counter()
     qc: dict[str, Any] = {c: None for c in QC_COLUMNS}
-    qc.update(video_id=vid, partition=row.get("partition"), status="failed", reason="", faces_from="dlib",
+    qc.update(video_id=vid, partition=row.get("partition"), bdi=row.get("bdi"), status="failed", reason="", faces_from="dlib",
               frames_read=0, frames_sampled=0, frames_kept=0, **{k: 0 for k in FOUND + ("dropped", "none")})
     qc["source"] = source_signature(row["path"])
     try:
-        if detector is None:
-            detector = make_detector(params)
-        stats: dict[str, Any] = {}
-        frames, marks, index = [], [], []
-        size = params["size"]
         if is_openface(row["path"]):
-            from . import openface
-
-            faces = openface.iter_faces(
-                row["path"], params["sample_fps"], params.get("openface_min_confidence", OPENFACE_MIN_CONFIDENCE),
-                detector, stats,
-            )
+            track = openface.openface_faces(row["path"], params, detector)
         else:
-            tracker = detector.tracker()
-            faces = ((i, rgb, *tracker(rgb)) for i, rgb in iter_sampled_frames(row["path"], params["sample_fps"], stats))
-        for i, rgb, pts, how in faces:
-            qc["frames_sampled"] += 1
-            qc[how] += 1
-            if pts is not None:
-                aligned, apts, _ = align_face(rgb, pts, size)
-                frames.append(aligned)
-                marks.append(apts)
-                index.append(i)
-            if params["max_frames"] and len(frames) >= params["max_frames"]:
-                break
-        qc.update(fps=stats.get("fps"), frames_reported=stats.get("frames_reported"), frames_read=stats.get("frames_read", 0),
-                  faces_from=stats.get("faces_from", "dlib"))
-        if qc["frames_read"] == 0:
-            raise VideoError(
-                "no frame could be decoded (truncated file, unsupported codec, or a video shorter than one sample)"
-            )
-        if not frames:
-            dropped = f" ({qc['dropped']} dropped for OpenFace's success or confidence)" if qc["dropped"] else ""
-            raise VideoError(f"no face found in any of {qc['frames_sampled']} sampled frames{dropped}")
-        qc["frames_kept"] = len(frames)
-        store.write_video(
-            store.video_path(store_dir, vid),
-            np.stack(frames),
-            np.stack(marks),
-            np.asarray(index, dtype=np.int32),
-            float(row["bdi"]),
-        )
+            track = extract_faces(row["path"], params, detector)
+        qc.update(fps=track.fps, frames_reported=track.frames_reported, frames_read=track.frames_read,
+                  frames_sampled=track.frames_sampled, faces_from=track.faces_from, **track.counts())
+        track.check()
+        qc["frames_kept"] = len(track.frame_index)
+        store.write_video(store.video_path(store_dir, vid), track.frames, track.landmarks, track.frame_index,
+                          float(row["bdi"]), how=track.how)
         qc["status"] = "ok"
         if qc["frames_reported"] and qc["frames_read"] < qc["frames_reported"]:
             qc["reason"] = f"decoded {qc['frames_read']} of the {qc['frames_reported']} frames the container reports"
+            if track.decoder_log:
+                qc["reason"] += f"; FFmpeg: {track.decoder_log}"
     except VideoError as exc:
         qc["reason"] = str(exc)
     except Exception as exc:  # a bad video must never stop the others
@@ -281,12 +192,6 @@ def process_video(
 def is_openface(path: str | os.PathLike) -> bool:
     """True for a manifest path that is an OpenFace CSV (the ``openface`` adapter's rows)."""
     return str(path).lower().endswith(".csv")
-
-
-def make_detector(params: dict[str, Any]) -> LandmarkDetector:
-    """The :class:`LandmarkDetector` that ``params`` describe."""
-    return LandmarkDetector(params["detect_max_side"], params["upsample"], params["max_reuse"],
-                            fallback=params.get("fallback"))
 
 
 def _finished(store_dir: Path, row: dict[str, Any]) -> dict[str, Any] | None:
@@ -335,6 +240,8 @@ def preprocess(
     max_frames: int | None = None,
     fallback: str | None = None,
     openface_min_confidence: float = OPENFACE_MIN_CONFIDENCE,
+    reuse_min_score: float | None = REUSE_MIN_SCORE,
+    upsample_retry: bool = True,
     progress: bool = True,
 ) -> Path:
     """Preprocess every video of a manifest into a store; resumable.
@@ -351,6 +258,9 @@ def preprocess(
             fallback; the default keeps the store folders of earlier versions).
         openface_min_confidence: OpenFace rows only: frames with a lower ``confidence`` (or with
             ``success == 0``) are dropped. Enters the parameters only for manifests with OpenFace rows.
+        reuse_min_score: a lost face's last box is reused only where HOG, its threshold lowered
+            to this score, still sees a face in it (None: reuse unchecked).
+        upsample_retry: try small frames upsampled once when nothing else finds a face.
         progress: show a tqdm bar over videos.
 
     Returns:
@@ -367,7 +277,7 @@ def preprocess(
         raise ValueError(f"workers must be >= 1, got {workers}")
     has_openface = bool(manifest["path"].map(is_openface).any())
     params = make_params(size, sample_fps, detect_max_side, upsample, max_reuse, max_frames, fallback,
-                         openface_min_confidence if has_openface else None)
+                         openface_min_confidence if has_openface else None, reuse_min_score, upsample_retry)
     make_detector(params)  # validate before any work starts
     store_dir = store_dir_for(out_root, params, dataset)
     params_file = store_dir / "params.json"

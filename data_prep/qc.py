@@ -3,6 +3,10 @@
 ``python -m data_prep qc STORE`` prints the detection rate per partition and the videos with the
 lowest rates or a failure, and writes ``qc_summary.csv`` (per partition) and
 ``montage.png`` (a few aligned frames of a few videos, landmarks drawn) under ``STORE/qc_report``.
+Every number comes from the tracker that wrote the store (its ``qc.csv``), not from a fresh run
+of the detector. :func:`summary_by_severity` gives the same per BDI-II severity band: face loss
+that depends on the label (head pitch grows with severity in the synthetic cohort, and HOG is a
+frontal detector) would bias every setting alike.
 """
 
 from __future__ import annotations
@@ -14,13 +18,12 @@ import numpy as np
 import pandas as pd
 
 from . import store
+from .extract import FOUND
 from .preprocess import read_qc
 
 
 def summary_by_partition(qc: pd.DataFrame) -> pd.DataFrame:
     """Videos, failures, frames sampled and kept, how faces were found, and the detection rate per partition."""
-    from .preprocess import FOUND
-
     qc = qc.copy()
     for col in FOUND + ("dropped",):  # stores written before these columns existed
         if col not in qc.columns:
@@ -37,6 +40,38 @@ def summary_by_partition(qc: pd.DataFrame) -> pd.DataFrame:
     out["detection_rate"] = found / out["frames_sampled"].where(out["frames_sampled"] > 0)
     order = [p for p in store.PARTITIONS if p in out.index] + [p for p in out.index if p not in store.PARTITIONS]
     return out.loc[order].round(4)
+
+
+BDI_BANDS = (("minimal", 0, 13), ("mild", 14, 19), ("moderate", 20, 28), ("severe", 29, 63))
+"""BDI-II severity bands, (name, lowest, highest score)."""
+
+
+def summary_by_severity(store_dir: str | Path) -> pd.DataFrame:
+    """Per BDI-II severity band: videos, videos dropped, frames sampled, detection rate, frames kept.
+
+    From the store's ``qc.csv``: ``detection_rate`` is the share of sampled frames that gave a
+    face (detected, cascade, reused or openface), ``frames_kept`` the frames stored,
+    ``videos_dropped`` the videos with no stored frame (no face, unreadable).
+
+    Raises:
+        StoreError: a ``qc.csv`` written before it recorded each video's ``bdi``.
+    """
+    qc = read_qc(store_dir)
+    if "bdi" not in qc.columns:
+        raise store.StoreError(f"{store_dir}/qc.csv has no bdi column (an older store); rerun preprocess on it")
+    edges = [lo for _, lo, _ in BDI_BANDS[1:]]
+    band = pd.Categorical.from_codes(np.searchsorted(edges, qc["bdi"].to_numpy(), side="right"),
+                                     [name for name, _, _ in BDI_BANDS])
+    g = qc.assign(band=band, found=sum(qc[k] for k in FOUND)).groupby("band", observed=False)
+    out = pd.DataFrame({
+        "videos": g.size(),
+        "videos_dropped": g["status"].agg(lambda s: int((s != "ok").sum())),
+        "frames_sampled": g["frames_sampled"].sum(),
+        "frames_kept": g["frames_kept"].sum(),
+        "reused": g["reused"].sum(),
+    })
+    out["detection_rate"] = (g["found"].sum() / out["frames_sampled"].where(out["frames_sampled"] > 0)).round(4)
+    return out
 
 
 def draw_landmarks(frame: np.ndarray, landmarks: np.ndarray, colour=(0, 255, 0)) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The preprocessed store: one compressed ``.npz`` per video plus a manifest (DESIGN.md s.4).
+"""The preprocessed store: one compressed ``.npz`` per video plus a manifest (Decisions: Data).
 
 Layout of a store directory::
 
@@ -10,7 +10,9 @@ Layout of a store directory::
 
 Each ``.npz`` holds ``frames`` (uint8, N x S x S x 3, RGB), ``landmarks`` (float32, N x 68 x 2,
 aligned pixels, x then y), ``frame_index`` (int32, N, index in the source video) and ``score``
-(float32 scalar, the BDI-II label). Both ``data_prep`` and ``dlga`` read and write through this
+(float32 scalar, the BDI-II label) and ``how`` (str, N: how each frame's face was found,
+``detected``, ``cascade``, ``reused`` or ``openface``; stores written before it read as
+``unknown``). Both ``data_prep`` and ``dlga`` read and write through this
 module only. Writes are atomic (temporary name, then ``os.replace``) and nothing is pickled.
 """
 
@@ -30,7 +32,10 @@ import pandas as pd
 STORE_VERSION = 1
 MANIFEST_COLUMNS = ["video_id", "subject_id", "session_id", "task", "partition", "bdi", "path"]
 PARTITIONS = ("Training", "Development", "Testing")
-VIDEO_KEYS = ("frames", "landmarks", "frame_index", "score")
+VIDEO_KEYS = ("frames", "landmarks", "frame_index", "score", "how")
+HOW_VALUES = ("detected", "cascade", "reused", "openface")
+"""Values of a stored frame's ``how``; ``unknown`` for frames of stores written without it."""
+UNKNOWN_HOW = "unknown"
 
 
 class StoreError(ValueError):
@@ -77,6 +82,7 @@ def write_video(
     landmarks: np.ndarray,
     frame_index: np.ndarray,
     score: float,
+    how: np.ndarray | None = None,
 ) -> None:
     """Validate and atomically write one video's aligned frames.
 
@@ -85,6 +91,7 @@ def write_video(
         landmarks: float, (N, 68, 2) in aligned pixel coordinates (x, y).
         frame_index: int, (N,) index of each frame in the source video.
         score: the video's BDI-II label (NaN when unknown).
+        how: str, (N,) how each face was found (one of ``HOW_VALUES``; None: all ``detected``).
     """
     frames = np.asarray(frames)
     landmarks = np.asarray(landmarks, dtype=np.float32)
@@ -98,6 +105,9 @@ def write_video(
         raise StoreError(f"landmarks must be ({n}, 68, 2), got {landmarks.shape}")
     if frame_index.shape != (n,):
         raise StoreError(f"frame_index must be ({n},), got {frame_index.shape}")
+    how = np.full(n, "detected") if how is None else np.asarray(how, dtype=str)
+    if how.shape != (n,) or not set(how.tolist()) <= set(HOW_VALUES):
+        raise StoreError(f"how must be ({n},) values of {HOW_VALUES}, got {how.shape} {sorted(set(how.tolist()))[:5]}")
     with _atomic_open(path) as fh:
         np.savez_compressed(
             fh,
@@ -105,25 +115,38 @@ def write_video(
             landmarks=landmarks,
             frame_index=frame_index,
             score=np.float32(score),
+            how=how.astype("<U8"),
             version=np.int32(STORE_VERSION),
         )
 
 
-def read_video(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_video(path: str | os.PathLike, drop_reused: bool = False) -> dict[str, np.ndarray]:
     """Read one video written by :func:`write_video` (no pickle).
 
+    Args:
+        drop_reused: leave out the frames whose face came from a reused box (``how ==
+            "reused"``); a store written without ``how`` cannot tell and raises.
+
     Returns a dict with ``frames`` (N,S,S,3) uint8, ``landmarks`` (N,68,2) float32,
-    ``frame_index`` (N,) int32 and ``score`` (float).
+    ``frame_index`` (N,) int32, ``score`` (float) and ``how`` (N,) str (``unknown`` for stores
+    written without it).
     """
     path = Path(path)
     if not path.is_file():
         raise StoreError(f"{path}: no such store file; run `python -m data_prep preprocess` first")
     try:
         with np.load(path, allow_pickle=False) as data:
-            out = {key: data[key] for key in VIDEO_KEYS}
+            out = {key: data[key] for key in VIDEO_KEYS if key != "how"}
+            out["how"] = data["how"].astype(str) if "how" in data.files else np.full(len(out["frames"]), UNKNOWN_HOW)
     except (OSError, ValueError, KeyError) as exc:
         raise StoreError(f"{path}: unreadable store file ({exc}); delete it and rerun preprocess") from exc
     out["score"] = float(out["score"])
+    if drop_reused:
+        if (out["how"] == UNKNOWN_HOW).any():
+            raise StoreError(f"{path}: written without per-frame `how`, so reused frames cannot be dropped; "
+                             "preprocess the videos again with this version, or keep the reused frames")
+        keep = out["how"] != "reused"
+        out.update({key: out[key][keep] for key in ("frames", "landmarks", "frame_index", "how")})
     return out
 
 

@@ -1,4 +1,4 @@
-"""The synthetic cohort: face videos with BDI-II labels in the AVEC2014 layout (DESIGN.md s.4).
+"""The synthetic cohort: face videos with BDI-II labels in the AVEC2014 layout (Decisions: Data).
 
 The AVEC data is licensed per user, so the book makes its own: ``python -m data_prep synth
 --preset {ci,demo} --out DIR [--seed S]`` writes real MPEG-4 videos (640 x 480, 25 frames/s)
@@ -28,7 +28,8 @@ on all photos and the label is drawn independently of them.
 training mean (15) and sd (12) after the cut. Severity ``s = bdi / 63`` acts through documented cues:
 
 - ``local`` (what the paper's 24 patches cover), with strength ``m = local_strength`` scaling
-  DESIGN.md's calibration (m = 1 is its low end, 2 its high end), in inter-ocular distances
+  the calibration of the book's Decisions chapter (book/decisions.md, "Data"; m = 1 is its low
+  end, 2 its high end), in inter-ocular distances
   (IOD) per unit severity: mouth corners down ``0.2 m``, inner brows up ``0.16 m``, upper lids
   down ``0.075 m`` (at most 0.15 IOD), and smiles ``smile_drop * s`` rarer and weaker.
 - ``global`` (shows in one aligned frame, not at a patch): the head pitched down by
@@ -66,7 +67,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from . import morph
+from . import align, morph
+from .extract import extract_faces, make_detector
+from .preprocess import make_params
 from .store import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
 
 PARTITIONS = ("Training", "Development", "Testing")
@@ -76,7 +79,7 @@ BDI_MAX = 63
 MAX_PITCH = 45.0
 """Largest head pitch rendered, degrees: beyond it the 2-D mesh starts to fold at the jaw line."""
 
-# DESIGN.md s.4 calibration, IOD per unit severity at local_strength m = 1 (its low end).
+# The calibration (Decisions: Data), IOD per unit severity at local_strength m = 1 (its low end).
 MOUTH_PER_S, BROW_PER_S, LID_PER_S, LID_MAX = 0.2, 0.16, 0.075, 0.15
 
 LABEL_DIRS = {
@@ -96,7 +99,7 @@ class CohortConfig:
         seconds: length of every video, seconds; fps: frames per second.
         width, height: video size, pixels.
         cues: which label cues act, a subset of ("local", "global"); () makes a label-free cohort.
-        local_strength: m, the local cue scale (1 = DESIGN.md's low end, 2 = its high end).
+        local_strength: m, the local cue scale (1 = the calibration's low end, 2 = its high end; Decisions: Data).
         smile_drop: fraction of smile rate and amplitude lost at severity 1 (local cue).
         pitch_deg: head pitch down per unit severity, degrees (global cue).
         offset_sd: sd of each subject's fixed offsets of mouth corners, inner brows and upper
@@ -205,7 +208,7 @@ class CohortConfig:
 
 PRESETS = {
     "ci": CohortConfig(n_train=60, n_dev=20, n_test=20, seconds=1.6, name="ci"),
-    # Subjects carry the signal, not frames (DESIGN.md s.4): many short sessions.
+    # Subjects carry the signal, not frames (Decisions: Data): many short sessions.
     "demo": CohortConfig(n_train=200, n_dev=50, n_test=90, seconds=1.2, name="demo"),
 }
 
@@ -729,8 +732,6 @@ def aligned_cues(landmarks: np.ndarray) -> dict:
         upper-to-lower lid gap) and ``pitch_est`` (degrees, a least-squares fit of the generic
         depth model of :func:`data_prep.morph.pose_mesh` to the rigid points' heights).
     """
-    from . import align
-
     ref = morph.canonical_reference()
     rigid = np.r_[0:5, 12:17, 27:36, 36:48]
     out = {k: np.full(len(landmarks), np.nan) for k in ("mouth_corner_drop", "inner_brow_raise", "lid_opening", "pitch_est")}
@@ -786,53 +787,49 @@ def weights_vs_mean(out_dir: str | os.PathLike, alpha: float = 1.0) -> dict:
     return {"rmse_weights": rmse, "rmse_mean": base, "ratio": rmse / base}
 
 
-def detection_check(out_dir: str | os.PathLike, max_videos: int | None = 40, frame_step: int = 4, detector=None) -> dict:
-    """Run the project's detector on a spread of videos: face rates and landmark error.
+def detection_check(
+    out_dir: str | os.PathLike, max_videos: int | None = 40, frame_step: int = 4, detector=None,
+    params: dict | None = None,
+) -> dict:
+    """Run preprocessing's tracker on a spread of videos: face rates and landmark error.
 
-    Every no-face frame of the chosen videos and every ``frame_step``-th face frame is scored.
-    Landmark error = mean point-to-point distance over the 68 points divided by the
-    ground-truth inter-ocular distance (also over the 51 inner points, 17-67, without the jaw
-    outline, whose position along the contour is ill-defined).
+    Each video goes through :func:`data_prep.extract.extract_faces`, the function that writes
+    the store, so reused boxes count as found: ``false_rate`` is the share of sampled frames
+    without a face in view that would be stored. ``params``: the store's preprocessing
+    parameters (default: :func:`preprocess.make_params` sampling every ``frame_step``-th frame).
+    Landmark error = mean point-to-point distance over the 68 points, in source pixels, divided
+    by the ground-truth inter-ocular distance (also over the 51 inner points, 17-67, without the
+    jaw outline, whose position along the contour is ill-defined).
 
     Returns counts, rates and error quantiles, plus ``frames_ok``: videos whose decoded frame
     count matches the promise.
     """
-    from . import align
-    from .faces import LandmarkDetector
-
     out_dir = Path(out_dir)
+    fps = CohortConfig.from_dict(json.loads((out_dir / "cohort.json").read_text())["config"]).fps
+    params = params or make_params(size=112, sample_fps=fps / frame_step)
     videos = pd.read_csv(out_dir / "videos.csv", dtype={"session_id": str})
     if max_videos is not None and len(videos) > max_videos:
         videos = videos.iloc[np.linspace(0, len(videos) - 1, max_videos).round().astype(int)]
-    det = detector or LandmarkDetector()
+    det = detector or make_detector(params)
     found_face = n_face = found_empty = n_empty = frames_ok = 0
     err68, err51 = [], []
     for row in videos.to_dict("records"):
         gt = load_landmarks(out_dir, row)
-        cap = cv2.VideoCapture(str(out_dir / row["video"]))
-        i = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            face = bool(gt["face"][i]) if i < len(gt["face"]) else False
-            if (not face) or i % frame_step == 0:
-                pts = det.detect_landmarks(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-                if face:
-                    n_face += 1
-                    if pts is not None:
-                        found_face += 1
-                        g = gt["landmarks"][i]
-                        iod = align.inter_ocular(g)
-                        d = np.linalg.norm(pts - g, axis=1) / iod
-                        err68.append(d.mean())
-                        err51.append(d[17:].mean())
-                else:
-                    n_empty += 1
-                    found_empty += pts is not None
-            i += 1
-        cap.release()
-        frames_ok += i == row["n_frames"]
+        track = extract_faces(out_dir / row["video"], params, det)
+        in_view = np.array([i < len(gt["face"]) and bool(gt["face"][i]) for i in track.sampled_index], bool)
+        found = track.sampled_how != "none"
+        n_face += int(in_view.sum())
+        found_face += int((in_view & found).sum())
+        n_empty += int((~in_view).sum())
+        found_empty += int((~in_view & found).sum())
+        for k, i in enumerate(track.frame_index):
+            if i < len(gt["face"]) and gt["face"][i]:
+                pts = align.transform_points(track.landmarks[k], cv2.invertAffineTransform(track.matrices[k]))
+                g = gt["landmarks"][i]
+                d = np.linalg.norm(pts - g, axis=1) / align.inter_ocular(g)
+                err68.append(d.mean())
+                err51.append(d[17:].mean())
+        frames_ok += track.frames_read == row["n_frames"]
     q = lambda a, p: float(np.percentile(a, p)) if a else float("nan")  # noqa: E731
     return {
         "videos": len(videos),
@@ -852,7 +849,7 @@ def cohort_checks(out_dir: str | os.PathLike, max_videos: int | None = 40, frame
     """The fit-for-purpose table of a cohort (the book's QC table).
 
     Rows: videos with the promised frame count, face found in frames with a face (>= 95 %),
-    faces found in no-face stretches (0 %), landmark error of the detector against the ground
+    frames without a face in view that preprocessing's tracker would store (0 %), landmark error of the detector against the ground
     truth (normalised by IOD), Spearman correlation with BDI of each cue measured on
     ground-truth landmarks (mouth corners >= 0.5 when the local cue is on), and the ridge
     regression of BDI on the morph weights against the training-mean predictor on Testing.
@@ -867,7 +864,7 @@ def cohort_checks(out_dir: str | os.PathLike, max_videos: int | None = 40, frame
     rows = [
         ("videos with the promised frame count", f"{d['frames_ok']}/{d['videos']}", "all", d["frames_ok"] == d["videos"]),
         ("face found, frames with a face", round(d["face_rate"], 3), ">= 0.95", d["face_rate"] >= 0.95),
-        ("face found, no-face frames", round(d["false_rate"], 3), "0", d["empty_frames"] == 0 or d["false_rate"] == 0),
+        ("stored, frames without a face in view", round(d["false_rate"], 3), "0", d["empty_frames"] == 0 or d["false_rate"] == 0),
         ("landmark error / IOD, 68 points, median", round(d["nme68_median"], 3), "reported", None),
         ("landmark error / IOD, 68 points, 90th pct", round(d["nme68_p90"], 3), "reported", None),
         ("landmark error / IOD, 51 inner points, median", round(d["nme51_median"], 3), "reported", None),
@@ -897,7 +894,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite a different cohort in --out")
     p.add_argument("--cues", default=None, help="comma-separated subset of local,global ('none' for no cue)")
     for flag, typ, hlp in (
-        ("--local-strength", float, "local cue scale m (1 and 2: DESIGN.md's low and high ends)"),
+        ("--local-strength", float, "local cue scale m (1 and 2: the calibration's low and high ends)"),
         ("--pitch-deg", float, "head pitch per unit severity, degrees"),
         ("--offset-sd", float, "per-subject cue-landmark offsets, IOD"),
         ("--seconds", float, "video length, seconds"),

@@ -114,10 +114,9 @@ def cmd_predict(args) -> int:
     except RunError as exc:
         _error(str(exc))
         return 2
-    from data_prep.faces import LandmarkDetector
+    from data_prep.extract import make_detector
 
-    prep = predictor.preprocessing
-    detector = LandmarkDetector(prep["detect_max_side"], prep["upsample"], prep["max_reuse"])
+    detector = make_detector(predictor.preprocessing)  # the store's detector, fallback included
     overlays = overlay_paths(args.overlay, args.videos) if args.overlay is not None else [None] * len(args.videos)
     results, failed = [], 0
     for video, overlay in zip(args.videos, overlays):

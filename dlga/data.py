@@ -59,6 +59,7 @@ class Partition:
     landmarks: np.ndarray | None = None
     skipped: list[str] = field(default_factory=list)
     cache_videos: int = 8
+    drop_reused: bool = False
 
     def __post_init__(self) -> None:
         self._cache: OrderedDict[int, dict] = OrderedDict()
@@ -76,7 +77,7 @@ class Partition:
         if row in self._cache:
             self._cache.move_to_end(row)
             return self._cache[row]
-        data = read_video(video_path(self.store_dir, self.videos["video_id"].iat[row]))
+        data = read_video(video_path(self.store_dir, self.videos["video_id"].iat[row]), drop_reused=self.drop_reused)
         self._cache[row] = data
         while len(self._cache) > self.cache_videos:
             self._cache.popitem(last=False)
@@ -93,7 +94,8 @@ class Partition:
 
 
 def load_partition(
-    store_dir: str | os.PathLike, partition: str, *, in_memory: bool = True, cache_videos: int = 8
+    store_dir: str | os.PathLike, partition: str, *, in_memory: bool = True, cache_videos: int = 8,
+    drop_reused: bool = False,
 ) -> Partition:
     """Read one partition of a store.
 
@@ -102,6 +104,8 @@ def load_partition(
         partition: ``Training``, ``Development`` or ``Testing``.
         in_memory: load every frame now (fast, needs N*S*S*3 bytes) or stream on demand.
         cache_videos: decoded videos kept by the streaming source.
+        drop_reused: leave out frames whose face came from a reused (verified) box, keeping
+            only frames where the detector itself found the face.
     """
     if partition not in PARTITIONS:
         raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
@@ -118,12 +122,12 @@ def load_partition(
         raise StoreError(f"{store_dir}: {partition} videos without a BDI label, e.g. {bad}")
 
     frames, landmarks, counts, size = [], [], [], None
-    streaming_counts = "n_frames" in rows.columns and not in_memory
+    streaming_counts = "n_frames" in rows.columns and not in_memory and not drop_reused
     for video_id in rows["video_id"]:
         if streaming_counts:
             counts.append(None)
             continue
-        data = read_video(video_path(store_dir, video_id))
+        data = read_video(video_path(store_dir, video_id), drop_reused=drop_reused)
         n = len(data["frames"])
         counts.append(n)
         if n and in_memory:
@@ -155,6 +159,7 @@ def load_partition(
         frame_size=0,
         skipped=skipped,
         cache_videos=cache_videos,
+        drop_reused=drop_reused,
     )
     if in_memory:
         part.frames = np.concatenate(frames)

@@ -36,8 +36,10 @@ import pandas as pd
 import tensorflow as tf
 
 from data_prep.align import align_face, transform_points
+from data_prep.extract import FaceTrack, extract_faces as extract_video_faces
 from data_prep.faces import LandmarkDetector
-from data_prep.preprocess import PARAMS_VERSION, VideoError, iter_sampled_frames, make_params
+from data_prep.preprocess import PARAMS_VERSION, params_from_record
+from data_prep.video import VideoError, iter_sampled_frames
 from data_prep.store import STORE_VERSION
 from dlga import rundir
 from dlga.config import ModelConfig
@@ -135,9 +137,8 @@ def validate_preprocessing(params: dict[str, Any], source: str) -> dict[str, Any
         )
     if params.get("align_points", ALIGN_POINTS_NAME) != ALIGN_POINTS_NAME:
         raise RunError(f"{source}: alignment {params['align_points']!r}, this code aligns on {ALIGN_POINTS_NAME!r}")
-    keys = ("size", "sample_fps", "detect_max_side", "upsample", "max_reuse", "max_frames")
     try:
-        return make_params(**{k: params.get(k, make_params()[k]) for k in keys})
+        return params_from_record(params)  # every recorded key, the fallback included
     except (TypeError, ValueError) as exc:
         raise RunError(f"{source}: invalid preprocessing parameters ({exc})") from None
 
@@ -352,92 +353,28 @@ def predict_frames(
     return table
 
 
-@dataclass
-class FaceTrack:
-    """The aligned faces of one video's sampled frames.
-
-    Attributes:
-        frame_index: (N,) int source frame of each face (frames without a face are left out).
-        frames: (N, S, S, 3) uint8 aligned faces.
-        landmarks: (N, 68, 2) float32 landmarks in aligned pixels.
-        boxes: (N, 4) int face boxes (left, top, right, bottom) in source pixels.
-        matrices: (N, 2, 3) float64 source -> aligned similarity matrices.
-        how: (N,) how each face was found (``detected`` or ``reused``).
-        sampled_index: (M,) int every sampled source frame, with a face or not (M >= N).
-        stopped_early: sampling stopped at the preprocessing's ``max_frames`` faces.
-        fps: the container's frame rate (30 when unknown).
-        frames_read: frames decoded; frames_sampled: frames looked at for a face.
-        frame_size: (width, height) of the source frames.
-    """
-
-    frame_index: np.ndarray
-    frames: np.ndarray
-    landmarks: np.ndarray
-    boxes: np.ndarray
-    matrices: np.ndarray
-    how: np.ndarray
-    sampled_index: np.ndarray
-    stopped_early: bool
-    fps: float
-    frames_read: int
-    frames_sampled: int
-    frame_size: tuple[int, int]
-
-
 def extract_faces(
     path: str | os.PathLike, preprocessing: dict[str, Any], detector: LandmarkDetector | None = None
 ) -> FaceTrack:
-    """Sample, detect and align one video the way :func:`data_prep.preprocess.process_video` does.
+    """Sample, detect and align one video the way the training store was made
+    (:func:`data_prep.extract.extract_faces`, the function preprocessing calls).
 
     Raises:
         PredictError: the file is missing, unreadable, has no decodable frame, or no face.
     """
-    p = preprocessing
-    if detector is None:
-        detector = LandmarkDetector(p["detect_max_side"], p["upsample"], p["max_reuse"])
-    tracker = detector.tracker()
-    stats: dict[str, Any] = {}
-    rows: dict[str, list] = {k: [] for k in ("index", "frames", "landmarks", "boxes", "matrices", "how")}
-    sampled, frame_size, stopped_early = [], (0, 0), False
     try:
-        for i, rgb in iter_sampled_frames(path, p["sample_fps"], stats):
-            sampled.append(i)
-            frame_size = (int(rgb.shape[1]), int(rgb.shape[0]))
-            found = tracker(rgb)
-            if found.landmarks is not None:
-                aligned, apts, m = align_face(rgb, found.landmarks, p["size"])
-                for key, value in zip(rows, (i, aligned, apts, found.box, m, found.how)):
-                    rows[key].append(value)
-            if p["max_frames"] and len(rows["index"]) >= p["max_frames"]:
-                stopped_early = True
-                break
+        track = extract_video_faces(path, preprocessing, detector)
+        track.check()
     except VideoError as exc:
-        raise PredictError(f"{path}: {exc}; check the path, and that the file plays (re-encode it to mp4 if not)") from None
-    if stats.get("frames_read", 0) == 0:
-        raise PredictError(
-            f"{path}: no frame could be decoded (truncated file or unsupported codec); re-encode it, e.g. "
-            "`ffmpeg -i IN -c:v mpeg4 OUT.mp4`"
-        )
-    if not rows["index"]:
-        raise PredictError(
-            f"{path}: no face found in any of {len(sampled)} sampled frames; the model needs a frontal face of at "
-            "least about 80 pixels, reasonably lit"
-        )
-    s = p["size"]
-    return FaceTrack(
-        frame_index=np.asarray(rows["index"], dtype=np.int64),
-        frames=np.stack(rows["frames"]).reshape(-1, s, s, 3),
-        landmarks=np.stack(rows["landmarks"]).astype(np.float32),
-        boxes=np.asarray(rows["boxes"], dtype=np.int64).reshape(-1, 4),
-        matrices=np.stack(rows["matrices"]),
-        how=np.asarray(rows["how"]),
-        sampled_index=np.asarray(sampled, dtype=np.int64),
-        stopped_early=stopped_early,
-        fps=float(stats.get("fps", 30.0)),
-        frames_read=int(stats["frames_read"]),
-        frames_sampled=len(sampled),
-        frame_size=frame_size,
-    )
+        reason = str(exc)
+        if reason.startswith("no face found"):
+            advice = "the model needs a frontal face of at least about 80 pixels, reasonably lit"
+        elif reason.startswith("no frame could be decoded"):
+            advice = "re-encode it, e.g. `ffmpeg -i IN -c:v mpeg4 OUT.mp4`"
+        else:
+            advice = "check the path, and that the file plays (re-encode it to mp4 if not)"
+        raise PredictError(f"{path}: {reason}; {advice}") from None
+    return track
 
 
 @dataclass

@@ -187,3 +187,19 @@ def test_check_subject_disjoint_exits_with_an_error(tmp_path, capsys):
     proc = subprocess.run([sys.executable, "-m", "data_prep", *args], cwd=root, capture_output=True, text=True)
     assert proc.returncode == 2 and "not subject-disjoint" in proc.stderr and proc.stdout == ""
     assert cli.main(args[:-1]) == 0  # without the flag: a warning only
+
+
+def test_check_warns_about_sessions_missing_a_task_video(tmp_path, capsys):
+    root = avec2014_tree(tmp_path)
+    (root / "Video" / "Training" / "Northwind" / "203_1_Northwind_video.mp4").unlink()
+    (root / "Video" / "Testing" / "Freeform" / "210_2_Freeform_video.mp4").unlink()
+    _, report = load_dataset("avec2014", root)
+    missing = [w for w in report.warnings if "without their" in w]
+    assert missing == [
+        "1 session(s) without their Freeform video (AVEC2014 sessions have Freeform and Northwind): 210_2",
+        "1 session(s) without their Northwind video (AVEC2014 sessions have Freeform and Northwind): 203_1",
+    ]
+    assert cli.main(["check", "--dataset", "avec2014", "--root", str(root)]) == 0
+    assert "without their Northwind video" in capsys.readouterr().out
+    _, complete = load_dataset("avec2014", avec2014_tree(tmp_path / "complete"))
+    assert not [w for w in complete.warnings if "without their" in w]

@@ -86,7 +86,7 @@ def test_similarity_transform_recovers_a_known_one():
 
 
 def test_tracker_reuses_the_box_for_a_bounded_number_of_frames(photos_rgb):
-    det = faces.LandmarkDetector(max_reuse=2)
+    det = faces.LandmarkDetector(max_reuse=2, reuse_min_score=None)  # unverified reuse, as earlier stores
     face = photos_rgb[0]
     blank = np.full_like(face, 90)
     tracker = det.tracker()
@@ -118,3 +118,19 @@ def test_cascade_detector_finds_the_same_face(detector, photos_rgb):
         hog = detector.detect(img)[0]
         cx, cy = (boxes[0][0] + boxes[0][2]) / 2, (boxes[0][1] + boxes[0][3]) / 2
         assert hog[0] < cx < hog[2] and hog[1] < cy < hog[3]
+
+
+def test_a_reused_box_is_kept_only_where_a_face_is_verified(photos_rgb, monkeypatch):
+    det = faces.LandmarkDetector(max_reuse=5)
+    face, blank = photos_rgb[1], np.full_like(photos_rgb[1], 90)
+    tracker = det.tracker()
+    first = tracker(face)
+    assert first.how == "detected"
+    monkeypatch.setattr(det, "detect", lambda image: [])  # HOG misses from now on
+    kept, lost, back = tracker(face), tracker(blank), tracker(face)
+    assert (kept.how, lost.how, back.how) == ("reused", "none", "reused")
+    assert lost.landmarks is None and kept.landmarks.shape == (68, 2)
+    # The verified box is the face's, close to the detected one.
+    assert np.abs(np.subtract(kept.box, first.box)).max() < 0.15 * (first.box[2] - first.box[0])
+    noise = np.random.default_rng(0).integers(0, 256, face.shape, dtype=np.uint8)
+    assert det.verify(noise, first.box) is None and det.verify(blank, first.box) is None

@@ -57,11 +57,11 @@ def test_cli_scores_a_video_writes_csv_and_overlay(trained_run, face_photos, mak
     out = capsys.readouterr().out
     frames = pd.read_csv(csv)
     assert list(frames.columns) == ["video", "frame_index", "how", "prediction", *ATTENTION_COLUMNS, "global_attention"]
-    # The blank frame 2 reuses the previous face box (max_reuse), as preprocessing does.
-    assert frames["frame_index"].tolist() == list(range(6)) and frames["how"].tolist()[2] == "reused"
+    # The blank frame 2 shows no face: the last box is not verified there, so it is not scored.
+    assert frames["frame_index"].tolist() == [0, 1, 3, 4, 5] and set(frames["how"]) == {"detected"}
     score = frames["prediction"].mean()
     band = BAND_NAMES[int(severity_band([score])[0])]
-    assert f"{video}: BDI-II {score:.1f} ({band}); 6 of 6 sampled frames with a face" in out
+    assert f"{video}: BDI-II {score:.1f} ({band}); 5 of 6 sampled frames with a face" in out
     assert _frame_count(overlay) == _frame_count(video) == 6
     assert not list(overlay.parent.glob(".*tmp*"))
 
@@ -215,3 +215,31 @@ def test_report_attention_is_predict_frames_on_a_partition(trained_run):
     per_video = table.groupby("video_id")["prediction"].mean()
     expected = run.predictions.set_index("video_id").loc[per_video.index, "prediction"]
     np.testing.assert_allclose(per_video.to_numpy(), expected.to_numpy(), atol=1e-4)
+
+
+# --- the store's detector at inference: the cascade fallback ------------------------------------
+
+
+def test_a_store_made_with_the_cascade_fallback_is_scored_with_it(trained_run, face_photos, make_face_video, tmp_path,
+                                                                   monkeypatch):
+    from data_prep.faces import LandmarkDetector
+    from data_prep.preprocess import make_params
+    from data_prep.store import atomic_write_json
+
+    store_dir = json.loads((trained_run / "params.json").read_text())["store_dir"]
+    cascade_store = tmp_path / "cascade_store"
+    shutil.copytree(store_dir, cascade_store)
+    atomic_write_json(cascade_store / "params.json", make_params(size=64, fallback="cascade"))
+    video = make_face_video(tmp_path / "v.mp4", face_photos[2], n_frames=4)
+    monkeypatch.setattr(LandmarkDetector, "detect", lambda self, image: [])  # HOG never finds the face
+    predictor = load_predictor(trained_run, store_dir=cascade_store)
+    assert predictor.preprocessing["fallback"] == "cascade"
+    result = predict_video(video, predictor)
+    assert result.frames["how"].tolist() == ["cascade"] * 4
+    csv = tmp_path / "frames.csv"
+    assert cli.main(["predict", str(video), "--run", str(trained_run), "--store", str(cascade_store),
+                     "--out", str(csv)]) == 0
+    assert pd.read_csv(csv)["how"].tolist() == ["cascade"] * 4
+    # The same video with the run's own store (no fallback): HOG alone finds nothing.
+    with pytest.raises(PredictError, match="no face found in any of 4 sampled frames"):
+        predict_video(video, load_predictor(trained_run))
