@@ -12,15 +12,17 @@ import json
 import time
 from pathlib import Path
 
+import keras
 import nbformat
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from dlga import book, experiments
+from dlga import book, experiments, report
 from dlga.config import SETTING_LABELS, SETTINGS, ModelConfig
 from dlga.metrics import mae, rmse
+from dlga.model import build_model
 
 BUILD_DIR = book.PROJECT_ROOT / "_build" / "test-ci"
 
@@ -220,3 +222,87 @@ def test_run_metrics_match_predictions(ci_book):
         assert m["test"]["rmse_low"] <= m["test"]["rmse"] <= m["test"]["rmse_high"]
         assert m["steps"] <= experiments.BOOK_PRESETS["ci"].train_config().max_steps
         assert 0 < m["best_step"] <= m["steps"]
+
+
+# --- what the chapters compute (fast, on fake runs) -------------------------------------------
+class FakeRunWithPredictions:
+    """A Run as the report functions read it, with per-video predictions of Testing."""
+
+    def __init__(self, setting, seed, lr, predictions, bdi):
+        self.run_id = f"{setting}-{seed}-{lr:g}"
+        self.params = {"setting": setting, "train": {"learning_rate": lr, "seed": seed}}
+        err = predictions - bdi
+        rmse_, mae_ = float(np.sqrt(np.mean(err ** 2))), float(np.mean(np.abs(err)))
+        self.metrics = {"steps": 10, "best_step": 10, "stop_reason": "max_steps", "wall_time_s": 1.0,
+                        "dev": {"rmse": rmse_ + 1, "mae": mae_ + 1}, "test": {"rmse": rmse_, "mae": mae_},
+                        "mean_predictor": {"dev": {"rmse": 12.0}, "test": {"rmse": 12.0}}}
+        self.predictions = pd.DataFrame({"video_id": [f"v{i}" for i in range(len(bdi))],
+                                         "session_id": [f"s{i}" for i in range(len(bdi))],
+                                         "partition": "Testing", "bdi": bdi, "prediction": predictions})
+
+
+def _labels_and_noise(n=60):
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 45, n), rng.normal(0, 1, n)
+
+
+def test_comparisons_with_g_use_the_verdict():
+    bdi, noise = _labels_and_noise()
+    runs = []
+    for seed in (0, 1):
+        for s in SETTINGS:
+            # G and GA identical (a tie), every other setting four times G's error.
+            scale = 1.0 if s in ("G", "GA") else 4.0
+            runs.append(FakeRunWithPredictions(s, seed, 1e-3, bdi + scale * noise, bdi))
+    table, lines = report.comparisons_with(runs, "G", n=200)
+    assert list(table["G minus"]) == [s for s in SETTINGS if s != "G"]
+    verdicts = dict(zip(table["G minus"], table["verdict"]))
+    assert verdicts.pop("GA") == "tie"
+    assert set(verdicts.values()) == {"G better"}
+    assert (table["high"] < 0).sum() == len(SETTINGS) - 2
+    assert len(lines) == len(table)
+    assert [("**tie**" in line) for line in lines] == [v == "tie" for v in table["verdict"]]
+    assert report.verdict_label({"diff": 1.0, "low": 0.5, "high": 1.5}, "G", "B") == "B better"
+
+
+def test_paired_with_predictions_matches_by_video():
+    bdi, noise = _labels_and_noise()
+    g = FakeRunWithPredictions("G", 0, 1e-3, bdi + noise, bdi)
+    baseline = g.predictions.assign(prediction=bdi + 3 * noise).iloc[::-1]  # another order
+    res = report.paired_with_predictions(report.pooled_predictions([g]), baseline, n=200)
+    expected = np.sqrt(np.mean(noise ** 2)) - np.sqrt(np.mean((3 * noise) ** 2))
+    assert res["diff"] == pytest.approx(expected)
+    assert res["low"] <= res["diff"] <= res["high"] < 0
+
+
+def test_lr_table_marks_the_chosen_rate_and_sets_the_paper_beside_it():
+    bdi, noise = _labels_and_noise()
+    runs = [FakeRunWithPredictions("G", 0, lr, bdi + k * noise, bdi) for k, lr in enumerate((1e-4, 1e-3, 1e-2), 1)]
+    table = report.lr_table(runs, "synthetic", chosen=1e-3, n_boot=100)
+    assert list(table["learning rate"]) == ["0.0001", "0.001", "0.01"]
+    assert list(table["selected on Development"]) == ["", "yes", ""]
+    assert list(table["RMSE reported"]) == [report.PAPER_LR["avec2014"][lr][0] for lr in (1e-4, 1e-3, 1e-2)]
+    assert table["RMSE measured"].iloc[0] == f"{runs[0].metrics['test']['rmse']:.2f}"
+
+
+def test_backbone_table_reads_the_built_model():
+    cfg = ModelConfig.setting("G", "tiny")
+    table = report.backbone_table(build_model(cfg))
+    assert list(table["layer"]) == [row for row, _, _ in report.PAPER_TABLE2]
+    expected = []
+    for row, side, channels in report.PAPER_TABLE2:  # the paper's sizes scaled to this preset
+        s = side * cfg.input_size // 224
+        expected.append(f"{s}x{s}x{cfg.channels(channels)}")
+    assert list(table["built (measured)"]) == expected
+    assert table["Table 2 (reported)"].iloc[0] == "224x224x64"
+    without_cmp = report.backbone_table(build_model(ModelConfig.setting("LA-CMP-", "tiny")))
+    assert without_cmp.set_index("layer").loc["CMP", "built (measured)"] == "absent"
+    keras.backend.clear_session()
+
+
+def test_face_frame_index_finds_the_frame_with_detail():
+    rng = np.random.default_rng(1)
+    frames = np.full((5, 32, 32, 3), 120, np.uint8)
+    frames[3, 8:24, 8:24] = rng.integers(0, 255, (16, 16, 3))  # a "face" in the centre
+    frames[1, :4] = 255  # detail outside the centre does not count
+    assert report.face_frame_index(frames) == 3
