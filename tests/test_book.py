@@ -8,9 +8,7 @@ page exists and holds its table. The run-level checks read the runs' ``metrics.j
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import keras
 import nbformat
