@@ -282,7 +282,8 @@ def runs_plan(preset: str, dataset: str = "synthetic", root=None, seeds: Sequenc
         note = f"ablation rate {lr:g} is a placeholder until the learning-rate study is complete"
     else:
         lr, note = ablation_learning_rate(p, [load_run(s.run_dir(runs_root)) for s in study])[0], ""
-    return plan(book_specs(p, store, lr, seeds), runs_root).assign(note=note)
+    table = plan(book_specs(p, store, lr, seeds), runs_root)
+    return table.assign(note=note) if note else table
 
 
 # --- command line ---------------------------------------------------------------------------
