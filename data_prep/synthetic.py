@@ -201,12 +201,12 @@ class CohortConfig:
     @classmethod
     def preset(cls, name: str) -> "CohortConfig":
         """``ci`` (100 sessions, 1.6 s videos) or ``demo`` (200/50/90 sessions, 1.2 s videos)."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return PRESETS[name]
+        if name not in COHORT_PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(COHORT_PRESETS)}")
+        return COHORT_PRESETS[name]
 
 
-PRESETS = {
+COHORT_PRESETS = {
     "ci": CohortConfig(n_train=60, n_dev=20, n_test=20, seconds=1.6, name="ci"),
     # Subjects carry the signal, not frames (Decisions: Data): many short sessions.
     "demo": CohortConfig(n_train=200, n_dev=50, n_test=90, seconds=1.2, name="demo"),
@@ -887,7 +887,7 @@ def cohort_checks(out_dir: str | os.PathLike, max_videos: int | None = 40, frame
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Register the ``synth`` subcommand's arguments."""
-    p.add_argument("--preset", choices=sorted(PRESETS), default="ci", help="cohort size (default: ci)")
+    p.add_argument("--preset", choices=sorted(COHORT_PRESETS), default="ci", help="cohort size (default: ci)")
     p.add_argument("--out", required=True, help="output directory (empty, absent, or this very cohort)")
     p.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")

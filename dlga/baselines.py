@@ -20,8 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
+from skimage.feature import local_binary_pattern
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVR
 
 from data_prep.store import PARTITIONS, read_manifest, read_video, video_path
 from dlga import metrics as metrics_lib
@@ -38,8 +43,6 @@ def lbp_histograms(gray: np.ndarray, grid: int = 4, points: int = 8, radius: flo
     Returns:
         (grid * grid * (points + 2),) float32, each cell's histogram normalised to sum 1.
     """
-    from skimage.feature import local_binary_pattern
-
     gray = np.asarray(gray)
     if gray.ndim != 2:
         raise ValueError(f"gray must be a 2-D image, got shape {gray.shape}")
@@ -61,8 +64,6 @@ def lbp_histograms(gray: np.ndarray, grid: int = 4, points: int = 8, radius: flo
 
 def video_features(frames: np.ndarray, grid: int = 4, points: int = 8, radius: float = 1.0) -> np.ndarray:
     """Mean over frames of :func:`lbp_histograms` of (N, S, S, 3) uint8 RGB aligned faces."""
-    import cv2
-
     if len(frames) == 0:
         raise ValueError("a video with no frames has no LBP features")
     feats = [lbp_histograms(cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY), grid, points, radius)
@@ -139,10 +140,6 @@ def lbp_svr_baseline(
         partition, bdi, prediction, n_frames), ``metrics`` (train/dev/test summaries) and the
         chosen ``params``.
     """
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVR
-
     table, X = features if features is not None else store_features(store_dir, grid, points, radius, max_frames)
     parts = {p: (table["partition"] == p).to_numpy() for p in PARTITIONS}
     missing = [p for p in PARTITIONS if not parts[p].any()]

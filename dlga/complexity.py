@@ -2,12 +2,13 @@
 
 Counts 2 FLOPs per multiply-add of convolutions and dense layers (pooling, activations and
 the tiny head are left out or negligible). At the ``paper`` preset, setting G, the total is
-about 18.2 GFLOPs per image (DESIGN.md section 2).
+about 18.2 GFLOPs per image (the book's Decisions chapter, book/decisions.md, "Architecture").
 """
 
 from __future__ import annotations
 
 from .config import ModelConfig
+from .layers import wspp_bins
 
 
 def _conv(h: int, w: int, k: int, cin: int, cout: int) -> int:
@@ -49,8 +50,6 @@ def flops_per_image(config: ModelConfig) -> dict[str, int]:
             + _dense(h * h * a, 64)
             + _dense(64, 1)
         )
-    from .layers import wspp_bins
-
     head_in = sum(wspp_bins(config.lga_units)) if config.wspp else config.lga_units
     out["head"] = _dense(head_in, config.head_units) + _dense(config.head_units, 1)
     out["total"] = sum(out.values())

@@ -14,7 +14,7 @@ from typing import Any
 
 # Presets scale the input and the conv widths only; vector sizes (64, 512, 2048) stay fixed so
 # that WSPP has the same geometry in every preset (DESIGN.md section 2).
-PRESETS: dict[str, dict[str, Any]] = {
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"input_size": 224, "width": 1.0},
     "small": {"input_size": 112, "width": 0.5},
     "tiny": {"input_size": 64, "width": 0.125},
@@ -166,9 +166,9 @@ class ModelConfig(JsonConfig):
     @classmethod
     def preset(cls, name: str = "paper", **overrides: Any) -> "ModelConfig":
         """A named preset (``paper``, ``small``, ``tiny``) with optional field overrides."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        if name not in MODEL_PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(MODEL_PRESETS)}")
+        return cls(**{**MODEL_PRESETS[name], **overrides})
 
     @classmethod
     def setting(cls, name: str, preset: str = "paper", **overrides: Any) -> "ModelConfig":

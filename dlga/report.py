@@ -1,7 +1,7 @@
 """What several chapters of the book share: the paper's reported numbers, notices, tables, figures.
 
-Chapters stay thin: a parameters cell, a few calls into :mod:`dlga.book` and this module, and
-prose. Reported numbers are the paper's (He, Chan, Wang), copied from its Tables 3-8 and
+Chapters stay thin: a parameters cell, a few calls into :mod:`dlga.experiments` and this
+module, and prose. Reported numbers are the paper's (He, Chan, Wang), copied from its Tables 3-8 and
 section 4.3.3; measured numbers come from the runs under ``runs/``.
 """
 
@@ -12,9 +12,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from IPython.display import HTML
 
 from dlga import data as data_lib
 from dlga.config import SETTING_LABELS, SETTINGS
+from dlga.metrics import BAND_NAMES, bootstrap_ci, paired_bootstrap, severity_band
 from dlga.predict import ATTENTION_COLUMNS, predict_frames, restore_run_model
 
 # --- the paper's numbers ("reported") --------------------------------------------------------
@@ -68,6 +70,11 @@ PAPER_TABLE2 = [
     ("Conv3_1", 56, 256), ("Pool3", 28, 256), ("Conv4_1", 28, 512), ("Conv4_2", 28, 512),
     ("CMP", 28, 128),
 ]
+# The layers of dlga.model.build_model that Table 2's rows name.
+TABLE2_LAYERS = {
+    "Conv1_1": "conv1", "Pool1": "pool1", "Conv2_1": "conv2", "Pool2": "pool2", "Conv3_1": "conv3",
+    "Pool3": "pool3", "Conv4_1": "conv4_1", "Conv4_2": "conv4_2", "CMP": "cmp",
+}
 
 
 def paper_key(dataset: str) -> str:
@@ -88,8 +95,6 @@ def _admonition(kind: str, title: str, body: str) -> str:
 
 def data_notice(dataset: str, preset: str):
     """The banner at the top of every page with results: what data the numbers come from."""
-    from IPython.display import HTML
-
     if dataset == "synthetic":
         body = (f"Every number measured on this page comes from the <b>synthetic cohort</b> "
                 f"(preset <code>{html.escape(preset)}</code>): synthetic faces with synthetic BDI-II "
@@ -141,8 +146,6 @@ def runs_table(runs) -> pd.DataFrame:
 
 def video_interval(runs, metric: str = "rmse", n: int = 2000, seed: int = 0) -> str:
     """Bootstrap 95 % interval over Testing videos of the seed-averaged predictions, "[lo, hi]"."""
-    from dlga.metrics import bootstrap_ci
-
     if not runs:
         return ""
     p = pooled_predictions(runs)
@@ -190,6 +193,53 @@ def ablation_table(runs, dataset: str, n_boot: int = 2000) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def lr_table(runs, dataset: str, chosen: float, n_boot: int = 2000) -> pd.DataFrame:
+    """Tables 5/6: setting G per learning rate, the paper's Testing RMSE/MAE beside ours
+    (mean ± sd over seeds, the bootstrap interval of the seed-averaged predictions) and the
+    Development RMSE; ``chosen`` marks the rate selected on Development."""
+    t = runs_table(runs)
+    paper = PAPER_LR[paper_key(dataset)]
+    rows = []
+    for lr, sub in t.groupby("lr"):
+        reported = paper.get(lr, (np.nan, np.nan))
+        rows.append({"learning rate": f"{lr:g}", "RMSE reported": reported[0], "MAE reported": reported[1],
+                     "RMSE measured": mean_sd(sub["test_rmse"]),
+                     "RMSE 95% CI (seed-mean, videos)": video_interval(
+                         [r for r in runs if r.params["train"]["learning_rate"] == lr], n=n_boot),
+                     "MAE measured": mean_sd(sub["test_mae"]), "Dev RMSE measured": mean_sd(sub["dev_rmse"]),
+                     "selected on Development": "yes" if lr == chosen else ""})
+    return pd.DataFrame(rows)
+
+
+def backbone_table(model) -> pd.DataFrame:
+    """Table 2 beside the built model: for each row of :data:`PAPER_TABLE2`, the reported
+    output size and the output size of the layer of ``model`` (a :func:`dlga.model.build_model`
+    model) that the row names, as ``side x side x channels``; ``absent`` where the model has no
+    such layer (CMP in a CMP- setting)."""
+    names = {layer.name for layer in model.layers}
+    rows = []
+    for row, side, channels in PAPER_TABLE2:
+        layer = TABLE2_LAYERS[row]
+        if layer in names:
+            _, h, w, c = model.get_layer(layer).output.shape
+            built = f"{h}x{w}x{c}"
+        else:
+            built = "absent"
+        rows.append({"layer": row, "Table 2 (reported)": f"{side}x{side}x{channels}", "built (measured)": built})
+    return pd.DataFrame(rows)
+
+
+def face_frame_index(frames: np.ndarray) -> int:
+    """The index of a frame with a face in view: the one whose central half varies most.
+
+    ``frames`` is ``(N, S, S, 3)`` uint8 aligned faces. A frame where preprocessing reused an
+    earlier box can show background, which is flatter than a face.
+    """
+    s = frames.shape[1]
+    centre = frames[:, s // 4:3 * s // 4, s // 4:3 * s // 4]
+    return int(np.argmax(centre.reshape(len(frames), -1).std(axis=1)))
+
+
 def pooled_predictions(runs, partition: str = "Testing") -> pd.DataFrame:
     """Per-video predictions of a partition, averaged over the runs (seeds): video_id, bdi, prediction."""
     frames = []
@@ -203,32 +253,73 @@ def pooled_predictions(runs, partition: str = "Testing") -> pd.DataFrame:
 
 def paired_comparison(runs_a, runs_b, n: int = 2000, seed: int = 0, metric: str = "rmse") -> dict:
     """Paired bootstrap of metric(a) - metric(b) on Testing videos, predictions averaged over seeds."""
-    from dlga.metrics import paired_bootstrap
-
     a, b = pooled_predictions(runs_a), pooled_predictions(runs_b).set_index("video_id")
     b = b.loc[a["video_id"]]
     return paired_bootstrap(a["bdi"].to_numpy(float), a["prediction"].to_numpy(float),
                             b["prediction"].to_numpy(float), metric=metric, n=n, seed=seed)
 
 
+def verdict_label(res: dict, name_a: str, name_b: str) -> str:
+    """``"tie"`` when the paired interval contains 0, else ``"<name> better"`` for the side
+    with the lower error (a negative difference favours ``name_a``)."""
+    if res["low"] <= 0 <= res["high"]:
+        return "tie"
+    return f"{name_a if res['diff'] < 0 else name_b} better"
+
+
 def verdict(res: dict, name_a: str, name_b: str, unit: str = "BDI points") -> str:
     """A difference in words: a tie when the paired interval contains 0."""
     d, lo, hi = res["diff"], res["low"], res["high"]
     ci = f"{d:+.2f} {unit} (95 % paired bootstrap interval [{lo:+.2f}, {hi:+.2f}])"
-    if lo <= 0 <= hi:
+    label = verdict_label(res, name_a, name_b)
+    if label == "tie":
         return f"{name_a} vs {name_b}: {ci}: a **tie**, the interval contains 0."
-    better = name_a if d < 0 else name_b
-    return f"{name_a} vs {name_b}: {ci}: **{better}** has the lower error."
+    return f"{name_a} vs {name_b}: {ci}: **{label.removesuffix(' better')}** has the lower error."
+
+
+def comparisons_with(runs, reference: str = "G", n: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """The paired comparison of ``reference`` with every other setting among ``runs``.
+
+    Returns a table (one row per other setting: the difference of Testing RMSE, reference minus
+    it, the 95 % interval and the verdict of :func:`verdict_label`) and the same comparisons in
+    words (:func:`verdict`), in the order of :data:`dlga.config.SETTINGS`.
+    """
+    by = {s: [r for r in runs if r.params["setting"] == s] for s in SETTINGS}
+    rows, lines = [], []
+    for s in SETTINGS:
+        if s == reference or not by[s]:
+            continue
+        res = paired_comparison(by[reference], by[s], n=n, seed=seed)
+        rows.append({f"{reference} minus": s, "diff RMSE": res["diff"], "low": res["low"], "high": res["high"],
+                     "verdict": verdict_label(res, reference, s)})
+        lines.append(verdict(res, reference, s))
+    return pd.DataFrame(rows), lines
+
+
+def paired_with_predictions(pooled: pd.DataFrame, predictions: pd.DataFrame, n: int = 2000, seed: int = 0,
+                            metric: str = "rmse") -> dict:
+    """Paired bootstrap of metric(pooled) - metric(other) on the Testing videos of ``pooled``.
+
+    Args:
+        pooled: per-video predictions (``video_id``, ``bdi``, ``prediction``), e.g. from
+            :func:`pooled_predictions`.
+        predictions: another model's per-video predictions with ``video_id``, ``partition``
+            and ``prediction`` (a baseline's), matched to ``pooled`` by video id.
+    """
+    other = predictions[predictions["partition"] == "Testing"].set_index("video_id")
+    return paired_bootstrap(pooled["bdi"].to_numpy(float), pooled["prediction"].to_numpy(float),
+                            other.loc[pooled["video_id"], "prediction"].to_numpy(float), metric=metric, n=n, seed=seed)
 
 
 # --- figures --------------------------------------------------------------------------------------
 def setup_plots():
     """Seaborn's whitegrid theme at a modest resolution; returns ``matplotlib.pyplot``."""
+    # The plotting libraries load here and in rank_plot, when a chapter first draws: the
+    # package's other users (tests, the command line) never pay for them.
+    import matplotlib.pyplot as plt
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook")
-    import matplotlib.pyplot as plt
-
     plt.rcParams["figure.dpi"] = 90
     return plt
 
@@ -250,8 +341,6 @@ def draw_centres(ax, image: np.ndarray, centres: np.ndarray, numbered: bool = Tr
 
 def severity_band_counts(labels: pd.DataFrame) -> pd.DataFrame:
     """Sessions per partition and BDI-II severity band (paper Table 1)."""
-    from dlga.metrics import BAND_NAMES, severity_band
-
     per = labels.drop_duplicates("session_id").copy()
     per["band"] = [BAND_NAMES[i] for i in severity_band(per["bdi"])]
     out = per.pivot_table(index="partition", columns="band", values="session_id", aggfunc="count", fill_value=0)

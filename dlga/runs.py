@@ -35,7 +35,7 @@ import pandas as pd
 from data_prep.store import store_fingerprint
 from dlga import rundir
 from dlga import train as train_lib
-from dlga.config import PRESETS, SETTINGS, ModelConfig
+from dlga.config import MODEL_PRESETS, SETTINGS, ModelConfig
 from dlga.metrics import paired_bootstrap
 from dlga.rundir import COMPLETE, Run, is_complete, load_run  # also this module's public names
 from dlga.train import TRAIN_PRESETS, TrainConfig
@@ -109,8 +109,8 @@ class RunSpec:
             raise ValueError(f"unknown setting {self.setting!r}; choose one of {list(SETTINGS)} or pass a ModelConfig")
         if not isinstance(self.setting, (str, ModelConfig)):
             raise TypeError(f"setting must be a setting name or a ModelConfig, got {type(self.setting).__name__}")
-        if self.model_preset not in PRESETS:
-            raise ValueError(f"unknown model_preset {self.model_preset!r}; choose one of {sorted(PRESETS)}")
+        if self.model_preset not in MODEL_PRESETS:
+            raise ValueError(f"unknown model_preset {self.model_preset!r}; choose one of {sorted(MODEL_PRESETS)}")
         if not isinstance(self.train, TrainConfig):
             raise TypeError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
@@ -180,7 +180,7 @@ class RunSpec:
         """Rebuild a spec from a ``params.json`` (to resume or rerun it)."""
         model = ModelConfig.from_dict(params["model"])
         setting: str | ModelConfig = model
-        if params.get("setting") in SETTINGS and params.get("model_preset") in PRESETS:
+        if params.get("setting") in SETTINGS and params.get("model_preset") in MODEL_PRESETS:
             if ModelConfig.setting(params["setting"], preset=params["model_preset"]) == model:
                 setting = params["setting"]
         return cls(
@@ -358,7 +358,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--settings", nargs="+", default=["G"], choices=list(SETTINGS))
         p.add_argument("--lrs", nargs="+", type=float, default=None, help="learning rates (default: preset's)")
         p.add_argument("--seeds", nargs="+", type=int, default=[0])
-        p.add_argument("--model-preset", default="tiny", choices=sorted(PRESETS))
+        p.add_argument("--model-preset", default="tiny", choices=sorted(MODEL_PRESETS))
         p.add_argument("--train-preset", default="ci", choices=sorted(TRAIN_PRESETS))
         p.add_argument("--max-steps", type=int, default=None)
         p.add_argument("--test-store", help="cross-dataset: evaluate the Testing partition of this other store")

@@ -1,4 +1,4 @@
-"""The book: presets, orchestration and a full build at the ``ci`` preset.
+"""The book: presets, the experiment plan, the build, and a full build at the ``ci`` preset.
 
 The build test executes every chapter through papermill at ``ci`` (training the runs it
 lacks), builds the HTML with jupyter-book (warnings are errors) and checks that every chapter
@@ -8,71 +8,125 @@ page exists and holds its table. The run-level checks read the runs' ``metrics.j
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
+import keras
+import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from dlga import book
-from dlga.config import SETTING_LABELS, SETTINGS
+from dlga import book, experiments, report
+from dlga.config import SETTING_LABELS, SETTINGS, ModelConfig
+from dlga.metrics import mae, rmse
+from dlga.model import build_model
 
 BUILD_DIR = book.PROJECT_ROOT / "_build" / "test-ci"
 
 
-# --- presets and helpers (fast) ---------------------------------------------------------------
+# --- presets and the experiment plan (fast) --------------------------------------------------
 def test_presets_are_consistent():
-    assert set(book.PRESETS) == {"ci", "demo", "paper"}
-    for name, p in book.PRESETS.items():
+    assert set(experiments.BOOK_PRESETS) == {"ci", "demo", "paper"}
+    for name, p in experiments.BOOK_PRESETS.items():
         assert p.name == name
         t = p.train_config()  # validates the overrides
         assert t.max_steps >= 1
         assert p.learning_rates == tuple(sorted(p.learning_rates))
         assert len(p.seeds) >= 1 and len(set(p.seeds)) == len(p.seeds)
-    assert book.PRESETS["paper"].ablation_lr == 1e-6  # the paper's rate for the paper's schedule
-    assert book.PRESETS["paper"].cohort is None and book.PRESETS["paper"].model_preset == "paper"
-    assert book.PRESETS["demo"].ablation_lr is None  # selected on Development
-    assert len(book.PRESETS["ci"].seeds) == 3  # the three-seed learning check below
-    with pytest.raises(ValueError, match="unknown book preset"):
-        book.get_preset("huge")
+    assert experiments.BOOK_PRESETS["paper"].ablation_lr == 1e-6  # the paper's rate for the paper's schedule
+    assert experiments.BOOK_PRESETS["paper"].cohort is None and experiments.BOOK_PRESETS["paper"].model_preset == "paper"
+    assert experiments.BOOK_PRESETS["demo"].ablation_lr is None  # selected on Development
+    assert len(experiments.BOOK_PRESETS["ci"].seeds) == 3  # the three-seed learning check below
+    with pytest.raises(ValueError, match="unknown book preset 'huge'"):
+        experiments.get_preset("huge")
+
+
+class FakeRun:
+    """What rate selection reads from a Run: the rate, and Development and Testing RMSE."""
+
+    def __init__(self, lr, dev, test):
+        self.params = {"train": {"learning_rate": lr}}
+        self.metrics = {"dev": {"rmse": dev}, "test": {"rmse": test}}
 
 
 def test_select_learning_rate_uses_development_only():
-    class R:
-        def __init__(self, lr, dev, test):
-            self.params = {"train": {"learning_rate": lr}}
-            self.metrics = {"dev": {"rmse": dev}, "test": {"rmse": test}}
-
-    runs = [R(1e-3, 5.0, 9.0), R(1e-3, 6.0, 9.0), R(1e-4, 5.4, 1.0), R(1e-2, 7.0, 0.5)]
-    assert book.select_learning_rate(runs) == 1e-4  # mean dev 5.4 beats 5.5; Testing is ignored
-    runs.append(R(1e-4, 5.8, 1.0))  # mean dev of 1e-4 becomes 5.6
-    assert book.select_learning_rate(runs) == 1e-3
+    runs = [FakeRun(1e-3, 5.0, 9.0), FakeRun(1e-3, 6.0, 9.0), FakeRun(1e-4, 5.4, 1.0), FakeRun(1e-2, 7.0, 0.5)]
+    assert experiments.select_learning_rate(runs) == 1e-4  # mean dev 5.4 beats 5.5; Testing is ignored
+    runs.append(FakeRun(1e-4, 5.8, 1.0))  # mean dev of 1e-4 becomes 5.6
+    assert experiments.select_learning_rate(runs) == 1e-3
+    with pytest.raises(ValueError, match="no learning-rate study runs"):
+        experiments.select_learning_rate([])
 
 
-def test_toc_lists_every_chapter():
-    import yaml
+def test_ablation_rate_is_passed_in_and_planning_never_trains(tmp_path, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("planning must not execute a run")
 
+    monkeypatch.setattr(experiments, "execute", no_training)
+    store = tmp_path / "store"  # specs are described, not identified: no store needed yet
+    ci, demo = experiments.get_preset("ci"), experiments.get_preset("demo")
+    assert experiments.rate_selection_specs(ci, store) == []  # ci fixes the rate
+    assert experiments.ablation_learning_rate(ci) == (1e-3, "fixed by the preset")
+    study = experiments.rate_selection_specs(demo, store)
+    assert [s.train.learning_rate for s in study] == list(demo.learning_rates)
+    assert {s.setting for s in study} == {"G"} and {s.seed for s in study} == set(demo.lr_seeds)
+    chosen = experiments.ablation_learning_rate(demo, [FakeRun(1e-4, 5.0, 9.0), FakeRun(1e-3, 6.0, 1.0)])
+    assert chosen == (1e-4, "selected by the learning-rate study on Development")
+    specs = experiments.ablation_specs(demo, store, 1e-4, seeds=[0, 1])
+    assert len(specs) == len(SETTINGS) * 2
+    assert {s.train.learning_rate for s in specs} == {1e-4}
+    assert [s.setting for s in specs[::2]] == list(SETTINGS)
+    assert all(s.train.max_steps == demo.train_config().max_steps for s in specs)
+    cross = experiments.cross_dataset_specs(demo, store, tmp_path / "other", 1e-4)
+    assert [(s.setting, s.seed, s.test_store_dir) for s in cross] == [("G", 0, str(tmp_path / "other"))]
+
+
+def test_overrides_reach_the_run_specs(tmp_path):
+    ci = experiments.get_preset("ci")
+    p = ci.with_overrides(max_steps=40, width=0.25, seeds=(5,))
+    assert ci.train_config().max_steps == 80  # the preset itself is unchanged (frozen)
+    (spec,) = experiments.run_specs(p, tmp_path, ["GA"], [1e-4])
+    assert spec.train.max_steps == 40 and spec.train.learning_rate == 1e-4 and spec.seed == 5
+    assert spec.model_config == ModelConfig.setting("GA", "tiny", width=0.25)
+    (plain,) = experiments.run_specs(ci, tmp_path, ["GA"], [1e-4], [5])
+    assert plain.setting == "GA"  # no model override: the spec keeps the setting's name and id
+    with pytest.raises(ValueError, match=r"unknown parameters \['learnig_rate'\]; known: .*'learning_rate'"):
+        ci.with_overrides(learnig_rate=1e-4)
+    with pytest.raises(ValueError, match="max_steps must be a positive integer"):
+        ci.with_overrides(max_steps=0)
+
+
+def test_toc_lists_every_chapter_and_page():
     toc = yaml.safe_load((book.PROJECT_ROOT / "_toc.yml").read_text())
     files = [toc["root"]] + [c["file"] for c in toc["chapters"]]
-    assert files == [f"book/{c}" for c in book.CHAPTERS]
+    assert files == [f"book/{c}" for c in (*book.CHAPTERS, *book.PAGES)]
     for c in book.CHAPTERS:
         assert (book.BOOK_DIR / f"{c}.ipynb").is_file()
+    for page in book.PAGES:
+        assert (book.BOOK_DIR / f"{page}.md").is_file()
 
 
 def test_write_toc_subset(tmp_path):
-    import yaml
-
     book.write_toc(["02_data", "05_ablations"], tmp_path)
     toc = yaml.safe_load((tmp_path / "_toc.yml").read_text())
     assert toc["root"] == "book/02_data"
-    assert [c["file"] for c in toc["chapters"]] == ["book/05_ablations"]
+    assert [c["file"] for c in toc["chapters"]] == ["book/05_ablations", "book/decisions"]
+
+
+def test_stage_copies_the_decisions_page(tmp_path):
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "stale.ipynb").write_text("{}")
+    book.stage({}, tmp_path)
+    staged = tmp_path / "book" / "decisions.md"
+    assert staged.read_text() == (book.BOOK_DIR / "decisions.md").read_text()
+    assert not (tmp_path / "book" / "stale.ipynb").exists()
+    headings = [l[3:].strip() for l in staged.read_text().splitlines() if l.startswith("## ")]
+    assert headings == ["Architecture", "Patch centres", "Data", "Runs and presets", "Conventions",
+                        "Statistics", "Controls", "Runs at scale"]
 
 
 def test_notebooks_open_with_a_parameters_cell():
-    import nbformat
-
     for c in book.CHAPTERS:
         nb = nbformat.read(book.BOOK_DIR / f"{c}.ipynb", as_version=4)
         code = [cell for cell in nb.cells if cell.cell_type == "code"]
@@ -130,8 +184,9 @@ def test_second_build_is_cached(ci_book):
 
 
 def _ci_ablation_runs():
-    store = book.prepare_data("ci")
-    return book.ensure_runs(book.ablation_specs("ci", store))
+    store = experiments.prepare_data("ci")
+    lr, _how = experiments.ablation_learning_rate("ci")
+    return experiments.ensure_runs(experiments.ablation_specs("ci", store, lr))
 
 
 @pytest.mark.slow
@@ -155,9 +210,7 @@ def test_every_setting_learns_for_three_seeds(ci_book):
 @pytest.mark.slow
 def test_run_metrics_match_predictions(ci_book):
     """metrics.json agrees with predictions.csv; values are in range (tolerances, not text)."""
-    from dlga.metrics import mae, rmse
-
-    for r in _ci_ablation_runs()[:: len(book.PRESETS["ci"].seeds)]:
+    for r in _ci_ablation_runs()[:: len(experiments.BOOK_PRESETS["ci"].seeds)]:
         m = r.metrics
         for part, key in (("Development", "dev"), ("Testing", "test")):
             v = r.predictions[r.predictions["partition"] == part]
@@ -165,5 +218,89 @@ def test_run_metrics_match_predictions(ci_book):
             assert m[key]["mae"] == pytest.approx(mae(v["bdi"], v["prediction"]), abs=1e-6)
             assert 0 < m[key]["mae"] <= m[key]["rmse"] < 63
         assert m["test"]["rmse_low"] <= m["test"]["rmse"] <= m["test"]["rmse_high"]
-        assert m["steps"] <= book.PRESETS["ci"].train_config().max_steps
+        assert m["steps"] <= experiments.BOOK_PRESETS["ci"].train_config().max_steps
         assert 0 < m["best_step"] <= m["steps"]
+
+
+# --- what the chapters compute (fast, on fake runs) -------------------------------------------
+class FakeRunWithPredictions:
+    """A Run as the report functions read it, with per-video predictions of Testing."""
+
+    def __init__(self, setting, seed, lr, predictions, bdi):
+        self.run_id = f"{setting}-{seed}-{lr:g}"
+        self.params = {"setting": setting, "train": {"learning_rate": lr, "seed": seed}}
+        err = predictions - bdi
+        rmse_, mae_ = float(np.sqrt(np.mean(err ** 2))), float(np.mean(np.abs(err)))
+        self.metrics = {"steps": 10, "best_step": 10, "stop_reason": "max_steps", "wall_time_s": 1.0,
+                        "dev": {"rmse": rmse_ + 1, "mae": mae_ + 1}, "test": {"rmse": rmse_, "mae": mae_},
+                        "mean_predictor": {"dev": {"rmse": 12.0}, "test": {"rmse": 12.0}}}
+        self.predictions = pd.DataFrame({"video_id": [f"v{i}" for i in range(len(bdi))],
+                                         "session_id": [f"s{i}" for i in range(len(bdi))],
+                                         "partition": "Testing", "bdi": bdi, "prediction": predictions})
+
+
+def _labels_and_noise(n=60):
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 45, n), rng.normal(0, 1, n)
+
+
+def test_comparisons_with_g_use_the_verdict():
+    bdi, noise = _labels_and_noise()
+    runs = []
+    for seed in (0, 1):
+        for s in SETTINGS:
+            # G and GA identical (a tie), every other setting four times G's error.
+            scale = 1.0 if s in ("G", "GA") else 4.0
+            runs.append(FakeRunWithPredictions(s, seed, 1e-3, bdi + scale * noise, bdi))
+    table, lines = report.comparisons_with(runs, "G", n=200)
+    assert list(table["G minus"]) == [s for s in SETTINGS if s != "G"]
+    verdicts = dict(zip(table["G minus"], table["verdict"]))
+    assert verdicts.pop("GA") == "tie"
+    assert set(verdicts.values()) == {"G better"}
+    assert (table["high"] < 0).sum() == len(SETTINGS) - 2
+    assert len(lines) == len(table)
+    assert [("**tie**" in line) for line in lines] == [v == "tie" for v in table["verdict"]]
+    assert report.verdict_label({"diff": 1.0, "low": 0.5, "high": 1.5}, "G", "B") == "B better"
+
+
+def test_paired_with_predictions_matches_by_video():
+    bdi, noise = _labels_and_noise()
+    g = FakeRunWithPredictions("G", 0, 1e-3, bdi + noise, bdi)
+    baseline = g.predictions.assign(prediction=bdi + 3 * noise).iloc[::-1]  # another order
+    res = report.paired_with_predictions(report.pooled_predictions([g]), baseline, n=200)
+    expected = np.sqrt(np.mean(noise ** 2)) - np.sqrt(np.mean((3 * noise) ** 2))
+    assert res["diff"] == pytest.approx(expected)
+    assert res["low"] <= res["diff"] <= res["high"] < 0
+
+
+def test_lr_table_marks_the_chosen_rate_and_sets_the_paper_beside_it():
+    bdi, noise = _labels_and_noise()
+    runs = [FakeRunWithPredictions("G", 0, lr, bdi + k * noise, bdi) for k, lr in enumerate((1e-4, 1e-3, 1e-2), 1)]
+    table = report.lr_table(runs, "synthetic", chosen=1e-3, n_boot=100)
+    assert list(table["learning rate"]) == ["0.0001", "0.001", "0.01"]
+    assert list(table["selected on Development"]) == ["", "yes", ""]
+    assert list(table["RMSE reported"]) == [report.PAPER_LR["avec2014"][lr][0] for lr in (1e-4, 1e-3, 1e-2)]
+    assert table["RMSE measured"].iloc[0] == f"{runs[0].metrics['test']['rmse']:.2f}"
+
+
+def test_backbone_table_reads_the_built_model():
+    cfg = ModelConfig.setting("G", "tiny")
+    table = report.backbone_table(build_model(cfg))
+    assert list(table["layer"]) == [row for row, _, _ in report.PAPER_TABLE2]
+    expected = []
+    for row, side, channels in report.PAPER_TABLE2:  # the paper's sizes scaled to this preset
+        s = side * cfg.input_size // 224
+        expected.append(f"{s}x{s}x{cfg.channels(channels)}")
+    assert list(table["built (measured)"]) == expected
+    assert table["Table 2 (reported)"].iloc[0] == "224x224x64"
+    without_cmp = report.backbone_table(build_model(ModelConfig.setting("LA-CMP-", "tiny")))
+    assert without_cmp.set_index("layer").loc["CMP", "built (measured)"] == "absent"
+    keras.backend.clear_session()
+
+
+def test_face_frame_index_finds_the_frame_with_detail():
+    rng = np.random.default_rng(1)
+    frames = np.full((5, 32, 32, 3), 120, np.uint8)
+    frames[3, 8:24, 8:24] = rng.integers(0, 255, (16, 16, 3))  # a "face" in the centre
+    frames[1, :4] = 255  # detail outside the centre does not count
+    assert report.face_frame_index(frames) == 3

@@ -1,4 +1,5 @@
-"""Analytic FLOPs against DESIGN.md section 2 (18.2 GFLOPs per image at the paper preset)."""
+"""Analytic FLOPs at the paper preset (18.2 GFLOPs per image; the book's Decisions chapter,
+book/decisions.md, "Architecture")."""
 
 import pytest
 

@@ -177,7 +177,7 @@ def test_ten_settings_build_with_expected_sizes(setting):
 
 
 def test_paper_preset_parameter_counts():
-    # DESIGN.md section 2 size check, biases included
+    # The size check of the paper preset, biases included (Decisions: Architecture)
     assert build_model(ModelConfig.setting("G")).count_params() == 212_438_490
     assert build_model(ModelConfig.setting("G", share_local_weights=True)).count_params() == 65_625_603
 
