@@ -368,11 +368,6 @@ def _per_seed_metric(loss: _SeedSubjectLoss, subject_counts: np.ndarray, metric:
     return np.sqrt(mean_loss) if metric == "rmse" else mean_loss
 
 
-def _seed_average(per_seed: np.ndarray, seed_counts: np.ndarray) -> np.ndarray:
-    """(B,) mean over each replicate's resampled seeds; ``seed_counts`` is (B, S) multiplicities."""
-    return np.einsum("bs,bs->b", per_seed, seed_counts) / seed_counts.shape[1]
-
-
 def _multinomial_counts(rng: np.random.Generator, size: int, n: int) -> np.ndarray:
     """(n, size) multiplicities of ``size`` indices drawn with replacement, once per replicate.
 
@@ -382,8 +377,54 @@ def _multinomial_counts(rng: np.random.Generator, size: int, n: int) -> np.ndarr
     return np.bincount(draws.ravel(), minlength=n * size).reshape(n, size).astype(np.float64)
 
 
-def _estimate(loss: _SeedSubjectLoss, metric: str) -> float:
-    return float(np.mean(_per_seed_metric(loss, np.ones((1, len(loss.subjects))), metric)))
+@dataclass(frozen=True)
+class _SideDraws:
+    """One setting's share of the bootstrap: its estimate and its (n,) deviations from it."""
+
+    estimate: float
+    seed_dev: np.ndarray  # seeds resampled, every subject kept
+    subject_dev: np.ndarray  # subjects resampled, every seed kept
+    influence: np.ndarray  # (J,) seed-averaged first-order effect of each subject's weight
+    interaction: float  # variance share of the seed x subject interaction in subject_dev
+
+
+def _side_draws(loss: _SeedSubjectLoss, metric: str, subject_counts: np.ndarray, seed_counts: np.ndarray) -> _SideDraws:
+    per_seed = _per_seed_metric(loss, np.ones((1, len(loss.subjects))), metric)[0]  # (S,)
+    n_seeds = len(per_seed)
+    estimate = float(per_seed.mean())
+    if n_seeds > 1:
+        # sqrt(S / (S - 1)): the bootstrap variance of a mean of S values is (S - 1) / S of
+        # the unbiased one, a third too small at 3 seeds.
+        seed_dev = (seed_counts @ per_seed / n_seeds - estimate) * np.sqrt(n_seeds / (n_seeds - 1))
+    else:
+        seed_dev = np.zeros(len(seed_counts))
+    subject_dev = _per_seed_metric(loss, subject_counts, metric).mean(axis=1) - estimate
+    # d metric_s / d w_j at w = 1 (delta method): (L_sj - n_j mean_loss_s) / N, times
+    # 1 / (2 RMSE_s) for the square root.
+    mean_loss = loss.sums.sum(axis=1) / loss.counts.sum()
+    phi = (loss.sums - loss.counts * mean_loss[:, None]) / loss.counts.sum()
+    if metric == "rmse":
+        phi = phi / (2 * np.sqrt(mean_loss))[:, None]
+    interaction = float(phi.var(axis=0, ddof=1).sum() / n_seeds) if n_seeds > 1 else 0.0
+    return _SideDraws(estimate, seed_dev, subject_dev, phi.mean(axis=0), interaction)
+
+
+def _combine(sides: list[tuple[float, _SideDraws]]) -> tuple[float, np.ndarray]:
+    """Estimate and (n,) draws of ``sum(sign * metric)`` over the sides.
+
+    The seed deviations of a side already carry the seed x subject interaction (each seed's
+    metric is taken on the test set it had); the subject deviations carry it once more. The
+    subject part is shrunk around zero so that its variance is that of the subjects' main
+    effect alone: ``1 - interaction / variance``, both from the delta method (Owen's
+    pigeonhole bootstrap, which keeps both, is conservative by that much).
+    """
+    estimate = sum(sign * side.estimate for sign, side in sides)
+    seed_dev = sum(sign * side.seed_dev for sign, side in sides)
+    subject_dev = sum(sign * side.subject_dev for sign, side in sides)
+    total = float(np.sum(sum(sign * side.influence for sign, side in sides) ** 2))
+    interaction = sum(side.interaction for _, side in sides)
+    shrink = np.sqrt(max(0.0, 1.0 - interaction / total)) if total > 0 else 0.0
+    return float(estimate), estimate + seed_dev + shrink * subject_dev
 
 
 def _percentile_interval(draws: np.ndarray, alpha: float) -> tuple[float, float]:
@@ -436,12 +477,13 @@ def two_level_bootstrap(
     column = _cluster_column(predictions, cluster, "predictions")
     loss = _seed_subject_loss(predictions, metric, column, "predictions")
     rng = np.random.default_rng(seed)
-    subject_counts = _multinomial_counts(rng, len(loss.subjects), n)
-    seed_counts = _multinomial_counts(rng, len(loss.seeds), n)
-    draws = _seed_average(_per_seed_metric(loss, subject_counts, metric), seed_counts)
+    side = _side_draws(
+        loss, metric, _multinomial_counts(rng, len(loss.subjects), n), _multinomial_counts(rng, len(loss.seeds), n)
+    )
+    estimate, draws = _combine([(1.0, side)])
     lo, hi = _percentile_interval(draws, 1 - level)
     return {
-        "estimate": _estimate(loss, metric), "lo": lo, "hi": hi, "level": level, "n": int(n),
+        "estimate": estimate, "lo": lo, "hi": hi, "level": level, "n": int(n),
         "metric": metric, "cluster": column, "n_seeds": len(loss.seeds), "n_subjects": len(loss.subjects),
         "n_videos": len(loss.videos), "resampled": RESAMPLED,
     }
@@ -465,10 +507,11 @@ def _paired_draws(
     subject_counts = _multinomial_counts(rng, len(loss_a.subjects), n)
     seeds_a = _multinomial_counts(rng, len(loss_a.seeds), n)
     seeds_b = seeds_a if pair_seeds else _multinomial_counts(rng, len(loss_b.seeds), n)
-    draws = _seed_average(_per_seed_metric(loss_a, subject_counts, metric), seeds_a) - _seed_average(
-        _per_seed_metric(loss_b, subject_counts, metric), seeds_b
-    )
-    return _estimate(loss_a, metric) - _estimate(loss_b, metric), draws, loss_a, loss_b
+    estimate, draws = _combine([
+        (1.0, _side_draws(loss_a, metric, subject_counts, seeds_a)),
+        (-1.0, _side_draws(loss_b, metric, subject_counts, seeds_b)),
+    ])
+    return estimate, draws, loss_a, loss_b
 
 
 def paired_two_level_bootstrap(
