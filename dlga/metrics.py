@@ -304,7 +304,7 @@ def _seed_subject_loss(predictions: pd.DataFrame, metric: str, cluster: str, nam
     if len(np.unique(cell)) != len(cell):
         dup = predictions.iloc[np.flatnonzero(pd.Series(cell).duplicated().to_numpy())[0]]
         raise ValueError(
-            f"{name} has more than one prediction for seed {dup['seed']!r}, video {dup['video_id']!r}; "
+            f"{name} has more than one prediction for seed {dup['seed']}, video {dup['video_id']!r}; "
             "pass one row per video and seed"
         )
     per_seed = np.bincount(seed_idx, minlength=n_seeds)
@@ -312,7 +312,7 @@ def _seed_subject_loss(predictions: pd.DataFrame, metric: str, cluster: str, nam
         s = int(np.argmin(per_seed))
         lacking = np.setdiff1d(np.arange(n_videos), video_idx[seed_idx == s])[:3]
         raise ValueError(
-            f"{name}: the runs did not predict the same videos: seed {seeds[s]!r} predicted {per_seed[s]} of "
+            f"{name}: the runs did not predict the same videos: seed {seeds[s]} predicted {per_seed[s]} of "
             f"{n_videos} (missing e.g. {videos[lacking].tolist()}); compare runs made on the same store and partition"
         )
     subject_codes, subjects = pd.factorize(predictions[cluster].astype(str), sort=True)
