@@ -242,7 +242,11 @@ def paired_bootstrap(
 # its uncertainty has two sources, training (which seed) and the test sample (which subjects).
 # Every seed scores the same subjects (a crossed design), so one bootstrap replicate draws one
 # resample of the subjects, applied to every seed and to both sides of a comparison, and a
-# resample of each side's seeds (Owen's pigeonhole bootstrap; it errs on the wide side).
+# resample of each side's seeds. Resampling both at once (Owen's pigeonhole bootstrap) counts
+# the seed x subject interaction twice and is too wide to find a 1-BDI difference at the demo's
+# size; a replicate here adds a seed deviation (subjects kept) to a subject deviation (seeds
+# kept) whose interaction share is removed (see _combine). tests/test_calibration.py checks
+# the result on simulated studies.
 # Subjects, not videos: a subject's videos share a label and a face (Decisions: Statistics).
 
 RESAMPLED = "seeds x subjects"
@@ -404,7 +408,8 @@ def _side_draws(loss: _SeedSubjectLoss, metric: str, subject_counts: np.ndarray,
     mean_loss = loss.sums.sum(axis=1) / loss.counts.sum()
     phi = (loss.sums - loss.counts * mean_loss[:, None]) / loss.counts.sum()
     if metric == "rmse":
-        phi = phi / (2 * np.sqrt(mean_loss))[:, None]
+        rmse_per_seed = np.sqrt(mean_loss)[:, None]
+        phi = np.divide(phi, 2 * rmse_per_seed, out=np.zeros_like(phi), where=rmse_per_seed > 0)
     interaction = float(phi.var(axis=0, ddof=1).sum() / n_seeds) if n_seeds > 1 else 0.0
     return _SideDraws(estimate, seed_dev, subject_dev, phi.mean(axis=0), interaction)
 
@@ -415,8 +420,8 @@ def _combine(sides: list[tuple[float, _SideDraws]]) -> tuple[float, np.ndarray]:
     The seed deviations of a side already carry the seed x subject interaction (each seed's
     metric is taken on the test set it had); the subject deviations carry it once more. The
     subject part is shrunk around zero so that its variance is that of the subjects' main
-    effect alone: ``1 - interaction / variance``, both from the delta method (Owen's
-    pigeonhole bootstrap, which keeps both, is conservative by that much).
+    effect alone: scaled by ``sqrt(1 - interaction / variance)``, both from the delta method
+    (Owen's pigeonhole bootstrap, which keeps both, is conservative by that much).
     """
     estimate = sum(sign * side.estimate for sign, side in sides)
     seed_dev = sum(sign * side.seed_dev for sign, side in sides)
@@ -455,10 +460,12 @@ def two_level_bootstrap(
     """Interval of one setting's metric of a single trained model, averaged over its seeds.
 
     Each replicate resamples the seeds (runs) with replacement and, independently, the
-    subjects with replacement, a subject carrying all its videos; every resampled seed is
-    scored on the same resampled subjects. The statistic is the mean over resampled seeds of
-    each seed's metric over the resampled subjects' videos; the interval is the percentile
-    interval of ``n`` replicates.
+    subjects with replacement, a subject carrying all its videos. A replicate is the estimate
+    plus two deviations: that of the mean over resampled seeds of each seed's metric on every
+    subject (scaled by sqrt(S / (S - 1)), none with one seed), and that of the mean over all
+    seeds of each seed's metric on the resampled subjects, shrunk so that the seed x subject
+    interaction, already in the first, is not counted again. The interval is the percentile
+    interval of ``n`` replicates (order statistics, see :func:`paired_two_level_bootstrap`).
 
     Args:
         predictions: one setting, one partition (the Testing videos), one row per (seed, video):
@@ -527,7 +534,8 @@ def paired_two_level_bootstrap(
 ) -> dict:
     """Paired two-level bootstrap of ``metric(a) - metric(b)`` for two settings.
 
-    Each replicate draws one resample of the subjects, used for both settings (subjects are
+    Replicates are built as in :func:`two_level_bootstrap`, for the difference. Each draws
+    one resample of the subjects, used for both settings (subjects are
     matched by id, so a hard subject stays hard on both sides), and resamples each setting's
     seeds. By default the two settings' seeds are resampled independently: seed ``k`` of one
     architecture is not the same trained model as seed ``k`` of another, and the settings may

@@ -238,3 +238,9 @@ def test_holm_comparisons_tie_means_adjusted_interval_contains_zero():
     assert not table.loc[4, "tie"] and table.loc[4, "estimate"] < 0  # errors x1.6: the reference is better
     assert table.loc[0, "tie"]
     assert table.attrs["resampled"] == "seeds x subjects"
+
+
+def test_two_level_perfect_predictions_have_a_zero_interval():
+    table = _long_table(np.random.default_rng(10))
+    res = metrics.two_level_bootstrap(table.assign(prediction=table["bdi"]), n=200)
+    assert res["estimate"] == res["lo"] == res["hi"] == 0
