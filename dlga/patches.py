@@ -1,7 +1,7 @@
 """The 24 patch centres of the paper's Fig. 3, computed from 68 iBUG landmarks.
 
 The paper numbers landmarks from 1 (iBUG convention); dlib and OpenFace arrays count from 0.
-DESIGN.md section 3 fixes the reading used here:
+The book's Decisions chapter (book/decisions.md, "Patch centres") fixes the reading used here:
 
 * 16 landmarks used as they are: 19, 37, 39, 22, 23, 26, 44, 46, 28, 30, 49, 51, 59, 53, 55, 57;
 * 4 midpoints of (20, 38), (42, 41), (25, 45), (47, 48) (brows and eyes);
@@ -27,14 +27,19 @@ MIDPOINT_PAIRS = ((20, 38), (42, 41), (25, 45), (47, 48), (18, 59), (27, 57))
 MOUTH_CORNERS = (49, 55)
 MOUTH_OFFSET_224 = 16.0
 
-# Short names for figures and tables (the paper's numbering, 1-24).
+# Short names for figures and tables (the paper's numbering, 1-24), after the iBUG 68 scheme:
+# 18-22 right brow (outer to inner), 23-27 left brow (inner to outer), 28-31 nose ridge (31 the
+# tip), 37-42 right eye (37 outer corner, 38-39 upper lid, 40 inner corner, 41-42 lower lid),
+# 43-48 left eye (43 inner corner, 44-45 upper lid, 46 outer corner, 47-48 lower lid), 49 and
+# 55 mouth corners, 50-54 upper lip (52 its centre), 56-60 lower lip (58 its centre).
+# R and L are the subject's right and left: R is on the image's left in a frontal face.
 PATCH_NAMES = (
-    "brow L (19)", "eye L outer (37)", "eye L inner (39)", "brow L inner (22)",
-    "brow R inner (23)", "brow R (26)", "eye R inner (44)", "eye R outer (46)",
-    "nose bridge (28)", "nose tip (30)", "mouth corner L (49)", "upper lip L (51)",
-    "lower lip L (59)", "upper lip R (53)", "mouth corner R (55)", "lower lip mid (57)",
-    "brow-eye L (20,38)", "eye L lower (42,41)", "brow-eye R (25,45)", "eye R lower (47,48)",
-    "cheek L (18,59)", "cheek R (27,57)", "mouth L offset (49)", "mouth R offset (55)",
+    "brow R (19)", "eye R outer corner (37)", "eye R upper lid (39)", "brow R inner (22)",
+    "brow L inner (23)", "brow L (26)", "eye L upper lid (44)", "eye L outer corner (46)",
+    "nose bridge (28)", "nose ridge lower (30)", "mouth corner R (49)", "upper lip R (51)",
+    "lower lip R (59)", "upper lip L (53)", "mouth corner L (55)", "lower lip L (57)",
+    "brow-eye R (20,38)", "eye R lower lid (42,41)", "brow-eye L (25,45)", "eye L lower lid (47,48)",
+    "cheek R (18,59)", "cheek L (27,57)", "mouth R offset (49)", "mouth L offset (55)",
 )
 
 

@@ -94,3 +94,153 @@ def test_mean_predictor():
     assert metrics.mean_predictor([10, 20, 30], 2).tolist() == [20, 20]
     with pytest.raises(ValueError, match="empty"):
         metrics.mean_predictor([], 3)
+
+
+# --- two-level intervals (seeds x subjects) ---------------------------------------------------
+def _long_table(rng, n_seeds=5, n_subjects=40, videos=2, error_sd=6.0, seeds=None):
+    """One setting: (seed, video_id, session_id, bdi, prediction), subject effects shared by seeds."""
+    labels = rng.uniform(0, 40, n_subjects)
+    subject_error = rng.normal(0, error_sd, n_subjects)
+    rows = []
+    for s in seeds if seeds is not None else range(n_seeds):
+        seed_error = rng.normal(0, error_sd / 3, n_subjects)
+        for v in range(videos):
+            rows.append(pd.DataFrame({
+                "seed": s, "video_id": [f"{j}_{v}" for j in range(n_subjects)],
+                "session_id": [str(j) for j in range(n_subjects)], "bdi": labels,
+                "prediction": labels + subject_error + seed_error + rng.normal(0, 2, n_subjects),
+            }))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_two_level_estimate_is_the_mean_of_per_seed_metrics_and_inside_its_interval():
+    table = _long_table(np.random.default_rng(0))
+    per_seed = [metrics.rmse(g["bdi"], g["prediction"]) for _, g in table.groupby("seed")]
+    res = metrics.two_level_bootstrap(table, "rmse", n=500, seed=0)
+    assert res["estimate"] == pytest.approx(np.mean(per_seed))
+    assert res["lo"] < res["estimate"] < res["hi"]
+    assert (res["n_seeds"], res["n_subjects"], res["n_videos"]) == (5, 40, 80)
+    assert (res["cluster"], res["resampled"]) == ("session_id", "seeds x subjects")
+    mae = metrics.two_level_bootstrap(table, "mae", n=500, seed=0)
+    per_seed_mae = [metrics.mae(g["bdi"], g["prediction"]) for _, g in table.groupby("seed")]
+    assert mae["estimate"] == pytest.approx(np.mean(per_seed_mae))
+    assert mae["lo"] < mae["estimate"] < mae["hi"]
+
+
+def test_two_level_is_deterministic_given_its_seed():
+    table = _long_table(np.random.default_rng(1))
+    assert metrics.two_level_bootstrap(table, n=300, seed=4) == metrics.two_level_bootstrap(table, n=300, seed=4)
+    assert metrics.two_level_bootstrap(table, n=300, seed=4) != metrics.two_level_bootstrap(table, n=300, seed=5)
+    other = table.assign(prediction=table["prediction"] + np.random.default_rng(2).normal(0, 3, len(table)))
+    assert metrics.paired_two_level_bootstrap(table, other, n=300, seed=4) == metrics.paired_two_level_bootstrap(
+        table, other, n=300, seed=4)
+
+
+def test_two_level_resamples_subjects_not_videos():
+    # Each video copied: a subject's evidence is unchanged, so the interval must not narrow,
+    # while a bootstrap over videos narrows by about sqrt(2).
+    table = _long_table(np.random.default_rng(3), videos=1)
+    twice = pd.concat([table, table.assign(video_id=table["video_id"] + "_copy")], ignore_index=True)
+    once = metrics.two_level_bootstrap(table, n=1000, seed=0)
+    doubled = metrics.two_level_bootstrap(twice, n=1000, seed=0)
+    assert (doubled["lo"], doubled["estimate"], doubled["hi"]) == pytest.approx((once["lo"], once["estimate"], once["hi"]))
+    seed0, seed0_twice = table[table["seed"] == 0], twice[twice["seed"] == 0]
+    v1 = metrics.bootstrap_ci(seed0["bdi"], seed0["prediction"], n=2000, seed=0)
+    v2 = metrics.bootstrap_ci(seed0_twice["bdi"], seed0_twice["prediction"], n=2000, seed=0)
+    assert (v2["high"] - v2["low"]) < 0.8 * (v1["high"] - v1["low"])
+
+
+def test_two_level_holds_training_variance():
+    # The same predictions with seed offsets that differ: a wider interval than with none.
+    rng = np.random.default_rng(4)
+    table = _long_table(rng, n_seeds=1)
+    calm = pd.concat([table.assign(seed=s) for s in range(6)], ignore_index=True)
+    shaky = pd.concat([table.assign(seed=s, prediction=table["prediction"] + 3 * s) for s in range(6)], ignore_index=True)
+    a, b = metrics.two_level_bootstrap(calm, n=1000), metrics.two_level_bootstrap(shaky, n=1000)
+    assert (b["hi"] - b["lo"]) > 1.5 * (a["hi"] - a["lo"])
+
+
+def test_paired_two_level_sign_tie_and_p():
+    rng = np.random.default_rng(5)
+    good = _long_table(rng, error_sd=4.0)
+    bad = good.assign(prediction=good["bdi"] + 2.0 * (good["prediction"] - good["bdi"]))  # errors doubled
+    res = metrics.paired_two_level_bootstrap(good, bad, n=1000, seed=0)
+    assert res["estimate"] < 0 and res["hi"] < 0 and not res["tie"] and res["p"] < 0.05
+    same = metrics.paired_two_level_bootstrap(good, good, n=500, seed=0, pair_seeds=True)
+    assert same["estimate"] == same["lo"] == same["hi"] == 0 and same["tie"] and same["p"] == 1
+    assert (res["n_seeds_a"], res["n_seeds_b"], res["n_subjects"]) == (5, 5, 40)
+
+
+def test_paired_two_level_allows_different_seed_counts_but_pairs_only_equal_seeds():
+    rng = np.random.default_rng(6)
+    a = _long_table(rng, n_seeds=5)
+    b = a[a["seed"] < 3].assign(prediction=lambda t: t["prediction"] + 1)
+    res = metrics.paired_two_level_bootstrap(a, b, n=200)
+    assert (res["n_seeds_a"], res["n_seeds_b"]) == (5, 3)
+    with pytest.raises(ValueError, match="same seeds"):
+        metrics.paired_two_level_bootstrap(a, b, n=200, pair_seeds=True)
+
+
+def test_two_level_rejects_tables_of_different_videos():
+    rng = np.random.default_rng(7)
+    a = _long_table(rng)
+    with pytest.raises(ValueError, match="did not predict the same videos"):
+        metrics.paired_two_level_bootstrap(a, a[a["video_id"] != "3_1"], n=100)
+    with pytest.raises(ValueError, match="seed 2 predicted 79 of 80"):
+        metrics.two_level_bootstrap(a.drop(a[(a["seed"] == 2) & (a["video_id"] == "0_0")].index), n=100)
+    with pytest.raises(ValueError, match="different subjects"):
+        metrics.paired_two_level_bootstrap(a, a.assign(session_id=a["video_id"]), n=100)
+    with pytest.raises(ValueError, match="more than one session_id"):
+        moved = a.copy()
+        moved.loc[(moved["seed"] == 1) & (moved["video_id"] == "0_0"), "session_id"] = "1"
+        metrics.two_level_bootstrap(moved, n=100)
+    with pytest.raises(ValueError, match="subject_id"):
+        metrics.two_level_bootstrap(a.drop(columns="session_id"), n=100)
+    with pytest.raises(ValueError, match="mixes partitions"):
+        metrics.two_level_bootstrap(a.assign(partition=np.where(a["seed"] == 0, "Development", "Testing")), n=100)
+    with pytest.raises(ValueError, match="unknown metric"):
+        metrics.two_level_bootstrap(a, "r2", n=100)
+
+
+def test_subject_column_is_preferred_to_session():
+    # AVEC2014: a subject may have two sessions; both stay together in every resample.
+    table = _long_table(np.random.default_rng(8))
+    table["subject_id"] = (table["session_id"].astype(int) // 2).astype(str)
+    res = metrics.two_level_bootstrap(table, n=100)
+    assert (res["cluster"], res["n_subjects"]) == ("subject_id", 20)
+    assert metrics.two_level_bootstrap(table, n=100, cluster="session_id")["n_subjects"] == 40
+
+
+def test_holm_adjust_known_values():
+    # Sorted 0.01, 0.02, 0.03, 0.5 with k = 4: 0.04, 0.06, 0.06 (monotone), 0.5.
+    adjusted = metrics.holm_adjust([0.03, 0.5, 0.01, 0.02])
+    np.testing.assert_allclose(adjusted, [0.06, 0.5, 0.04, 0.06])
+    np.testing.assert_allclose(metrics.holm_adjust([0.4, 0.9]), [0.8, 0.9])
+    assert metrics.holm_adjust([0.3])[0] == 0.3
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        metrics.holm_adjust([0.2, 1.5])
+
+
+def test_holm_comparisons_tie_means_adjusted_interval_contains_zero():
+    rng = np.random.default_rng(9)
+    ref = _long_table(rng, error_sd=5.0)
+    err = ref["prediction"] - ref["bdi"]
+    others = {f"x{k}": ref.assign(prediction=ref["bdi"] + err * f + rng.normal(0, 1, len(ref)))
+              for k, f in enumerate((1.0, 1.05, 1.15, 1.3, 1.6))}
+    table = metrics.holm_comparisons(ref, others, n=2000, seed=0)
+    assert table["setting"].tolist() == list(others)
+    np.testing.assert_allclose(table["p_holm"], metrics.holm_adjust(table["p"]))
+    contains_zero = (table["lo_holm"] <= 0) & (table["hi_holm"] >= 0)
+    assert (table["tie"] == contains_zero).all()
+    assert (table["tie"] == (table["p_holm"] >= 0.05)).all()
+    assert (table["lo_holm"] <= table["lo"]).all() and (table["hi_holm"] >= table["hi"]).all()
+    assert sorted(table["holm_rank"]) == [1, 2, 3, 4, 5]
+    assert not table.loc[4, "tie"] and table.loc[4, "estimate"] < 0  # errors x1.6: the reference is better
+    assert table.loc[0, "tie"]
+    assert table.attrs["resampled"] == "seeds x subjects"
+
+
+def test_two_level_perfect_predictions_have_a_zero_interval():
+    table = _long_table(np.random.default_rng(10))
+    res = metrics.two_level_bootstrap(table.assign(prediction=table["bdi"]), n=200)
+    assert res["estimate"] == res["lo"] == res["hi"] == 0

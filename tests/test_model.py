@@ -1,5 +1,7 @@
 """The DLGA-CNN layers and model against small numpy references and the paper's sizes."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -15,7 +17,7 @@ from dlga.layers import (
     wspp_bins,
 )
 from dlga.model import build_model, lga_size
-from dlga.patches import centre_matrix, patch_centres, window_starts
+from dlga.patches import PATCH_NAMES, centre_matrix, patch_centres, window_starts
 
 
 def known_landmarks():
@@ -56,6 +58,22 @@ def test_patch_centres_of_known_landmarks():
     # each row of the centre matrix is a convex combination of landmarks
     np.testing.assert_allclose(centre_matrix().sum(1), 1.0)
 
+
+
+def test_patch_names_follow_the_ibug_scheme():
+    # The numbers in a name are the landmarks its centre is made of (1-indexed).
+    for name, row in zip(PATCH_NAMES, centre_matrix()):
+        numbers = sorted(int(x) for x in re.search(r"\(([\d,]+)\)", name).group(1).split(","))
+        assert numbers == sorted(np.flatnonzero(row) + 1), name
+    names = dict(zip(range(1, 25), PATCH_NAMES))
+    # iBUG 68: 39 and 44 are upper-lid points (not eye corners), 30 the lower nose ridge (31 is
+    # the tip), 57 beside the lower-lip centre 58; 37 and 46 are outer eye corners; R/L the subject's.
+    assert names[3] == "eye R upper lid (39)" and names[7] == "eye L upper lid (44)"
+    assert names[10] == "nose ridge lower (30)" and "tip" not in " ".join(PATCH_NAMES)
+    assert names[16] == "lower lip L (57)" and "mid" not in " ".join(PATCH_NAMES)
+    assert names[2] == "eye R outer corner (37)" and names[8] == "eye L outer corner (46)"
+    assert names[11] == "mouth corner R (49)" and names[15] == "mouth corner L (55)"
+    assert len(set(PATCH_NAMES)) == 24
 
 def test_patch_centres_layer_matches_numpy_on_a_batch():
     lm = np.random.default_rng(1).uniform(0, 224, size=(3, 68, 2)).astype("float32")
