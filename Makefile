@@ -22,6 +22,8 @@ export XDG_CACHE_HOME := $(CURDIR)/.cache
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
 export TF_CPP_MIN_LOG_LEVEL := 2
+# oneDNN on every CPU: the gradient of the grouped per-patch convolution needs it (dlga/__init__.py).
+export TF_ENABLE_ONEDNN_OPTS := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: help venv test test-fast book bench data clean distclean

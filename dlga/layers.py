@@ -197,6 +197,39 @@ class PatchCrop(keras.layers.Layer):
         return {**super().get_config(), "patch_size": self.patch_size, "stride": self.stride}
 
 
+def grouped_gradient_available() -> bool:
+    """Whether TensorFlow here can take the gradient of a grouped convolution.
+
+    Its plain CPU kernels cannot ("Gradients for grouped convolutions are not supported on
+    CPU"); its oneDNN CPU kernels and its GPU kernels can.
+    """
+    if tf.config.list_logical_devices("GPU"):
+        return True
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # private: no public switch exists
+    except ImportError:
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def _same_conv_taps(size: int, kernel: int) -> tf.Tensor:
+    """``T[(u, v), (s, t), tap] = 1`` where a 'same' ``kernel`` x ``kernel`` convolution on a
+    ``size`` x ``size`` map sends input cell (u, v) to output cell (s, t) through ``tap``.
+
+    Shape ``(size**2, size**2, kernel**2)``, float32.
+    """
+    r = kernel // 2
+    taps = np.zeros((size, size, size, size, kernel, kernel), np.float32)
+    for s_ in range(size):
+        for t in range(size):
+            for i in range(kernel):
+                for j in range(kernel):
+                    u, v = s_ + i - r, t + j - r
+                    if 0 <= u < size and 0 <= v < size:
+                        taps[u, v, s_, t, i, j] = 1.0
+    return tf.constant(taps.reshape(size * size, size * size, kernel * kernel))
+
+
 @keras.saving.register_keras_serializable(package="dlga")
 class LocalAttention(keras.layers.Layer):
     """The 24 Local Attention Learning (LAL) modules of LA-CNN (Fig. 2, Eqs. 1-3).
@@ -217,15 +250,19 @@ class LocalAttention(keras.layers.Layer):
         attention_units: hidden units of the attention branch's first FC (64).
         shared: one set of weights for every patch.
         conv_impl: ``"grouped"`` (one grouped convolution), ``"einsum"`` (im2col + batched
-            matmul) or ``"auto"`` (grouped from batch 8 up, einsum below); all compute the
-            same function, the faster depends on the batch and the machine.
+            matmul), ``"dense"`` (the convolution of a P x P patch written out as one
+            (P*P*C) x (P*P*C') matrix per patch: fewest operations for crops of 3 cells or
+            less) or ``"auto"``: dense for crops up to 3 cells; otherwise grouped from batch 8
+            up and einsum below, and einsum where the grouped gradient is missing (TensorFlow's
+            CPU kernels without oneDNN). All compute the same function.
 
     Input shape: ``(B, N, P, P, C)`` patches.
     Output shape: ``[(B, N * units) rho, (B, N) alpha]``.
     """
 
-    CONV_IMPLS = ("auto", "grouped", "einsum")
+    CONV_IMPLS = ("auto", "grouped", "einsum", "dense")
     AUTO_GROUPED_MIN_BATCH = 8
+    AUTO_DENSE_MAX_PATCH = 3
 
     def __init__(
         self,
@@ -281,15 +318,19 @@ class LocalAttention(keras.layers.Layer):
         if kernel.shape[1] == 1:  # a 1x1 conv is a per-patch matrix product
             y = tf.einsum("bnpqc,ncd->bnpqd", x, kernel[:, 0, 0])
             return y + bias[None, :, None, None, :]
-        if self.conv_impl == "auto":
-            # Measured on a 2-core CPU (make bench): the grouped convolution wins at batch 32,
-            # im2col + batched matmul wins by ~4x at batch 1, where the grouped kernel is slow.
-            return tf.cond(
-                tf.shape(x)[0] >= self.AUTO_GROUPED_MIN_BATCH,
-                lambda: self._conv_impl(x, kernel, bias, "grouped"),
-                lambda: self._conv_impl(x, kernel, bias, "einsum"),
-            )
-        return self._conv_impl(x, kernel, bias, self.conv_impl)
+        if self.conv_impl != "auto":
+            return self._conv_impl(x, kernel, bias, self.conv_impl)
+        if x.shape[2] is not None and x.shape[2] <= self.AUTO_DENSE_MAX_PATCH:
+            return self._conv_impl(x, kernel, bias, "dense")
+        if not grouped_gradient_available():
+            return self._conv_impl(x, kernel, bias, "einsum")
+        # The grouped kernel wins at large batches; at batch 1 im2col + batched matmul is
+        # several times faster (make bench prints both).
+        return tf.cond(
+            tf.shape(x)[0] >= self.AUTO_GROUPED_MIN_BATCH,
+            lambda: self._conv_impl(x, kernel, bias, "grouped"),
+            lambda: self._conv_impl(x, kernel, bias, "einsum"),
+        )
 
     def _conv_impl(self, x, kernel, bias, impl):
         b, n, p = tf.unstack(tf.shape(x)[:3])
@@ -301,6 +342,16 @@ class LocalAttention(keras.layers.Layer):
             y = tf.nn.conv2d(xg, kg, 1, "SAME")
             y = tf.transpose(tf.reshape(y, (b, p, p, n, cout)), (0, 3, 1, 2, 4))
             return y + bias[None, :, None, None, :]
+        if impl == "dense":
+            # Output cell (s, t) reads input cell (u, v) through tap (u - s + r, v - t + r) of
+            # the 'same' kernel: scatter the taps into one block matrix per patch, then one
+            # batched matmul over the flattened patch. Taps that fall on padding never appear.
+            q = x.shape[2]
+            taps = _same_conv_taps(q, k)  # (q*q, q*q, k*k) 0/1
+            dense = tf.einsum("xyt,ntcd->nxcyd", taps, tf.reshape(kernel, (-1, k * k, cin, cout)))
+            dense = tf.reshape(dense, (-1, q * q * cin, q * q * cout))
+            y = tf.einsum("bnx,nxy->bny", tf.reshape(x, (b, n, q * q * cin)), dense)
+            return tf.reshape(y, (b, n, q, q, cout)) + bias[None, :, None, None, :]
         # im2col: the k*k shifted copies side by side, then one batched matmul per patch.
         r = k // 2
         xp = tf.pad(x, [[0, 0], [0, 0], [r, r], [r, r], [0, 0]])

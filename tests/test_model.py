@@ -118,7 +118,7 @@ def _reference_lal(layer, patches):
     return np.concatenate(outs, axis=1), np.stack(alphas, axis=1)
 
 
-@pytest.mark.parametrize("impl", ["grouped", "einsum", "auto"])
+@pytest.mark.parametrize("impl", ["grouped", "einsum", "dense", "auto"])
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("p", [6, 2])
 def test_local_attention_equals_per_patch_reference(impl, shared, p):
@@ -132,6 +132,35 @@ def test_local_attention_equals_per_patch_reference(impl, shared, p):
     np.testing.assert_allclose(rho.numpy(), ref_rho, rtol=1e-4, atol=1e-4)
     g = 1 if shared else 24
     assert layer.conv1_kernel.shape == (g, 3, 3, 8, 8)
+
+
+@pytest.mark.parametrize("p", [6, 3, 2])
+def test_local_attention_gradients_agree_between_conv_impls(p):
+    """Training takes gradients through the per-patch convolutions: every path gives the same."""
+    patches = tf.constant(np.random.default_rng(4).normal(size=(9, 24, p, p, 8)).astype("float32"))
+    grads = {}
+    for impl in ("grouped", "einsum", "dense"):
+        tf.keras.utils.set_random_seed(0)
+        layer = LocalAttention(units=5, attention_channels=4, attention_units=3, conv_impl=impl)
+        with tf.GradientTape() as tape:
+            tape.watch(patches)
+            rho, alpha = layer(patches)
+            loss = tf.reduce_sum(rho**2) + tf.reduce_sum(alpha)
+        grads[impl] = [g.numpy() for g in tape.gradient(loss, [patches, layer.conv1_kernel, layer.att_conv_kernel])]
+    for impl in ("einsum", "dense"):
+        for got, want in zip(grads[impl], grads["grouped"]):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_convolution_gradient_is_available_under_the_project_environment():
+    # dlga/__init__.py turns oneDNN on: without it TensorFlow's CPU kernels cannot take the
+    # gradient of a grouped convolution and `auto` falls back to im2col.
+    import os
+
+    from dlga.layers import grouped_gradient_available
+
+    assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
+    assert grouped_gradient_available()
 
 
 def test_per_patch_weights_differ_between_patches():
