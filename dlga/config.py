@@ -1,6 +1,6 @@
 """Model configuration: one frozen dataclass, named presets and the paper's ten settings.
 
-The paper (He, Chan, Wang) leaves many sizes open; ``../DESIGN.md`` section 2 fixes them.
+The paper (He, Chan, Wang) leaves many sizes open; the book's Decisions chapter (book/decisions.md, "Architecture") fixes them.
 Every field is validated on construction so that a bad configuration fails at the boundary
 with a message that names the field, not deep inside Keras.
 """
@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 # Presets scale the input and the conv widths only; vector sizes (64, 512, 2048) stay fixed so
-# that WSPP has the same geometry in every preset (DESIGN.md section 2).
+# that WSPP has the same geometry in every preset (Decisions: Architecture).
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"input_size": 224, "width": 1.0},
     "small": {"input_size": 112, "width": 0.5},
     "tiny": {"input_size": 64, "width": 0.125},
 }
 
-# Tables 3-4 of the paper as switches on one model (DESIGN.md section 2).
+# Tables 3-4 of the paper as switches on one model (Decisions: Architecture).
 SETTINGS: dict[str, dict[str, bool]] = {
     "LA-CMP-": {"local": True, "cmp": False, "global_": False, "wspp": False},
     "LA-CMP+": {"local": True, "cmp": True, "global_": False, "wspp": False},

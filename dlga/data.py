@@ -1,4 +1,4 @@
-"""The tf.data pipeline: frames of a preprocessed store (DESIGN.md section 4) to model batches.
+"""The tf.data pipeline: frames of a preprocessed store (Decisions: Data) to model batches.
 
 A store holds one ``.npz`` per video; all reads go through :mod:`data_prep.store` and nothing
 is pickled. The model sees one aligned frame at a time, so training shuffles *frames* across

@@ -142,7 +142,7 @@ class PatchCrop(keras.layers.Layer):
     """Cut ``P x P`` windows from a feature map around centres given in input pixels.
 
     The window's top-left corner is ``round(centre / stride - P / 2)`` (half up), clamped so
-    that the window lies inside the map (DESIGN.md section 2). Cropping on the feature map
+    that the window lies inside the map (Decisions: Architecture). Cropping on the feature map
     rather than the image is the paper's choice (section 3.3.2): the receptive field grows and
     the backbone is shared.
 
@@ -287,7 +287,7 @@ class LocalAttention(keras.layers.Layer):
             raise ValueError(f"LocalAttention expects (batch, N, P, P, C), got {tuple(input_shape)}")
         _, n, p, _, c = input_shape
         self.num_patches, self.patch_size, self.channels = n, p, c
-        self.pool = p >= 4  # a 2x2 or 3x3 crop would pool to 1x1: skip (DESIGN.md section 2)
+        self.pool = p >= 4  # a 2x2 or 3x3 crop would pool to 1x1: skip (Decisions: Architecture)
         q = p // 2 if self.pool else p
         g = 1 if self.shared else n
         he = PatchwiseVarianceScaling("he_normal")

@@ -23,7 +23,7 @@ from .layers import (
 
 
 def _conv(filters: int, name: str) -> keras.layers.Conv2D:
-    # Every backbone conv is followed by ReLU: He initialisation (DESIGN.md section 2).
+    # Every backbone conv is followed by ReLU: He initialisation (Decisions: Architecture).
     return keras.layers.Conv2D(
         filters, 3, padding="same", activation="relu", kernel_initializer="he_normal", name=name
     )
@@ -52,7 +52,7 @@ def build_model(config: ModelConfig, conv_impl: str = "auto", name: str | None =
     image = keras.Input((s, s, 3), name="image")
     landmarks = keras.Input((68, 2), name="landmarks")
 
-    # Depressed-CNN, Table 2. Inputs scaled to [-1, 1] (DESIGN.md section 2).
+    # Depressed-CNN, Table 2. Inputs scaled to [-1, 1] (Decisions: Architecture).
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(image)
     for i, base in enumerate((64, 128, 256), start=1):
         x = _conv(config.channels(base), f"conv{i}")(x)
@@ -92,7 +92,7 @@ def build_model(config: ModelConfig, conv_impl: str = "auto", name: str | None =
     z = WeightedSpatialPyramidPooling(name="wspp")(lga) if config.wspp else lga
     z = keras.layers.Dense(config.head_units, activation="relu", kernel_initializer="he_normal", name="fc1")(z)
     # The last bias starts at the training-label mean and the kernel is Glorot, not zero: a
-    # zero kernel blocks every gradient at step 1 (DESIGN.md section 2).
+    # zero kernel blocks every gradient at step 1 (Decisions: Architecture).
     score = keras.layers.Dense(
         1,
         kernel_initializer="glorot_uniform",
