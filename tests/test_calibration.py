@@ -22,14 +22,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_prep.synthetic import PRESETS, TASKS
+from data_prep.synthetic import COHORT_PRESETS, TASKS
 from dlga import metrics
 
 N_STUDIES = 400
 N_RESAMPLES = 1000
 N_SEEDS = 10
-N_SUBJECTS = PRESETS["demo"].n_test
-LABEL_SD = PRESETS["demo"].bdi_sd
+N_SUBJECTS = COHORT_PRESETS["demo"].n_test
+LABEL_SD = COHORT_PRESETS["demo"].bdi_sd
 SHRINK = 0.5  # predictions move half-way to the mean: the error falls with the label
 SUBJECT_SD, SEED_SUBJECT_SD, VIDEO_SD = 5.0, 4.0, 3.0
 SEED_SCALE_SD, SEED_BIAS_SD = 0.05, 1.0
