@@ -26,9 +26,11 @@ Decisions (the book's Decisions chapter, book/decisions.md, "Architecture"):
 from __future__ import annotations
 
 import importlib.metadata
+import contextlib
 import math
 import os
 import platform
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 from keras import ops
+from keras.src.random import seed_generator as keras_seed_generator
 from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 from tqdm.auto import tqdm
@@ -496,6 +499,24 @@ def train(
         _op_determinism(previous_determinism)
 
 
+@contextlib.contextmanager
+def private_default_seeds(seed: int):
+    """Keras draws the seed of every unseeded initializer from Python's global ``random``;
+    within this block it draws them from a generator of its own, seeded with ``seed``.
+
+    Other threads of the process (a Dask worker's, for one) also draw from the global
+    ``random``, so without this a model's initial weights depend on what ran beside it. The
+    private generator yields what the global one yields right after ``random.seed(seed)``
+    (as ``keras.utils.set_random_seed`` leaves it), so single-threaded runs are unchanged.
+    """
+    previous = keras_seed_generator.python_random  # private Keras name: no public hook exists
+    keras_seed_generator.python_random = random.Random(seed)
+    try:
+        yield
+    finally:
+        keras_seed_generator.python_random = previous
+
+
 def _op_determinism(enabled: bool) -> bool:
     """Set TensorFlow's process-wide op determinism; return the previous setting."""
     previous = tf_config.is_op_determinism_enabled()
@@ -521,7 +542,7 @@ class _Run:
             for name, source in sources.items()
         }
         self.config = model_config.replace(warm_start_bias=float(np.mean(self.parts["Training"].labels)))
-        with strategy.scope():
+        with strategy.scope(), private_default_seeds(tc.seed):
             self.model = model_fn(self.config)
             self.optimizer = make_optimizer(tc, self.model)
             self.optimizer.build(self.model.trainable_variables)
