@@ -197,14 +197,14 @@ def data_source_hash() -> str:
     return sources_hash(DATA_SOURCES)
 
 
-# (path, size, mtime_ns) -> sha256 of the file: a store is hashed once per process, then
-# only stat'ed. A rewrite changes the mtime (atomic writes make a new file), so the key changes.
-_FILE_DIGESTS: dict[tuple[str, int, int], bytes] = {}
+# (path, inode, size, mtime_ns) -> sha256 of the file: a store is hashed once per process, then
+# only stat'ed. An atomic rewrite makes a new file (another inode) even within one clock tick.
+_FILE_DIGESTS: dict[tuple[str, int, int, int], bytes] = {}
 
 
 def _file_digest(path: Path) -> bytes:
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
     digest = _FILE_DIGESTS.get(key)
     if digest is None:
         h = hashlib.sha256()
@@ -220,7 +220,7 @@ def store_fingerprint(store_dir: str | os.PathLike) -> str:
 
     Covers ``params.json``, ``manifest.csv`` and the bytes of every ``videos/*.npz`` (frames,
     landmarks, labels), so a store rewritten with other frames under the same parameters has
-    another fingerprint. Each file's hash is cached by path, size and modification time: the
+    another fingerprint. Each file's hash is cached by path, inode, size and modification time: the
     first call in a process reads the store once, later calls only list it.
     """
     store_dir = Path(store_dir)

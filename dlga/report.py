@@ -346,29 +346,32 @@ def paired_comparison(runs_a, runs_b, n: int = 2000, seed: int = 0, metric: str 
     return paired_two_level_bootstrap(prediction_table(runs_a), prediction_table(runs_b), metric, n=n, seed=seed)
 
 
-def _bounds(res) -> tuple[float, float, str]:
-    """(lo, hi, how the interval was made) of a comparison result or a Holm row."""
+def _bounds(res) -> tuple[float, float, float, str]:
+    """(estimate, lo, hi, how the interval was made) of a comparison: a two-level result, a
+    Holm row, or a one-run :func:`dlga.metrics.paired_bootstrap` result (over videos)."""
     if "lo_holm" in res:
         k = res.get("holm_k", "")
-        return res["lo_holm"], res["hi_holm"], f"Holm-adjusted over {k} comparisons, {RESAMPLED}"
-    return res["lo"], res["hi"], str(res.get("resampled", RESAMPLED))
+        return res["estimate"], res["lo_holm"], res["hi_holm"], f"Holm-adjusted over {k} comparisons, {RESAMPLED}"
+    if "lo" in res:
+        return res["estimate"], res["lo"], res["hi"], str(res.get("resampled", RESAMPLED))
+    return res["diff"], res["low"], res["high"], "videos of one set of predictions"
 
 
 def verdict_label(res, name_a: str, name_b: str) -> str:
     """``"tie"`` when the (adjusted, for a Holm row) 95 % interval of metric(a) - metric(b)
     contains 0, else ``"<name> better"`` for the side with the lower error."""
-    lo, hi, _ = _bounds(res)
+    estimate, lo, hi, _ = _bounds(res)
     if lo <= 0 <= hi:
         return "tie"
-    return f"{name_a if res['estimate'] < 0 else name_b} better"
+    return f"{name_a if estimate < 0 else name_b} better"
 
 
 def verdict(res, name_a: str, name_b: str, unit: str = "BDI points") -> str:
     """A comparison in words. ``res``: :func:`paired_comparison`'s result or a row of
     :func:`comparisons_with`'s Holm family. A tie when the interval contains 0; ties are not
     ranked."""
-    lo, hi, how = _bounds(res)
-    ci = f"{res['estimate']:+.2f} {unit} (95 % interval, {how}: [{lo:+.2f}, {hi:+.2f}])"
+    estimate, lo, hi, how = _bounds(res)
+    ci = f"{estimate:+.2f} {unit} (95 % interval, {how}: [{lo:+.2f}, {hi:+.2f}])"
     label = verdict_label(res, name_a, name_b)
     if label == "tie":
         return f"{name_a} vs {name_b}: {ci}: a **tie**, the interval contains 0; neither is ranked above the other."

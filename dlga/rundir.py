@@ -227,7 +227,8 @@ def load_run(path: str | os.PathLike) -> Run:
 def prediction_table(runs, partition: str = "Testing") -> pd.DataFrame:
     """The predictions of one partition of several runs (the seeds of one setting) as one long
     table: one row per (run, video), ``seed`` (the run's training seed) first, then
-    :data:`PREDICTION_COLUMNS`; what :func:`dlga.metrics.two_level_bootstrap` reads.
+    :data:`PREDICTION_COLUMNS` (those present; ``subject_id`` from ``session_id`` where the
+    run has none); what :func:`dlga.metrics.two_level_bootstrap` reads.
 
     ``runs``: :class:`Run` objects. Raises ValueError when ``runs`` is empty or a run has no
     video of ``partition``.
@@ -243,5 +244,6 @@ def prediction_table(runs, partition: str = "Testing") -> pd.DataFrame:
                              f"{sorted(run.predictions['partition'].unique())}")
         if "subject_id" not in p.columns:
             p = p.assign(subject_id=p["session_id"])
-        tables.append(p.assign(seed=int(run.params["train"]["seed"]))[["seed", *PREDICTION_COLUMNS]])
+        columns = [c for c in PREDICTION_COLUMNS if c in p.columns]  # n_frames is optional
+        tables.append(p.assign(seed=int(run.params["train"]["seed"]))[["seed", *columns]])
     return pd.concat(tables, ignore_index=True)
