@@ -168,12 +168,68 @@ def read_manifest(store_dir: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+DATA_SOURCES = (
+    "data_prep/video.py", "data_prep/faces.py", "data_prep/align.py", "data_prep/extract.py",
+    "data_prep/openface.py", "data_prep/preprocess.py", "data_prep/datasets.py", "data_prep/store.py",
+)
+"""The modules that turn a video into stored frames (paths from the project root).
+
+They decide a store's content, so their hash belongs to the store's identity (its
+``params.json``, written by :mod:`data_prep.preprocess`); a run sees them through
+:func:`store_fingerprint`, which hashes what they wrote."""
+
+
+def sources_hash(files, root: str | os.PathLike = PROJECT_ROOT) -> str:
+    """A short hash of source files: each path (relative to ``root``) and its bytes."""
+    h = hashlib.sha256()
+    for name in files:
+        h.update(str(name).encode())
+        h.update(b"\0")
+        h.update((Path(root) / name).read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def data_source_hash() -> str:
+    """:func:`sources_hash` of :data:`DATA_SOURCES`."""
+    return sources_hash(DATA_SOURCES)
+
+
+# (path, inode, size, mtime_ns) -> sha256 of the file: a store is hashed once per process, then
+# only stat'ed. An atomic rewrite makes a new file (another inode) even within one clock tick.
+_FILE_DIGESTS: dict[tuple[str, int, int, int], bytes] = {}
+
+
+def _file_digest(path: Path) -> bytes:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    digest = _FILE_DIGESTS.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        digest = _FILE_DIGESTS[key] = h.digest()
+    return digest
+
+
 def store_fingerprint(store_dir: str | os.PathLike) -> str:
-    """A short hash of a store's manifest and parameters: identifies the data a run used."""
+    """A short hash of everything in a store that training reads: identifies the data of a run.
+
+    Covers ``params.json``, ``manifest.csv`` and the bytes of every ``videos/*.npz`` (frames,
+    landmarks, labels), so a store rewritten with other frames under the same parameters has
+    another fingerprint. Each file's hash is cached by path, inode, size and modification time: the
+    first call in a process reads the store once, later calls only list it.
+    """
     store_dir = Path(store_dir)
     h = hashlib.sha256()
     for name in ("params.json", "manifest.csv"):
         p = store_dir / name
         if p.is_file():
-            h.update(p.read_bytes())
+            h.update(name.encode() + b"\0" + _file_digest(p))
+    videos = store_dir / "videos"
+    for p in sorted(videos.glob("*.npz")) if videos.is_dir() else []:
+        h.update(p.name.encode() + b"\0" + _file_digest(p))
     return h.hexdigest()[:16]

@@ -12,7 +12,8 @@ that the ``avec2014`` adapter and the whole pipeline read exactly as they would 
       Landmarks/{Partition}/{Task}/<id>_<Task>_landmarks.npz    ground truth, see below
       cohort.csv      one row per session: partition, BDI, morph photos and weights, offsets, cues
       videos.csv      one row per video: frames, frames with a face, blurred frames
-      cohort.json     the generation parameters (CohortConfig) and the photo list
+      cohort.json     its identity (:func:`cohort_identity`: seed, CohortConfig, cue constants,
+                      source hash), the cue model in words and the photo list
 
 Ground truth: each ``_landmarks.npz`` holds ``landmarks`` (float32, frames x 68 x 2, video
 pixels, iBUG order 0-indexed, NaN rows where no face is in view), ``face`` and ``blurred``
@@ -54,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -70,7 +72,7 @@ import pandas as pd
 from . import align, morph
 from .extract import extract_faces, make_detector
 from .preprocess import make_params
-from .store import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
+from .store import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, sources_hash
 
 PARTITIONS = ("Training", "Development", "Testing")
 TASKS = ("Freeform", "Northwind")
@@ -88,6 +90,9 @@ LABEL_DIRS = {
     "Testing": Path("AVEC2014_Labels_Testset") / "Testing" / "DepressionLabels",
 }
 COHORT_VERSION = 1
+COHORT_SOURCES = ("data_prep/synthetic.py", "data_prep/morph.py", "data_prep/align.py", "data_prep/faces.py")
+"""The modules that draw and render a cohort (paths from the project root): their hash is part
+of a cohort's identity (:func:`cohort_identity`), so a changed cue model makes a new cohort."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,27 @@ COHORT_PRESETS = {
     # Subjects carry the signal, not frames (Decisions: Data): many short sessions.
     "demo": CohortConfig(n_train=200, n_dev=50, n_test=90, seconds=1.2, name="demo"),
 }
+
+
+def cue_constants() -> dict:
+    """The module constants of the cue model, read when called (a test may patch them)."""
+    return {"BDI_MAX": BDI_MAX, "MAX_PITCH": MAX_PITCH, "MOUTH_PER_S": MOUTH_PER_S, "BROW_PER_S": BROW_PER_S,
+            "LID_PER_S": LID_PER_S, "LID_MAX": LID_MAX}
+
+
+def cohort_identity(cfg: CohortConfig | str, seed: int = 0) -> dict:
+    """Everything that decides a cohort's files: version, seed, configuration, the cue
+    constants and the hash of :data:`COHORT_SOURCES`. ``cfg``: a config or a preset name.
+
+    ``cohort.json`` holds it; :func:`make_cohort` rebuilds a folder whose cohort has another."""
+    cfg = CohortConfig.preset(cfg) if isinstance(cfg, str) else cfg
+    return {"version": COHORT_VERSION, "seed": int(seed), "config": cfg.to_dict(),
+            "cue_constants": cue_constants(), "sources": sources_hash(COHORT_SOURCES)}
+
+
+def cohort_key(cfg: CohortConfig | str, seed: int = 0) -> str:
+    """A short hash of :func:`cohort_identity`, for folder and stamp names."""
+    return hashlib.sha256(json.dumps(cohort_identity(cfg, seed), sort_keys=True).encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------- the cohort table
@@ -634,14 +660,20 @@ def make_cohort(
         progress: show a tqdm bar.
     """
     out = Path(out)
-    meta = {"version": COHORT_VERSION, "seed": int(seed), "config": cfg.to_dict()}
+    meta = cohort_identity(cfg, seed)
     meta_path = out / "cohort.json"
     if meta_path.is_file() and not force:
         old = json.loads(meta_path.read_text())
         if {k: old.get(k) for k in meta} == meta and (out / "cohort.csv").is_file():
             print(f"{out}: this cohort is already there (same seed and parameters); nothing to do")
             return pd.read_csv(out / "cohort.csv", dtype={"subject_id": str, "session_id": str})
-        raise FileExistsError(f"{out} holds a different synthetic cohort; pass --force to overwrite it or choose another --out")
+        same_request = all(old.get(k) == meta[k] for k in ("version", "seed", "config"))
+        if not same_request:
+            raise FileExistsError(f"{out} holds a different synthetic cohort; pass --force to overwrite it or choose another --out")
+        # The same seed and configuration drawn by another cue model or other rendering code:
+        # stale output of this very request, so it is made again.
+        print(f"{out}: the cohort there was made by another cue model or code version; making it again")
+        force = True
     if out.is_dir() and any(out.iterdir()) and not meta_path.is_file() and not force:
         raise FileExistsError(f"{out} is not empty and holds no synthetic cohort; choose an empty --out or pass --force")
     out.mkdir(parents=True, exist_ok=True)
@@ -681,7 +713,7 @@ def make_cohort(
     atomic_write_csv(out / "cohort.csv", table)
     meta["photos"] = bank.names
     meta["cue_model"] = {
-        "severity": "s = bdi / 63",
+        "severity": f"s = bdi / {BDI_MAX}",
         "mouth_drop_iod": f"{MOUTH_PER_S} * local_strength * s",
         "brow_raise_iod": f"{BROW_PER_S} * local_strength * s",
         "lid_droop_iod": f"min({LID_PER_S} * local_strength * s, {LID_MAX})",

@@ -30,7 +30,8 @@ import tensorflow as tf
 
 from data_prep.store import PARTITIONS, StoreError, read_manifest, read_video, video_path
 
-VIDEO_TABLE_COLUMNS = ["video_id", "session_id", "partition", "bdi", "n_frames"]
+VIDEO_TABLE_COLUMNS = ["video_id", "subject_id", "session_id", "partition", "bdi", "n_frames"]
+FRAME_TABLE_COLUMNS = ["video_id", "subject_id", "session_id", "partition", "bdi"]
 
 
 @dataclass
@@ -39,8 +40,10 @@ class Partition:
 
     Attributes:
         name: ``Training``, ``Development`` or ``Testing``.
-        videos: one row per video that has frames: ``video_id``, ``session_id``,
-            ``partition``, ``bdi``, ``n_frames``, ``start`` (index of its first frame).
+        videos: one row per video that has frames: ``video_id``, ``subject_id``,
+            ``session_id``, ``partition``, ``bdi``, ``n_frames``, ``start`` (index of its
+            first frame). A video without a session id is its own session, one without a
+            subject id its session's subject (the unit the book's intervals resample).
         labels: (N,) float32 BDI label of every frame.
         video_of_frame: (N,) int32 row of ``videos`` of every frame.
         frame_size: side S of the stored frames in pixels.
@@ -91,6 +94,14 @@ class Partition:
         data = self._video(row)
         k = index - int(self.videos["start"].iat[row])
         return data["frames"][k], data["landmarks"][k]
+
+
+def _filled(videos: pd.DataFrame, column: str, fallback: str) -> pd.Series:
+    """``videos[column]`` as text, ``videos[fallback]`` where it is missing or empty."""
+    if column not in videos.columns:
+        return videos[fallback].astype(str)
+    values = videos[column].astype("string")
+    return values.mask(values.isna() | (values.str.strip() == ""), videos[fallback].astype(str)).astype(str)
 
 
 def load_partition(
@@ -145,8 +156,8 @@ def load_partition(
     videos = rows[rows["n_frames"] > 0].reset_index(drop=True)
     if videos.empty:
         raise StoreError(f"{store_dir}: every {partition} video has zero frames (no face found)")
-    if "session_id" not in videos.columns or videos["session_id"].isna().any():
-        videos["session_id"] = videos["video_id"]
+    videos["session_id"] = _filled(videos, "session_id", "video_id")
+    videos["subject_id"] = _filled(videos, "subject_id", "session_id")
     videos["start"] = np.concatenate([[0], np.cumsum(videos["n_frames"].to_numpy())[:-1]])
     video_of_frame = np.repeat(np.arange(len(videos), dtype=np.int32), videos["n_frames"].to_numpy())
     labels = np.repeat(videos["bdi"].to_numpy(np.float32), videos["n_frames"].to_numpy())
@@ -329,7 +340,6 @@ def evaluation_dataset(part: Partition, input_size: int, batch_size: int = 64) -
 
 
 def frame_table(part: Partition) -> pd.DataFrame:
-    """One row per frame in evaluation order: video_id, session_id, partition, bdi."""
-    return part.videos.iloc[part.video_of_frame][["video_id", "session_id", "partition", "bdi"]].reset_index(
-        drop=True
-    )
+    """One row per frame in evaluation order: :data:`FRAME_TABLE_COLUMNS` (video_id,
+    subject_id, session_id, partition, bdi)."""
+    return part.videos.iloc[part.video_of_frame][FRAME_TABLE_COLUMNS].reset_index(drop=True)

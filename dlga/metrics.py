@@ -32,7 +32,7 @@ BANDS: tuple[tuple[str, int, int], ...] = (
 BAND_NAMES = tuple(name for name, _, _ in BANDS)
 
 # Columns carried from frames to videos: constant within a video.
-_VIDEO_COLUMNS = ("session_id", "partition", "bdi")
+_VIDEO_COLUMNS = ("subject_id", "session_id", "partition", "bdi")
 
 
 def _as_1d(name: str, values) -> np.ndarray:
@@ -74,7 +74,8 @@ def video_scores(frame_predictions: pd.DataFrame) -> pd.DataFrame:
 
     Args:
         frame_predictions: one row per frame with ``video_id`` and ``prediction`` and,
-            optionally, ``session_id``, ``partition``, ``bdi`` (constant within a video).
+            optionally, ``subject_id``, ``session_id``, ``partition``, ``bdi`` (constant
+            within a video).
 
     Returns:
         One row per video in order of first appearance: ``video_id``, the optional columns,

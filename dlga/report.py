@@ -16,7 +16,11 @@ from IPython.display import HTML
 
 from dlga import data as data_lib
 from dlga.config import SETTING_LABELS, SETTINGS
-from dlga.metrics import BAND_NAMES, bootstrap_ci, paired_bootstrap, severity_band
+from dlga.metrics import (
+    BAND_NAMES, RESAMPLED, holm_comparisons, mean_predictor, paired_two_level_bootstrap, severity_band,
+    two_level_bootstrap,
+)
+from dlga.rundir import prediction_table
 from dlga.predict import ATTENTION_COLUMNS, predict_frames, restore_run_model
 
 # --- the paper's numbers ("reported") --------------------------------------------------------
@@ -128,7 +132,9 @@ def mean_sd(values: Iterable[float]) -> str:
 
 
 def runs_table(runs) -> pd.DataFrame:
-    """One row per run: setting, lr, seed, steps, Development and Testing metrics, wall time."""
+    """One row per run: setting, lr, seed, steps, stop reason, Development and Testing metrics,
+    the sd of its per-video predictions on Development (``pred_sd_dev``, what the learning
+    check reads) and on Testing (``pred_sd_test``, shown only), wall time."""
     rows = []
     for r in runs:
         m = r.metrics
@@ -138,75 +144,156 @@ def runs_table(runs) -> pd.DataFrame:
             "stop": m["stop_reason"], "dev_rmse": m["dev"]["rmse"], "dev_mae": m["dev"]["mae"],
             "test_rmse": m["test"]["rmse"], "test_mae": m["test"]["mae"],
             "mean_dev_rmse": m["mean_predictor"]["dev"]["rmse"], "mean_test_rmse": m["mean_predictor"]["test"]["rmse"],
-            "pred_sd_test": float(r.predictions.loc[r.predictions["partition"] == "Testing", "prediction"].std()),
+            "pred_sd_dev": _prediction_sd(r, "Development"), "pred_sd_test": _prediction_sd(r, "Testing"),
             "wall_s": m["wall_time_s"],
         })
     return pd.DataFrame(rows)
 
 
+def _prediction_sd(run, partition: str) -> float:
+    return float(run.predictions.loc[run.predictions["partition"] == partition, "prediction"].std())
+
+
+# --- intervals and comparisons (Decisions: Statistics) -------------------------------------------
+# Every interval resamples subjects (all of a subject's videos together) and, where a setting
+# has several seeds, the seeds: dlga.metrics.two_level_bootstrap and its paired form.
+CI_LABEL = f"95% CI ({RESAMPLED})"
+ENSEMBLE_CI_LABEL = "95% CI (seed-averaged ensemble, subjects)"
+
+
+def _interval_text(lo: float, hi: float) -> str:
+    return f"[{lo:.2f}, {hi:.2f}]"
+
+
+def seed_subject_interval(runs, metric: str = "rmse", n: int = 2000, seed: int = 0) -> dict | None:
+    """:func:`dlga.metrics.two_level_bootstrap` of the Testing ``metric`` of one setting's
+    runs (its seeds): the estimate (mean over seeds of each seed's metric), ``lo``, ``hi``,
+    resampling seeds x subjects. None for no runs."""
+    runs = list(runs)
+    if not runs:
+        return None
+    return two_level_bootstrap(prediction_table(runs), metric, n=n, seed=seed)
+
+
+def interval(runs, metric: str = "rmse", n: int = 2000, seed: int = 0) -> str:
+    """:func:`seed_subject_interval` as ``"[lo, hi]"`` (``""`` for no runs)."""
+    res = seed_subject_interval(runs, metric, n, seed)
+    return "" if res is None else _interval_text(res["lo"], res["hi"])
+
+
 def video_interval(runs, metric: str = "rmse", n: int = 2000, seed: int = 0) -> str:
-    """Bootstrap 95 % interval over Testing videos of the seed-averaged predictions, "[lo, hi]"."""
+    """The name the chapters call: :func:`interval`, the two-level interval over seeds x
+    subjects (it resamples subjects, never single videos)."""
+    return interval(runs, metric, n, seed)
+
+
+def _ensemble_table(runs, partition: str = "Testing") -> pd.DataFrame:
+    """The seed-averaged predictions of ``runs`` as a one-seed long table."""
+    return pooled_predictions(runs, partition).assign(seed=0)
+
+
+def ensemble_interval(runs, metric: str = "rmse", n: int = 2000, seed: int = 0) -> str:
+    """Interval of the Testing ``metric`` of the seed-averaged ensemble of ``runs`` (one model
+    whose prediction is the mean over seeds), resampling subjects: ``"[lo, hi]"``. It holds
+    no training variance and measures another estimand than :func:`interval`; show it only
+    beside it, named as such (:data:`ENSEMBLE_CI_LABEL`)."""
+    runs = list(runs)
     if not runs:
         return ""
-    p = pooled_predictions(runs)
-    ci = bootstrap_ci(p["bdi"].to_numpy(float), p["prediction"].to_numpy(float), metric, n=n, seed=seed)
-    return f"[{ci['low']:.2f}, {ci['high']:.2f}]"
+    res = two_level_bootstrap(_ensemble_table(runs), metric, n=n, seed=seed)
+    return _interval_text(res["lo"], res["hi"])
+
+
+def mean_predictor_table(run, partition: str = "Testing") -> pd.DataFrame:
+    """The training-mean predictor on ``partition`` of ``run``'s store, as a one-seed long
+    table (:func:`dlga.rundir.prediction_table` layout): it has no training variance."""
+    table = prediction_table([run], partition).assign(seed=0)
+    train = run.predictions.loc[run.predictions["partition"] == "Training", "bdi"].to_numpy(float)
+    return table.assign(prediction=mean_predictor(train, len(table)))
+
+
+def _cell(runs, metric: str, n: int) -> tuple[str, str]:
+    """(mean ± sd over seeds, two-level interval) of the Testing ``metric``."""
+    runs = list(runs)
+    return mean_sd(r.metrics["test"][metric] for r in runs), interval(runs, metric, n)
 
 
 def cross_dataset_table(within, across, dataset: str, other: str, n_boot: int = 2000) -> pd.DataFrame:
     """G tested on its own dataset's Testing partition beside G tested on another dataset's.
 
     ``within`` and ``across`` are runs of the same specs (setting, schedule, seeds) that differ
-    only in the test store, so the rows differ only in the test data.
+    only in the test store, so the rows differ only in the test data. Intervals resample seeds
+    x subjects; the training-mean predictor (one seed: subjects only) is the yardstick.
     """
     rows = []
     for runs, tested_on in ((within, dataset), (across, other)):
-        t = runs_table(runs)
-        rows.append({"trained on": dataset, "tested on": tested_on, "seeds": len(t),
-                     "RMSE measured": mean_sd(t["test_rmse"]), "RMSE 95% CI (seed-mean, videos)": video_interval(runs, n=n_boot),
-                     "MAE measured": mean_sd(t["test_mae"]),
-                     "mean predictor RMSE": mean_sd(r.metrics["mean_predictor"]["test"]["rmse"] for r in runs)})
+        rmse, rmse_ci = _cell(runs, "rmse", n_boot)
+        mae, mae_ci = _cell(runs, "mae", n_boot)
+        mean = two_level_bootstrap(mean_predictor_table(runs[0]), "rmse", n=n_boot) if runs else None
+        rows.append({"trained on": dataset, "tested on": tested_on, "seeds": len(runs),
+                     "RMSE measured": rmse, f"RMSE {CI_LABEL}": rmse_ci, "MAE measured": mae, f"MAE {CI_LABEL}": mae_ci,
+                     "mean predictor RMSE": np.nan if mean is None else mean["estimate"],
+                     "mean predictor RMSE 95% CI (subjects)": "" if mean is None else _interval_text(mean["lo"], mean["hi"])})
     return pd.DataFrame(rows)
 
 
 def ablation_table(runs, dataset: str, n_boot: int = 2000) -> pd.DataFrame:
-    """Tables 3/4: the paper's RMSE/MAE beside ours (mean ± sd over seeds, and the bootstrap
-    95 % interval over Testing videos of the seed-averaged predictions), ten settings."""
-    t = runs_table(runs)
+    """Tables 3/4: the paper's Testing RMSE/MAE beside ours for the ten settings.
+
+    Measured: mean ± sd over seeds, the two-level 95 % interval (seeds x subjects,
+    :func:`interval`) of RMSE and MAE, the seed-averaged ensemble's interval beside it
+    (:func:`ensemble_interval`, named as such), Development RMSE and the seed count; a last row
+    gives the training-mean predictor (one seed, subjects resampled). ``_rmse``: the mean
+    Testing RMSE, for sorting.
+    """
+    runs = list(runs)
     paper = PAPER_ABLATION[paper_key(dataset)]
     suffix = table_suffix(dataset)
     rows = []
     for s in SETTINGS:
-        sub = t[t["setting"] == s]
+        sub = [r for r in runs if r.params["setting"] == s]
         label = SETTING_LABELS[s]
         if ":" in label:
             letter, rest = label.split(":", 1)
             label = f"{letter}{suffix}:{rest}"
+        rmse, rmse_ci = _cell(sub, "rmse", n_boot)
+        mae, mae_ci = _cell(sub, "mae", n_boot)
         rows.append({
             "setting": label, "RMSE reported": paper[s][0], "MAE reported": paper[s][1],
-            "RMSE measured": mean_sd(sub["test_rmse"]),
-            "RMSE 95% CI (seed-mean, videos)": video_interval([r for r in runs if r.params["setting"] == s], n=n_boot),
-            "MAE measured": mean_sd(sub["test_mae"]),
-            "Dev RMSE measured": mean_sd(sub["dev_rmse"]), "seeds": len(sub),
-            "_rmse": sub["test_rmse"].mean() if len(sub) else np.nan,
+            "RMSE measured": rmse, f"RMSE {CI_LABEL}": rmse_ci, "MAE measured": mae, f"MAE {CI_LABEL}": mae_ci,
+            f"RMSE {ENSEMBLE_CI_LABEL}": ensemble_interval(sub, n=n_boot),
+            "Dev RMSE measured": mean_sd(r.metrics["dev"]["rmse"] for r in sub), "seeds": len(sub),
+            "_rmse": float(np.mean([r.metrics["test"]["rmse"] for r in sub])) if sub else np.nan,
+        })
+    if runs:
+        table = mean_predictor_table(runs[0])
+        r_, m_ = (two_level_bootstrap(table, metric, n=n_boot) for metric in ("rmse", "mae"))
+        rows.append({
+            "setting": "training-mean predictor", "RMSE reported": np.nan, "MAE reported": np.nan,
+            "RMSE measured": f"{r_['estimate']:.2f}", f"RMSE {CI_LABEL}": _interval_text(r_["lo"], r_["hi"]),
+            "MAE measured": f"{m_['estimate']:.2f}", f"MAE {CI_LABEL}": _interval_text(m_["lo"], m_["hi"]),
+            f"RMSE {ENSEMBLE_CI_LABEL}": "", "Dev RMSE measured": f"{runs[0].metrics['mean_predictor']['dev']['rmse']:.2f}",
+            "seeds": 1, "_rmse": r_["estimate"],
         })
     return pd.DataFrame(rows)
 
 
 def lr_table(runs, dataset: str, chosen: float, n_boot: int = 2000) -> pd.DataFrame:
     """Tables 5/6: setting G per learning rate, the paper's Testing RMSE/MAE beside ours
-    (mean ± sd over seeds, the bootstrap interval of the seed-averaged predictions) and the
-    Development RMSE; ``chosen`` marks the rate selected on Development."""
-    t = runs_table(runs)
+    (mean ± sd over seeds, the two-level interval over seeds x subjects) and the Development
+    RMSE; ``chosen`` marks the rate selected on Development. Diverged runs are counted."""
+    runs = list(runs)
     paper = PAPER_LR[paper_key(dataset)]
     rows = []
-    for lr, sub in t.groupby("lr"):
+    for lr in sorted({r.params["train"]["learning_rate"] for r in runs}):
+        sub = [r for r in runs if r.params["train"]["learning_rate"] == lr]
         reported = paper.get(lr, (np.nan, np.nan))
+        rmse, rmse_ci = _cell(sub, "rmse", n_boot)
         rows.append({"learning rate": f"{lr:g}", "RMSE reported": reported[0], "MAE reported": reported[1],
-                     "RMSE measured": mean_sd(sub["test_rmse"]),
-                     "RMSE 95% CI (seed-mean, videos)": video_interval(
-                         [r for r in runs if r.params["train"]["learning_rate"] == lr], n=n_boot),
-                     "MAE measured": mean_sd(sub["test_mae"]), "Dev RMSE measured": mean_sd(sub["dev_rmse"]),
+                     "RMSE measured": rmse, f"RMSE {CI_LABEL}": rmse_ci,
+                     "MAE measured": mean_sd(r.metrics["test"]["mae"] for r in sub),
+                     "Dev RMSE measured": mean_sd(r.metrics["dev"]["rmse"] for r in sub), "seeds": len(sub),
+                     "diverged": sum(r.metrics.get("stop_reason") == "diverged" for r in sub),
                      "selected on Development": "yes" if lr == chosen else ""})
     return pd.DataFrame(rows)
 
@@ -241,74 +328,201 @@ def face_frame_index(frames: np.ndarray) -> int:
 
 
 def pooled_predictions(runs, partition: str = "Testing") -> pd.DataFrame:
-    """Per-video predictions of a partition, averaged over the runs (seeds): video_id, bdi, prediction."""
-    frames = []
-    for r in runs:
-        p = r.predictions[r.predictions["partition"] == partition][["video_id", "session_id", "bdi", "prediction"]]
-        frames.append(p.set_index("video_id"))
-    base = frames[0][["session_id", "bdi"]].copy()
-    base["prediction"] = np.mean([f.loc[base.index, "prediction"].to_numpy() for f in frames], axis=0)
+    """Per-video predictions of a partition, averaged over the runs (seeds): video_id,
+    subject_id, session_id, bdi, prediction (the seed-averaged ensemble)."""
+    runs = list(runs)
+    tables = [t.set_index("video_id") for _, t in prediction_table(runs, partition).groupby("seed", sort=False)]
+    if len(tables) != len(runs):
+        raise ValueError(f"runs share seeds ({[r.params['train']['seed'] for r in runs]}); pass one run per seed")
+    base = tables[0][["subject_id", "session_id", "bdi"]].copy()
+    base["prediction"] = np.mean([t.loc[base.index, "prediction"].to_numpy() for t in tables], axis=0)
     return base.reset_index()
 
 
 def paired_comparison(runs_a, runs_b, n: int = 2000, seed: int = 0, metric: str = "rmse") -> dict:
-    """Paired bootstrap of metric(a) - metric(b) on Testing videos, predictions averaged over seeds."""
-    a, b = pooled_predictions(runs_a), pooled_predictions(runs_b).set_index("video_id")
-    b = b.loc[a["video_id"]]
-    return paired_bootstrap(a["bdi"].to_numpy(float), a["prediction"].to_numpy(float),
-                            b["prediction"].to_numpy(float), metric=metric, n=n, seed=seed)
+    """Paired two-level bootstrap of Testing metric(a) - metric(b) (seeds x subjects, the same
+    subject resamples for both; :func:`dlga.metrics.paired_two_level_bootstrap`). Unadjusted:
+    a family of comparisons goes through :func:`comparisons_with`."""
+    return paired_two_level_bootstrap(prediction_table(runs_a), prediction_table(runs_b), metric, n=n, seed=seed)
 
 
-def verdict_label(res: dict, name_a: str, name_b: str) -> str:
-    """``"tie"`` when the paired interval contains 0, else ``"<name> better"`` for the side
-    with the lower error (a negative difference favours ``name_a``)."""
-    if res["low"] <= 0 <= res["high"]:
+def _bounds(res) -> tuple[float, float, float, str]:
+    """(estimate, lo, hi, how the interval was made) of a comparison: a two-level result, a
+    Holm row, or a one-run :func:`dlga.metrics.paired_bootstrap` result (over videos)."""
+    if "lo_holm" in res:
+        k = res.get("holm_k", "")
+        return res["estimate"], res["lo_holm"], res["hi_holm"], f"Holm-adjusted over {k} comparisons, {RESAMPLED}"
+    if "lo" in res:
+        return res["estimate"], res["lo"], res["hi"], str(res.get("resampled", RESAMPLED))
+    return res["diff"], res["low"], res["high"], "videos of one set of predictions"
+
+
+def verdict_label(res, name_a: str, name_b: str) -> str:
+    """``"tie"`` when the (adjusted, for a Holm row) 95 % interval of metric(a) - metric(b)
+    contains 0, else ``"<name> better"`` for the side with the lower error."""
+    estimate, lo, hi, _ = _bounds(res)
+    if lo <= 0 <= hi:
         return "tie"
-    return f"{name_a if res['diff'] < 0 else name_b} better"
+    return f"{name_a if estimate < 0 else name_b} better"
 
 
-def verdict(res: dict, name_a: str, name_b: str, unit: str = "BDI points") -> str:
-    """A difference in words: a tie when the paired interval contains 0."""
-    d, lo, hi = res["diff"], res["low"], res["high"]
-    ci = f"{d:+.2f} {unit} (95 % paired bootstrap interval [{lo:+.2f}, {hi:+.2f}])"
+def verdict(res, name_a: str, name_b: str, unit: str = "BDI points") -> str:
+    """A comparison in words. ``res``: :func:`paired_comparison`'s result or a row of
+    :func:`comparisons_with`'s Holm family. A tie when the interval contains 0; ties are not
+    ranked."""
+    estimate, lo, hi, how = _bounds(res)
+    ci = f"{estimate:+.2f} {unit} (95 % interval, {how}: [{lo:+.2f}, {hi:+.2f}])"
     label = verdict_label(res, name_a, name_b)
     if label == "tie":
-        return f"{name_a} vs {name_b}: {ci}: a **tie**, the interval contains 0."
+        return f"{name_a} vs {name_b}: {ci}: a **tie**, the interval contains 0; neither is ranked above the other."
     return f"{name_a} vs {name_b}: {ci}: **{label.removesuffix(' better')}** has the lower error."
 
 
-def comparisons_with(runs, reference: str = "G", n: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
-    """The paired comparison of ``reference`` with every other setting among ``runs``.
+def _holm_table(holm: pd.DataFrame, reference: str, sign: float, column: str) -> tuple[pd.DataFrame, list[str]]:
+    """The book's view of a :func:`dlga.metrics.holm_comparisons` family (``sign`` -1 flips
+    reference - other into other - reference)."""
+    k = len(holm)
+    ci_name = f"95% CI (Holm, {k} comparisons; {RESAMPLED})"
+    rows, lines = [], []
+    for row in holm.to_dict("records"):
+        est, lo, hi = sign * row["estimate"], *sorted((sign * row["lo_holm"], sign * row["hi_holm"]))
+        res = {"estimate": est, "lo_holm": lo, "hi_holm": hi, "holm_k": k}
+        a, b = (reference, row["setting"]) if sign > 0 else (row["setting"], reference)
+        rows.append({column: row["setting"], "diff RMSE": est, "low": lo, "high": hi, ci_name: _interval_text(lo, hi),
+                     "p (Holm)": row["p_holm"], "seeds": row["n_seeds"], "verdict": verdict_label(res, a, b)})
+        lines.append(verdict(res, a, b))
+    out = pd.DataFrame(rows)
+    out.attrs.update(resampled=RESAMPLED, adjustment=f"Holm, {k} comparisons")
+    return out, lines
 
-    Returns a table (one row per other setting: the difference of Testing RMSE, reference minus
-    it, the 95 % interval and the verdict of :func:`verdict_label`) and the same comparisons in
-    words (:func:`verdict`), in the order of :data:`dlga.config.SETTINGS`.
+
+def comparisons_with(runs, reference: str = "G", n: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """The paired comparisons of ``reference`` with every other setting among ``runs``, as one
+    Holm-adjusted family (:func:`dlga.metrics.holm_comparisons`: seeds x subjects, the same
+    subject resamples for every comparison).
+
+    Returns a table, one row per other setting in the order of :data:`dlga.config.SETTINGS`:
+    the difference of Testing RMSE (reference minus it), ``low``/``high`` and the interval
+    text of the Holm-adjusted 95 % interval (the column names the family size and what was
+    resampled), the Holm-adjusted p, the seeds and the verdict (``"tie"`` iff the adjusted
+    interval contains 0); and the same comparisons in words (:func:`verdict`).
     """
     by = {s: [r for r in runs if r.params["setting"] == s] for s in SETTINGS}
-    rows, lines = [], []
-    for s in SETTINGS:
-        if s == reference or not by[s]:
-            continue
-        res = paired_comparison(by[reference], by[s], n=n, seed=seed)
-        rows.append({f"{reference} minus": s, "diff RMSE": res["diff"], "low": res["low"], "high": res["high"],
-                     "verdict": verdict_label(res, reference, s)})
-        lines.append(verdict(res, reference, s))
-    return pd.DataFrame(rows), lines
+    if not by.get(reference):
+        raise ValueError(f"no runs of the reference setting {reference!r}; settings present: {[s for s in SETTINGS if by[s]]}")
+    others = {s: prediction_table(by[s]) for s in SETTINGS if s != reference and by[s]}
+    if not others:
+        return pd.DataFrame(columns=[f"{reference} minus", "diff RMSE", "low", "high", "p (Holm)", "seeds", "verdict"]), []
+    holm = holm_comparisons(prediction_table(by[reference]), others, n=n, seed=seed)
+    return _holm_table(holm, reference, 1.0, f"{reference} minus")
+
+
+def comparisons_with_mean(runs, n: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """Every setting among ``runs`` against the training-mean predictor (a one-seed side), one
+    Holm-adjusted family: the null control's test (a setting that beats the mean on a cohort
+    without cues has found a leak). Table and lines as :func:`comparisons_with`, the
+    difference being setting minus mean predictor."""
+    runs = list(runs)
+    by = {s: [r for r in runs if r.params["setting"] == s] for s in SETTINGS}
+    settings = {s: prediction_table(v) for s, v in by.items() if v}
+    if not settings:
+        raise ValueError("no runs to compare with the training-mean predictor")
+    holm = holm_comparisons(mean_predictor_table(runs[0]), settings, n=n, seed=seed)
+    return _holm_table(holm, "training mean", -1.0, "setting")
+
+
+def compare_with_predictions(runs, predictions: pd.DataFrame, n: int = 2000, seed: int = 0,
+                             metric: str = "rmse") -> dict:
+    """Paired two-level bootstrap of metric(runs) - metric(other) on Testing: the runs' seeds
+    x subjects against another model's per-video predictions (a baseline: one seed).
+
+    ``predictions``: ``video_id``, ``partition``, ``prediction`` (e.g.
+    :attr:`dlga.baselines.BaselineResult.predictions`), matched to the runs' videos by id.
+    """
+    ours = prediction_table(runs)
+    return paired_two_level_bootstrap(ours, _other_side(ours, predictions), metric, n=n, seed=seed)
+
+
+def _other_side(ours: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """A baseline's Testing predictions on ``ours``'s videos, with their subjects and labels."""
+    other = predictions[predictions["partition"] == "Testing"].set_index("video_id")
+    videos = ours.drop_duplicates("video_id")
+    missing = sorted(set(videos["video_id"]) - set(other.index))
+    if missing:
+        raise ValueError(f"the other predictions lack {len(missing)} Testing videos of the runs, e.g. {missing[:3]}; "
+                         "compare predictions made on the same store")
+    return videos.assign(seed=0, prediction=other.loc[videos["video_id"], "prediction"].to_numpy(float))
 
 
 def paired_with_predictions(pooled: pd.DataFrame, predictions: pd.DataFrame, n: int = 2000, seed: int = 0,
                             metric: str = "rmse") -> dict:
-    """Paired bootstrap of metric(pooled) - metric(other) on the Testing videos of ``pooled``.
+    """Paired bootstrap of metric(pooled) - metric(other) on the Testing videos of ``pooled``,
+    resampling subjects: the seed-averaged ensemble against another model (both one seed).
+    Prefer :func:`compare_with_predictions`, which keeps the training variance.
 
     Args:
-        pooled: per-video predictions (``video_id``, ``bdi``, ``prediction``), e.g. from
-            :func:`pooled_predictions`.
+        pooled: per-video predictions (``video_id``, ``subject_id`` or ``session_id``,
+            ``bdi``, ``prediction``), e.g. from :func:`pooled_predictions`.
         predictions: another model's per-video predictions with ``video_id``, ``partition``
             and ``prediction`` (a baseline's), matched to ``pooled`` by video id.
     """
-    other = predictions[predictions["partition"] == "Testing"].set_index("video_id")
-    return paired_bootstrap(pooled["bdi"].to_numpy(float), pooled["prediction"].to_numpy(float),
-                            other.loc[pooled["video_id"], "prediction"].to_numpy(float), metric=metric, n=n, seed=seed)
+    ours = pooled.assign(seed=0)
+    if "subject_id" not in ours.columns:
+        ours["subject_id"] = ours["session_id"]
+    res = paired_two_level_bootstrap(ours, _other_side(ours, predictions), metric, n=n, seed=seed)
+    return {**res, "resampled": "subjects (seed-averaged ensemble)"}
+
+
+# --- checks of the runs themselves ---------------------------------------------------------------
+LEARNED_MIN_SD = 0.1
+"""BDI points: Development predictions with a smaller sd over videos are taken as constant."""
+
+
+def learning_check(runs) -> pd.DataFrame:
+    """Per setting (in :data:`dlga.config.SETTINGS` order): has every seed learned?
+
+    A run has learned when its Development predictions are not constant (sd over videos above
+    :data:`LEARNED_MIN_SD`) and its Development RMSE is below the training-mean predictor's.
+    Development only: Testing is read once, for the tables, never to judge a run.
+    Columns: setting, seeds, dev_rmse (mean over seeds), mean_predictor_dev_rmse,
+    min_prediction_sd_dev, ``learned (all seeds)``.
+    """
+    t = runs_table(runs)
+    if t.empty:
+        return pd.DataFrame(columns=["setting", "seeds", "dev_rmse", "mean_predictor_dev_rmse",
+                                     "min_prediction_sd_dev", "learned (all seeds)"])
+    t = t.assign(ok=(t["dev_rmse"] < t["mean_dev_rmse"]) & (t["pred_sd_dev"] > LEARNED_MIN_SD))
+    out = t.groupby("setting").agg(seeds=("seed", "count"), dev_rmse=("dev_rmse", "mean"),
+                                   mean_predictor_dev_rmse=("mean_dev_rmse", "mean"),
+                                   min_prediction_sd_dev=("pred_sd_dev", "min"), **{"learned (all seeds)": ("ok", "all")})
+    order = [s for s in SETTINGS if s in out.index] + [s for s in out.index if s not in SETTINGS]
+    return out.loc[order].reset_index()
+
+
+def early_stopping_note(train_config, runs=()) -> str:
+    """Whether early stopping can end a schedule, in one sentence (and how often it did).
+
+    Early stopping (:class:`dlga.train.EarlyStopping`) fires once the smoothed training loss
+    has made no new minimum for ``patience`` steps; the first step sets the first minimum, so
+    the earliest step it can fire is ``patience + 1``. ``train_config``: a
+    :class:`dlga.train.TrainConfig`; ``runs``: runs of that schedule, whose stop reasons are
+    counted.
+    """
+    patience, max_steps = int(train_config.patience), int(train_config.max_steps)
+    if patience == 0:
+        text = f"Early stopping is off (patience 0): every run trains its {max_steps} steps."
+    elif patience + 1 > max_steps:
+        text = (f"Early stopping (patience {patience}) cannot fire before step {patience + 1}: with max_steps "
+                f"{max_steps} it never does, and every run ends at step {max_steps} or when its loss diverges.")
+    else:
+        text = (f"Early stopping (patience {patience}) can fire from step {patience + 1} of {max_steps}, and only "
+                f"if the smoothed training loss makes no new minimum after step {max_steps - patience}, "
+                f"in the last {patience} steps.")
+    runs = list(runs)
+    if runs:
+        stopped = sum(r.metrics.get("stop_reason") == "early_stopping" for r in runs)
+        text += f" Measured: {stopped} of {len(runs)} runs stopped early."
+    return text
 
 
 # --- figures --------------------------------------------------------------------------------------

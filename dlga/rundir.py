@@ -44,7 +44,8 @@ LATEST = "latest"  # under checkpoints/: the full state to resume, removed when 
 TENSORBOARD = "tb"
 RUN_FILES = (PARAMS, METRICS, PREDICTIONS, HISTORY, COMPLETE)
 
-PREDICTION_COLUMNS = ["video_id", "session_id", "partition", "bdi", "prediction", "n_frames"]
+PREDICTION_COLUMNS = ["video_id", "subject_id", "session_id", "partition", "bdi", "prediction", "n_frames"]
+"""``predictions.csv``; runs written before ``subject_id`` read it as ``session_id`` (a subject a session)."""
 HISTORY_COLUMNS = ["step", "train_loss", "l2", "dev_rmse", "dev_mae", "lr"]
 
 
@@ -149,8 +150,13 @@ def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def read_predictions(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """``predictions.csv``: one row per video, :data:`PREDICTION_COLUMNS` (ids kept as text)."""
-    return pd.read_csv(Path(run_dir) / PREDICTIONS, dtype={"video_id": str, "session_id": str})
+    """``predictions.csv``: one row per video, :data:`PREDICTION_COLUMNS` (ids kept as text).
+
+    A run written before the ``subject_id`` column gets it from ``session_id``."""
+    frame = pd.read_csv(Path(run_dir) / PREDICTIONS, dtype={"video_id": str, "subject_id": str, "session_id": str})
+    if "subject_id" not in frame.columns:
+        frame.insert(PREDICTION_COLUMNS.index("subject_id"), "subject_id", frame["session_id"])
+    return frame
 
 
 def read_history(run_dir: str | os.PathLike) -> pd.DataFrame:
@@ -216,3 +222,28 @@ def load_run(path: str | os.PathLike) -> Run:
     path = require_complete(path)
     return Run(path=path, params=read_params(path), metrics=read_metrics(path),
                predictions=read_predictions(path), history=read_history(path))
+
+
+def prediction_table(runs, partition: str = "Testing") -> pd.DataFrame:
+    """The predictions of one partition of several runs (the seeds of one setting) as one long
+    table: one row per (run, video), ``seed`` (the run's training seed) first, then
+    :data:`PREDICTION_COLUMNS` (those present; ``subject_id`` from ``session_id`` where the
+    run has none); what :func:`dlga.metrics.two_level_bootstrap` reads.
+
+    ``runs``: :class:`Run` objects. Raises ValueError when ``runs`` is empty or a run has no
+    video of ``partition``.
+    """
+    runs = list(runs)
+    if not runs:
+        raise ValueError(f"no runs to tabulate for {partition}; train the runs first")
+    tables = []
+    for run in runs:
+        p = run.predictions[run.predictions["partition"] == partition]
+        if p.empty:
+            raise ValueError(f"run {run.run_id} has no {partition} predictions; partitions: "
+                             f"{sorted(run.predictions['partition'].unique())}")
+        if "subject_id" not in p.columns:
+            p = p.assign(subject_id=p["session_id"])
+        columns = [c for c in PREDICTION_COLUMNS if c in p.columns]  # n_frames is optional
+        tables.append(p.assign(seed=int(run.params["train"]["seed"]))[["seed", *columns]])
+    return pd.concat(tables, ignore_index=True)

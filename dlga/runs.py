@@ -1,8 +1,9 @@
 """The run cache: one training + evaluation per parameter set, stored once, reused (Decisions: Runs and presets).
 
 A run's id is a hash of everything that decides its numbers: the model and training
-configurations, the dataset fingerprint (:func:`data_prep.store.store_fingerprint`) and the
-source of the modules that decide a run's numbers (:data:`RUN_SOURCES`). It is written to
+configurations, the dataset fingerprint (:func:`data_prep.store.store_fingerprint`: the
+store's parameters, manifest and every stored frame) and the source of the modules that turn
+a store into numbers (:data:`RUN_SOURCES`). It is written to
 ``runs/<id>.partial/`` (checkpoints included, so a rerun resumes) and renamed to
 ``runs/<id>/`` once ``COMPLETE`` is written, so a directory without the ``.partial`` suffix is
 always a whole run. An existing complete run is returned as it is, never recomputed. The
@@ -32,36 +33,31 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from data_prep.store import store_fingerprint
+from data_prep.store import sources_hash, store_fingerprint
 from dlga import rundir
 from dlga import train as train_lib
 from dlga.config import MODEL_PRESETS, SETTINGS, ModelConfig
-from dlga.metrics import paired_bootstrap
+from dlga.metrics import paired_two_level_bootstrap
 from dlga.rundir import COMPLETE, Run, is_complete, load_run  # also this module's public names
 from dlga.train import TRAIN_PRESETS, TrainConfig
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
-# The modules whose code decides a run's numbers. The data enter through the store's
-# fingerprint; the book, reports, CLI and benchmarks do not change a run, so editing them
-# does not invalidate the cache.
+# The modules whose code turns a store into a run's numbers. The data path (synthetic cohort,
+# face finding, alignment, preprocessing) enters through the store's fingerprint, which hashes
+# the frames it wrote (data_prep.store.DATA_SOURCES, data_prep.synthetic.COHORT_SOURCES decide
+# the store and the cohort). The book, reports, CLI and benchmarks do not change a run, so
+# editing them does not invalidate the cache.
 RUN_SOURCES = (
     "dlga/config.py", "dlga/layers.py", "dlga/patches.py", "dlga/model.py",
-    "dlga/train.py", "dlga/data.py", "dlga/metrics.py", "dlga/runs.py", "data_prep/store.py",
+    "dlga/train.py", "dlga/data.py", "dlga/metrics.py", "dlga/runs.py", "dlga/rundir.py", "data_prep/store.py",
 )
 
 
 def source_hash(files: Iterable[str] = RUN_SOURCES) -> str:
     """A short hash of the source files that decide a run's numbers (paths and contents)."""
-    h = hashlib.sha256()
-    for name in files:
-        path = _PACKAGE_ROOT / name
-        h.update(name.encode())
-        h.update(b"\0")
-        h.update(path.read_bytes())
-        h.update(b"\0")
-    return h.hexdigest()[:16]
+    return sources_hash(files, _PACKAGE_ROOT)
 
 
 def git_commit() -> str | None:
@@ -269,23 +265,23 @@ def compare(
     metric: str = "rmse",
     n: int = 2000,
     seed: int = 0,
-) -> dict[str, float]:
-    """Paired bootstrap of ``metric(a) - metric(b)`` over the videos both runs predicted.
+) -> dict[str, Any]:
+    """Paired bootstrap of ``metric(a) - metric(b)`` over the subjects both runs predicted.
 
-    Negative means run ``a`` has the lower error; an interval containing 0 is a tie. Both runs
-    must cover the same videos of ``partition`` (same store).
+    :func:`dlga.metrics.paired_two_level_bootstrap` with one seed a side: the subjects (all
+    their videos together) are resampled, the same resample for both runs. Negative
+    ``estimate`` means run ``a`` has the lower error; ``tie`` when the interval ``[lo, hi]``
+    contains 0. Both runs must cover the same videos of ``partition`` (same store).
     """
     a = run_a if isinstance(run_a, Run) else load_run(run_a)
     b = run_b if isinstance(run_b, Run) else load_run(run_b)
-    pa = a.predictions[a.predictions["partition"] == partition].set_index("video_id")
-    pb = b.predictions[b.predictions["partition"] == partition].set_index("video_id")
-    if set(pa.index) != set(pb.index) or pa.empty:
+    ta, tb = rundir.prediction_table([a], partition), rundir.prediction_table([b], partition)
+    if set(ta["video_id"]) != set(tb["video_id"]):
         raise ValueError(
             f"runs {a.run_id} and {b.run_id} did not predict the same {partition} videos "
-            f"({len(pa)} vs {len(pb)}); compare runs made on the same store"
+            f"({len(ta)} vs {len(tb)}); compare runs made on the same store"
         )
-    pb = pb.loc[pa.index]
-    return paired_bootstrap(pa["bdi"], pa["prediction"], pb["prediction"], metric, n=n, seed=seed)
+    return paired_two_level_bootstrap(ta, tb, metric, n=n, seed=seed)
 
 
 def list_runs(runs_root: str | os.PathLike = "runs") -> pd.DataFrame:

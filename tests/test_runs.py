@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import dlga.train
+from data_prep.store import read_video, store_fingerprint, video_path, write_video
 from dlga import rundir, runs
 from dlga.train import TrainConfig
 from helpers_store import make_store
@@ -62,7 +63,10 @@ def test_execute_writes_a_complete_run(complete_run, spec):
     assert {"rmse_low", "rmse_high", "mae_low", "mae_high"} <= set(m["test"])
     assert m["steps"] == 10 and m["stop_reason"] == "max_steps" and m["seed"] == 0
     assert {"tensorflow", "keras", "numpy"} <= set(m["versions"]) and "git_commit" in m
-    assert list(run.predictions.columns) == ["video_id", "session_id", "partition", "bdi", "prediction", "n_frames"]
+    assert list(run.predictions.columns) == ["video_id", "subject_id", "session_id", "partition", "bdi",
+                                             "prediction", "n_frames"]
+    # The subject comes from the store's manifest (AVEC ids: <subject>_<session>).
+    assert (run.predictions["subject_id"] + "_1" == run.predictions["session_id"]).all()
     assert list(run.history.columns[:5]) == ["step", "train_loss", "l2", "dev_rmse", "dev_mae"]
 
 
@@ -118,17 +122,31 @@ def test_paired_bootstrap_between_two_runs(complete_run, tmp_path):
     """Two runs on the same test videos: a run against itself ties; a worse copy loses."""
     path, _ = complete_run
     same = runs.compare(path, path, n=200)
-    assert same["diff"] == same["low"] == same["high"] == 0
+    assert same["estimate"] == same["lo"] == same["hi"] == 0 and same["tie"]
+    assert same["resampled"] == "seeds x subjects" and same["n_subjects"] == 6 and same["n_videos"] == 12
     run = runs.load_run(path)
     worse = runs.Run(path=run.path, params=run.params, metrics=run.metrics, history=run.history,
                      predictions=run.predictions.assign(prediction=run.predictions["prediction"] + 30.0))
     res = runs.compare(path, worse, n=200, seed=0)
-    assert res["high"] < 0 and res["diff"] < 0
+    assert res["hi"] < 0 and res["estimate"] < 0 and not res["tie"]
     json.dumps(res)
     shorter = runs.Run(path=run.path, params=run.params, metrics=run.metrics, history=run.history,
                        predictions=run.predictions.iloc[:-1])
     with pytest.raises(ValueError, match="same Testing videos"):
         runs.compare(path, shorter)
+
+
+def test_run_id_follows_the_stored_frames_not_only_params_and_manifest(tmp_path):
+    """Rewriting one video's frames (same parameters, same manifest) gives a new fingerprint and id."""
+    store = make_store(tmp_path / "s", {"Training": 3, "Development": 2, "Testing": 2}, frames_per_video=2, seed=3)
+    spec = runs.RunSpec(setting="G", train=FAST, store_dir=str(store), seed=0)
+    before, first_id = store_fingerprint(store), spec.run_id
+    assert store_fingerprint(store) == before  # cached per file: stable
+    video = read_video(video_path(store, "001_1_Freeform"))
+    frames = video["frames"].copy()
+    frames[0, 0, 0, 0] ^= 1  # one bit of one pixel
+    write_video(video_path(store, "001_1_Freeform"), frames, video["landmarks"], video["frame_index"], video["score"])
+    assert store_fingerprint(store) != before and spec.run_id != first_id
 
 
 def test_cross_dataset_run_tests_on_the_other_store(store, tmp_path):

@@ -233,3 +233,39 @@ def test_cli_makes_a_cohort(tmp_path):
     assert len(list(out.rglob("*_video.mp4"))) == 6  # nothing left from the larger cohort
     bad = parser.parse_args(["--out", str(tmp_path / "bad"), "--cues", "mood"])
     assert synthetic.run(bad) == 2
+
+
+# ---------------------------------------------------------------- identity: the cue model decides the cohort
+
+TINY = CohortConfig(n_train=1, n_dev=1, n_test=1, seconds=0.2, no_face_prob=0.0, blur_prob=0.0, name="tiny")
+
+
+def test_a_changed_cue_constant_makes_a_new_cohort_store_and_run_id(tmp_path, monkeypatch):
+    from data_prep.datasets import load_dataset
+    from data_prep.preprocess import preprocess
+    from data_prep.store import store_fingerprint
+    from dlga.runs import RunSpec
+    from dlga.train import TrainConfig
+
+    def build(name: str):
+        out = tmp_path / "cohort"
+        synthetic.make_cohort(TINY, out, seed=2, workers=1, progress=False)
+        meta = json.loads((out / "cohort.json").read_text())
+        manifest, _ = load_dataset("avec2014", out)
+        store = preprocess(manifest, tmp_path / name, size=64, sample_fps=None, progress=False)
+        spec = RunSpec("G", "tiny", TrainConfig.preset("ci", max_steps=2), str(store), seed=0)
+        return meta, store_fingerprint(store), spec.run_id
+
+    key = synthetic.cohort_key(TINY, 2)
+    meta, fingerprint, run_id = build("before")
+    assert meta["cue_constants"]["MOUTH_PER_S"] == synthetic.MOUTH_PER_S
+    assert {k: meta[k] for k in synthetic.cohort_identity(TINY, 2)} == synthetic.cohort_identity(TINY, 2)
+    monkeypatch.setattr(synthetic, "MOUTH_PER_S", 2 * synthetic.MOUTH_PER_S)
+    assert synthetic.cohort_key(TINY, 2) != key
+    # The same folder, seed and configuration: made again by the new cue model, not reused.
+    meta2, fingerprint2, run_id2 = build("after")
+    assert meta2["cue_constants"]["MOUTH_PER_S"] == 2 * meta["cue_constants"]["MOUTH_PER_S"]
+    assert fingerprint2 != fingerprint and run_id2 != run_id
+    # A different configuration in the folder is still refused.
+    with pytest.raises(FileExistsError, match="different synthetic cohort"):
+        synthetic.make_cohort(TINY.replace(seconds=0.4), tmp_path / "cohort", seed=2, workers=1, progress=False)

@@ -1,0 +1,171 @@
+"""The book's tables and verdicts (dlga.report) on fake runs: small predictions tables, no training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlga import metrics, report, rundir
+from dlga.config import SETTINGS
+from dlga.rundir import Run
+from dlga.train import TrainConfig
+
+N_SUBJECTS = 30
+N_BOOT = 400
+
+
+def fake_run(setting: str, seed: int, shift: float = 0.0, lr: float = 1e-3, noise: float = 1.0,
+             constant: tuple[str, ...] = (), stop: str = "max_steps") -> Run:
+    """A complete run's in-memory form: two videos per subject (one label), predictions =
+    label + a subject effect shared by all runs + seed noise + ``shift``; partitions named in
+    ``constant`` get the training mean everywhere."""
+    subjects = np.random.default_rng(99)  # the same subjects, labels and subject effects in every run
+    labels = subjects.integers(0, 45, size=3 * N_SUBJECTS).astype(float)
+    effect = subjects.normal(0, 2, size=3 * N_SUBJECTS)
+    rng = np.random.default_rng([seed, abs(hash(setting)) % 2**31])
+    rows = []
+    for j in range(3 * N_SUBJECTS):
+        partition = ("Training", "Development", "Testing")[j // N_SUBJECTS]
+        for task in ("Freeform", "Northwind"):
+            rows.append({"video_id": f"{j}_1_{task}", "subject_id": str(j), "session_id": f"{j}_1",
+                         "partition": partition, "bdi": labels[j],
+                         "prediction": labels[j] + effect[j] + shift + rng.normal(0, noise), "n_frames": 5})
+    pred = pd.DataFrame(rows, columns=rundir.PREDICTION_COLUMNS)
+    train_mean = pred.loc[pred["partition"] == "Training", "bdi"].mean()
+    for part in constant:
+        pred.loc[pred["partition"] == part, "prediction"] = train_mean
+
+    def scores(part: str, column: str = "prediction") -> dict:
+        p = pred[pred["partition"] == part]
+        guess = p[column] if column == "prediction" else np.full(len(p), train_mean)
+        return {"rmse": metrics.rmse(p["bdi"], guess), "mae": metrics.mae(p["bdi"], guess), "n_videos": len(p)}
+
+    m = {"steps": 100, "best_step": 80, "stop_reason": stop, "wall_time_s": 1.0,
+         "dev": scores("Development"), "test": scores("Testing"),
+         "mean_predictor": {"dev": scores("Development", "mean"), "test": scores("Testing", "mean")}}
+    params = {"run_id": f"{setting}-{seed}-{lr:g}", "setting": setting, "train": {"learning_rate": lr, "seed": seed}}
+    return Run(path=None, params=params, metrics=m, predictions=pred, history=pd.DataFrame())
+
+
+def study(seeds=(0, 1, 2, 3, 4), worse: dict | None = None) -> list[Run]:
+    worse = worse or {}
+    return [fake_run(s, k, worse.get(s, 0.0)) for s in SETTINGS for k in seeds]
+
+
+def test_ablation_table_uses_the_two_level_interval_and_names_it():
+    runs = study()
+    table = report.ablation_table(runs, "synthetic", n_boot=N_BOOT)
+    ci = "RMSE 95% CI (seeds x subjects)"
+    assert ci in table.columns and "MAE 95% CI (seeds x subjects)" in table.columns
+    assert "RMSE 95% CI (seed-averaged ensemble, subjects)" in table.columns
+    assert len(table) == len(SETTINGS) + 1 and table["setting"].iloc[-1] == "training-mean predictor"
+    g = [r for r in runs if r.params["setting"] == "G"]
+    direct = metrics.two_level_bootstrap(rundir.prediction_table(g), "rmse", n=N_BOOT)
+    row = table[table["setting"].str.startswith("G2")].iloc[0]
+    assert row[ci] == f"[{direct['lo']:.2f}, {direct['hi']:.2f}]" and row["seeds"] == 5
+    assert row["_rmse"] == pytest.approx(np.mean([r.metrics["test"]["rmse"] for r in g]))
+    assert direct["lo"] < row["_rmse"] < direct["hi"]
+    # The ensemble of seeds averages the seed noise away: its RMSE interval lies lower.
+    lo_ens = float(row["RMSE 95% CI (seed-averaged ensemble, subjects)"].strip("[]").split(",")[0])
+    assert lo_ens < direct["lo"]
+    mean_row = table.iloc[-1]
+    assert mean_row["seeds"] == 1 and mean_row["_rmse"] == pytest.approx(g[0].metrics["mean_predictor"]["test"]["rmse"])
+    assert mean_row["RMSE measured"] == f"{mean_row['_rmse']:.2f}"
+
+
+def test_comparisons_with_g_are_one_holm_family_and_ties_are_not_ranked():
+    runs = study(worse={"GA": 6.0})
+    table, lines = report.comparisons_with(runs, "G", n=2000)
+    assert table["G minus"].tolist() == [s for s in SETTINGS if s != "G"]
+    ci = "95% CI (Holm, 9 comparisons; seeds x subjects)"
+    assert ci in table.columns and table.attrs["adjustment"] == "Holm, 9 comparisons"
+    by = {s: rundir.prediction_table([r for r in runs if r.params["setting"] == s]) for s in SETTINGS}
+    holm = metrics.holm_comparisons(by["G"], {s: by[s] for s in SETTINGS if s != "G"}, n=2000)
+    np.testing.assert_allclose(table["low"], holm["lo_holm"])
+    np.testing.assert_allclose(table["high"], holm["hi_holm"])
+    np.testing.assert_allclose(table["p (Holm)"], holm["p_holm"])
+    contains_zero = (table["low"] <= 0) & (table["high"] >= 0)
+    assert ((table["verdict"] == "tie") == contains_zero).all()
+    ga = table.set_index("G minus").loc["GA"]
+    assert ga["verdict"] == "G better" and ga["high"] < 0 and ga["diff RMSE"] < -1
+    # Same distribution, nothing to tell apart: most of the eight others tie.
+    assert (table["verdict"] == "tie").sum() >= 6
+    text = dict(zip(table["G minus"], lines))
+    assert "**G** has the lower error" in text["GA"] and "Holm-adjusted over 9 comparisons, seeds x subjects" in text["GA"]
+    for s, v in zip(table["G minus"], table["verdict"]):
+        assert ("a **tie**" in text[s]) == (v == "tie")
+        assert ("lower error" in text[s]) == (v != "tie")
+
+
+def test_paired_comparison_is_two_level_and_verdict_reads_it():
+    runs = study(seeds=(0, 1, 2))
+    g = [r for r in runs if r.params["setting"] == "G"]
+    res = report.paired_comparison(g, g, n=300)
+    assert res["estimate"] == 0 and res["tie"] and res["resampled"] == "seeds x subjects"
+    assert report.verdict_label(res, "G", "G") == "tie"
+    worse = [fake_run("GA", k, 5.0) for k in (0, 1, 2)]
+    res = report.paired_comparison(g, worse, n=300)
+    assert res["hi"] < 0 and res["n_seeds_a"] == res["n_seeds_b"] == 3 and res["n_subjects"] == N_SUBJECTS
+    assert report.verdict_label(res, "G", "GA") == "G better"
+    assert "seeds x subjects" in report.verdict(res, "G", "GA")
+
+
+def test_baseline_comparisons_resample_seeds_and_subjects():
+    g = [fake_run("G", k) for k in (0, 1, 2)]
+    base = g[0].predictions.drop(columns="subject_id").assign(prediction=lambda t: t["bdi"] + 20.0)
+    res = report.compare_with_predictions(g, base, n=300)
+    assert res["hi"] < 0 and res["n_seeds_a"] == 3 and res["n_seeds_b"] == 1
+    pooled = report.paired_with_predictions(report.pooled_predictions(g), base, n=300)
+    assert pooled["hi"] < 0 and pooled["resampled"] == "subjects (seed-averaged ensemble)"
+    with pytest.raises(ValueError, match="lack 2 Testing videos"):
+        report.compare_with_predictions(g, base.iloc[:-2], n=100)
+
+
+def test_comparisons_with_mean_flags_a_setting_that_beats_the_mean():
+    runs = [fake_run(s, k, noise=1.0) for s in ("G", "GA") for k in (0, 1)]
+    table, lines = report.comparisons_with_mean(runs, n=1000)
+    assert table["setting"].tolist() == ["GA", "G"]
+    assert (table["diff RMSE"] < 0).all() and (table["verdict"] != "tie").all()
+    assert all("training mean" in line for line in lines)
+    assert "95% CI (Holm, 2 comparisons; seeds x subjects)" in table.columns
+
+
+def test_lr_and_cross_dataset_tables_name_the_resampled_unit():
+    runs = [fake_run("G", k, lr=lr) for lr in (1e-4, 1e-3) for k in (0, 1)] + [fake_run("G", 2, lr=1e-2, stop="diverged")]
+    table = report.lr_table(runs, "synthetic", chosen=1e-3, n_boot=N_BOOT)
+    assert table["learning rate"].tolist() == ["0.0001", "0.001", "0.01"]
+    assert table["seeds"].tolist() == [2, 2, 1] and table["diverged"].tolist() == [0, 0, 1]
+    assert table["selected on Development"].tolist() == ["", "yes", ""]
+    assert table["RMSE 95% CI (seeds x subjects)"].str.match(r"^\[\d+\.\d\d, \d+\.\d\d\]$").all()
+    cross = report.cross_dataset_table(runs[:2], runs[2:4], "synthetic", "synthetic, seed 1", n_boot=N_BOOT)
+    assert cross["tested on"].tolist() == ["synthetic", "synthetic, seed 1"]
+    assert {"RMSE 95% CI (seeds x subjects)", "mean predictor RMSE 95% CI (subjects)"} <= set(cross.columns)
+    assert report.video_interval(runs[:2], n=N_BOOT) == report.interval(runs[:2], n=N_BOOT) == cross.iloc[0]["RMSE 95% CI (seeds x subjects)"]
+
+
+def test_learning_check_reads_development_not_testing():
+    dev_only = fake_run("G", 0, constant=("Testing",))  # varies on Development: learned
+    test_only = fake_run("GA", 0, constant=("Development",))  # constant on Development: not
+    table = report.learning_check([dev_only, test_only]).set_index("setting")
+    assert table.loc["G", "learned (all seeds)"] and not table.loc["GA", "learned (all seeds)"]
+    assert table.loc["GA", "min_prediction_sd_dev"] == pytest.approx(0.0)
+    assert list(table.index) == ["GA", "G"]  # the order of dlga.config.SETTINGS
+
+
+def test_early_stopping_note_is_computed_from_the_schedule():
+    never = report.early_stopping_note(TrainConfig.preset("ci", max_steps=80))
+    assert never.startswith("Early stopping (patience 200) cannot fire before step 201: with max_steps 80 it never does")
+    can = report.early_stopping_note(TrainConfig.preset("ci", max_steps=300, patience=50),
+                                     [fake_run("G", 0, stop="early_stopping"), fake_run("G", 1)])
+    assert "can fire from step 51 of 300" in can and "no new minimum after step 250" in can
+    assert can.endswith("Measured: 1 of 2 runs stopped early.")
+    assert "off" in report.early_stopping_note(TrainConfig.preset("ci", patience=0))
+
+
+def test_old_predictions_without_subject_read_it_from_the_session(tmp_path):
+    old = fake_run("G", 0).predictions.drop(columns="subject_id")
+    old.to_csv(tmp_path / rundir.PREDICTIONS, index=False)
+    back = rundir.read_predictions(tmp_path)
+    assert list(back.columns) == rundir.PREDICTION_COLUMNS
+    assert (back["subject_id"] == back["session_id"]).all() and back["subject_id"].iloc[0] == "0_1"
