@@ -109,6 +109,9 @@ def make_params(
         "align_points": "eye-corners",
         "reuse_min_score": None if reuse_min_score is None else float(reuse_min_score),
         "upsample_retry": bool(upsample_retry),
+        # The code of the data path: a change to it makes a new store folder, never a stale
+        # store read as if the new code had written it.
+        "data_source": store.data_source_hash(),
     }
     if fallback is not None:
         params["fallback"] = fallback
@@ -201,10 +204,12 @@ def _finished(store_dir: Path, row: dict[str, Any]) -> dict[str, Any] | None:
         qc = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    # A result, stored video or failure, stands until its source file changes.
+    if qc.get("source") != source_signature(row["path"]):
+        return None
     if qc.get("status") == "ok":
         return qc if store.video_path(store_dir, row["video_id"]).is_file() else None
-    # A failure is final until its source file changes.
-    return qc if qc.get("source") == source_signature(row["path"]) else None
+    return qc
 
 
 def _clean_temporaries(store_dir: Path) -> None:

@@ -269,8 +269,8 @@ def test_paired_with_predictions_matches_by_video():
     baseline = g.predictions.assign(prediction=bdi + 3 * noise).iloc[::-1]  # another order
     res = report.paired_with_predictions(report.pooled_predictions([g]), baseline, n=200)
     expected = np.sqrt(np.mean(noise ** 2)) - np.sqrt(np.mean((3 * noise) ** 2))
-    assert res["diff"] == pytest.approx(expected)
-    assert res["low"] <= res["diff"] <= res["high"] < 0
+    assert res["estimate"] == pytest.approx(expected)
+    assert res["lo"] <= res["estimate"] <= res["hi"] < 0
 
 
 def test_lr_table_marks_the_chosen_rate_and_sets_the_paper_beside_it():
