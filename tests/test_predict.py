@@ -203,7 +203,7 @@ def test_report_attention_is_predict_frames_on_a_partition(trained_run):
     model, config = report.load_run_model(run)
     part = data_lib.load_partition(run.params["store_dir"], "Testing")
     table = report.attention(model, part, config.input_size, batch_size=5)
-    assert list(table.columns) == ["video_id", "session_id", "partition", "bdi", "prediction",
+    assert list(table.columns) == ["video_id", "subject_id", "session_id", "partition", "bdi", "prediction",
                                    *ATTENTION_COLUMNS, "global_attention", "local_mean"]
     assert len(table) == part.n_frames
     np.testing.assert_allclose(table["local_mean"], table[list(ATTENTION_COLUMNS)].mean(axis=1))
