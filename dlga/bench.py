@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -32,6 +33,8 @@ class BenchCase:
     precision: str = "float32"  # or "mixed_bfloat16"
     train: bool = True
     repeats: int = 3
+    conv_impl: str = "auto"  # LocalAttention's per-patch convolution
+    threads: int = 0  # TensorFlow intra-op threads (0: TensorFlow's default, all cores)
 
     @property
     def label(self) -> str:
@@ -67,10 +70,13 @@ def measure(case: BenchCase) -> dict:
     from .config import ModelConfig
     from .model import build_model
 
+    if case.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(case.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     keras.mixed_precision.set_global_policy(case.precision)
     keras.utils.set_random_seed(0)
     cfg = ModelConfig.setting("G", preset=case.preset, share_local_weights=case.shared)
-    model = build_model(cfg)
+    model = build_model(cfg, conv_impl=case.conv_impl)
     rng = np.random.default_rng(0)
     s = cfg.input_size
 
@@ -105,6 +111,138 @@ def measure(case: BenchCase) -> dict:
     return row
 
 
+def build_model_grouped(config):
+    """The model with the grouped per-patch convolution at every crop size: the training path
+    of the first version, the baseline of the throughput table."""
+    from .model import build_model
+
+    return build_model(config, conv_impl="grouped")
+
+
+def measure_matmul(dtype: str = "float32", n: int = 4096, repeats: int = 5) -> dict:
+    """GFLOP/s of an ``n`` x ``n`` matrix product on every core: the machine's own roof."""
+    import tensorflow as tf
+
+    rng = tf.random.Generator.from_seed(0)
+    a = tf.cast(rng.normal((n, n)), dtype)
+    b = tf.cast(rng.normal((n, n)), dtype)
+    matmul = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b)[:1, :1], tf.float32)))
+    sec = _time(lambda: float(matmul()), repeats)
+    return {"case": f"matmul/{n}/{dtype}", "dtype": dtype, "gflops": 2 * n**3 / sec / 1e9}
+
+
+DEMO_STORE_SIZES = {"Training": 200, "Development": 50, "Testing": 90}  # sessions, as the demo cohort
+DEMO_FRAMES_PER_VIDEO = 6
+
+
+def demo_specs(store_dir: str, n: int, baseline: bool) -> list:
+    """``n`` runs of setting G on the ``demo`` schedule (300 steps at batch 32), seeds 0..n-1."""
+    from .runs import RunSpec
+    from .train import TrainConfig
+
+    schedule = TrainConfig.preset("demo", max_steps=300, eval_every=50, jit_compile=False)
+    return [RunSpec("G", "tiny", schedule, store_dir, seed=seed, notes="bench baseline" if baseline else "bench")
+            for seed in range(n)]
+
+
+def measure_runs(n: int, baseline: bool, workdir: str) -> dict:
+    """Runs per hour of the demo schedule on a toy store of the demo cohort's size.
+
+    ``baseline``: one process, one run after another, TensorFlow's default threads and the
+    grouped per-patch convolution (the first version's path). Otherwise: the local executor,
+    one single-thread worker per core, the default model.
+    """
+    from data_prep.toystore import make_store
+
+    from .executors import execute_all
+    from .runs import execute
+
+    root = Path(workdir)
+    store = root / "store"
+    if not (store / "manifest.csv").is_file():
+        make_store(store, DEMO_STORE_SIZES, frames_per_video=DEMO_FRAMES_PER_VIDEO,
+                   tasks=("Freeform", "Northwind"), seed=0)
+    specs = demo_specs(str(store), n, baseline)
+    runs_root = root / ("runs-baseline" if baseline else "runs")
+    start = time.perf_counter()
+    if baseline:
+        for spec in specs:
+            execute(spec, runs_root, progress=False, model_fn=build_model_grouped)
+    else:
+        execute_all(specs, runs_root, "local", progress=False)
+    wall = time.perf_counter() - start
+    return {"case": "demo runs" + (" (baseline)" if baseline else ""), "runs": n, "wall_s": wall,
+            "runs_per_hour": 3600 * n / wall}
+
+
+def _worker(job: dict) -> dict:
+    kind = job.pop("kind", "case")
+    if kind == "matmul":
+        return measure_matmul(**job)
+    if kind == "runs":
+        return measure_runs(**job)
+    return measure(BenchCase(**job))
+
+
+def _in_subprocess(job: dict, label: str, progress: bool) -> dict:
+    """One measurement in a fresh process, so that its memory and threads are its own."""
+    if progress:
+        print(f"  {label} ...", file=sys.stderr, flush=True)
+    cmd = [sys.executable, "-m", "dlga.bench", "--worker", json.dumps(job)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        return {"case": label, "error": res.stderr.strip().splitlines()[-1:]}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+THROUGHPUT_CASES = (
+    BenchCase("tiny", False, repeats=10, conv_impl="grouped", threads=0),  # baseline: the first version's step
+    BenchCase("tiny", False, repeats=10, threads=1),  # what each run of the local executor does
+)
+
+
+def throughput(workdir: str, progress: bool = True, runs_per_worker: int = 2, baseline_runs: int = 2) -> dict:
+    """The throughput table: the tiny G training step and demo runs per hour, against the
+    first version's path measured in the same call."""
+    base_step, step = (_in_subprocess({**c.__dict__}, f"train step {c.label} {c.conv_impl} threads={c.threads or 'all'}",
+                                      progress) for c in THROUGHPUT_CASES)
+    cores = os.cpu_count() or 1
+    runs = _in_subprocess({"kind": "runs", "n": runs_per_worker * cores, "baseline": False, "workdir": workdir},
+                          "demo runs, local executor", progress)
+    base_runs = _in_subprocess({"kind": "runs", "n": baseline_runs, "baseline": True, "workdir": workdir},
+                               "demo runs, baseline", progress)
+    out = {
+        "tiny_G_train_step_s_batch32": step.get("train_s_per_step_batch32"),
+        "tiny_G_train_step_s_batch32_baseline": base_step.get("train_s_per_step_batch32"),
+        "demo_runs_per_hour": runs.get("runs_per_hour"),
+        "demo_runs_per_hour_baseline": base_runs.get("runs_per_hour"),
+        "workers": cores,
+        "errors": [r for r in (base_step, step, runs, base_runs) if "error" in r],
+    }
+    if all(out[k] for k in ("tiny_G_train_step_s_batch32", "tiny_G_train_step_s_batch32_baseline")):
+        out["step_speedup"] = out["tiny_G_train_step_s_batch32_baseline"] / out["tiny_G_train_step_s_batch32"]
+        out["step_goal_met"] = out["step_speedup"] >= 1.5
+    if all(out[k] for k in ("demo_runs_per_hour", "demo_runs_per_hour_baseline")):
+        out["runs_per_hour_ratio"] = out["demo_runs_per_hour"] / out["demo_runs_per_hour_baseline"]
+        out["runs_goal_met"] = out["runs_per_hour_ratio"] >= 3.0
+    return out
+
+
+def efficiency(rows: list[dict], matmul: dict[str, float]) -> dict:
+    """The paper preset's GFLOP/s at batch 32 as a fraction of the machine's matmul roof."""
+    out = {"matmul_gflops_float32": matmul.get("float32"), "matmul_gflops_bfloat16": matmul.get("bfloat16")}
+    for precision, key, goal in (("float32", "float32", 0.75), ("mixed_bfloat16", "bfloat16", 0.6)):
+        paper = [r for r in rows if r.get("preset") == "paper" and r.get("weights") == "per-patch"
+                 and r.get("precision") == precision and "gflops_per_s_batch32" in r]
+        if paper and matmul.get(key):
+            best = max(paper, key=lambda r: r["gflops_per_s_batch32"])
+            out[f"paper_fraction_{key}"] = best["gflops_per_s_batch32"] / matmul[key]
+            out[f"paper_fraction_{key}_goal"] = goal
+            out[f"paper_fraction_{key}_met"] = out[f"paper_fraction_{key}"] >= goal
+            out[f"paper_batch1_over_batch32_{key}"] = best["infer_ms_batch1"] / best["infer_ms_batch32"]
+    return out
+
+
 def machine() -> dict:
     import tensorflow as tf
 
@@ -124,14 +262,7 @@ def machine() -> dict:
 def run_cases(cases, progress=True) -> list[dict]:
     rows = []
     for i, case in enumerate(cases, 1):
-        if progress:
-            print(f"[{i}/{len(cases)}] {case.label} ...", file=sys.stderr, flush=True)
-        cmd = [sys.executable, "-m", "dlga.bench", "--worker", json.dumps(case.__dict__)]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode:
-            rows.append({"case": case.label, "error": res.stderr.strip().splitlines()[-1:]})
-            continue
-        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        rows.append(_in_subprocess(dict(case.__dict__), f"[{i}/{len(cases)}] {case.label}", progress))
     return rows
 
 
@@ -169,24 +300,50 @@ def load_result(path: str | Path = "bench/dlga.json") -> dict | None:
     return json.loads(path.read_text())
 
 
+def _print_block(title: str, block: dict) -> None:
+    print(title)
+    for key, value in block.items():
+        print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")
+
+
+def git_commit() -> str | None:
+    from .runs import git_commit as commit
+
+    return commit()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dlga bench", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/dlga.json", help="JSON output path (default: %(default)s)")
-    ap.add_argument("--quick", action="store_true", help="tiny preset only (seconds)")
+    ap.add_argument("--quick", action="store_true", help="tiny preset only, no throughput runs (seconds)")
+    ap.add_argument("--no-throughput", action="store_true", help="skip the demo-runs-per-hour table (minutes)")
+    ap.add_argument("--workdir", default=".cache/bench", help="toy store and runs of the throughput table")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(measure(BenchCase(**json.loads(args.worker)))))
+        print(json.dumps(_worker(json.loads(args.worker))))
         return 0
     rows = run_cases(QUICK_CASES if args.quick else DEFAULT_CASES)
-    result = {"machine": machine(), "rows": rows, "goals": goals(rows),
-               "paper_seconds_per_image": PAPER_SECONDS_PER_IMAGE,
-               "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    matmul = {}
+    if not args.quick:
+        for dtype in ("float32", "bfloat16"):
+            row = _in_subprocess({"kind": "matmul", "dtype": dtype}, f"matmul 4096 {dtype}", True)
+            matmul[dtype] = row.get("gflops")
+    result = {"machine": machine(), "commit": git_commit(), "rows": rows, "goals": goals(rows),
+              "efficiency": efficiency(rows, matmul),
+              "paper_seconds_per_image": PAPER_SECONDS_PER_IMAGE,
+              "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if not (args.quick or args.no_throughput):
+        shutil.rmtree(Path(args.workdir) / "runs", ignore_errors=True)  # measure training, not the cache
+        shutil.rmtree(Path(args.workdir) / "runs-baseline", ignore_errors=True)
+        result["throughput"] = {**throughput(args.workdir), "commit": result["commit"]}
     print(f"DLGA-CNN benchmark on {result['machine']['cpu']} ({result['machine']['cores']} cores), "
-          f"TensorFlow {result['machine']['tensorflow']}")
+          f"TensorFlow {result['machine']['tensorflow']}, commit {result['commit']}")
     print(format_table(rows))
-    for key, value in result["goals"].items():
-        print(f"  {key}: {value:.2f}" if isinstance(value, float) else f"  {key}: {value}")
+    _print_block("goals", result["goals"])
+    _print_block("efficiency (model GFLOP/s at batch 32 / matmul GFLOP/s)", result["efficiency"])
+    if "throughput" in result:
+        _print_block("throughput (baseline: one process, default threads, grouped convolution)", result["throughput"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dlga.bench import BenchCase, format_table, goals, measure
+from dlga.bench import BenchCase, efficiency, format_table, goals, measure, measure_matmul
 
 
 def test_measure_tiny_reports_every_column():
@@ -25,3 +25,25 @@ def test_goals_compare_the_best_paper_rows():
     assert g["paper_batch1_ms"] == 120.0 and g["paper_batch1_met"]
     assert g["speedup_vs_paper_2120ms"] == pytest.approx(2120 / 50)
     assert goals([]) == {}
+
+
+def test_efficiency_is_the_paper_rows_share_of_the_matmul_roof():
+    rows = [
+        {"preset": "paper", "weights": "per-patch", "precision": "float32", "gflops_per_s_batch32": 150.0,
+         "infer_ms_batch1": 130.0, "infer_ms_batch32": 100.0},
+        {"preset": "paper", "weights": "per-patch", "precision": "mixed_bfloat16", "gflops_per_s_batch32": 300.0,
+         "infer_ms_batch1": 80.0, "infer_ms_batch32": 50.0},
+        {"preset": "tiny", "weights": "per-patch", "precision": "float32", "gflops_per_s_batch32": 900.0,
+         "infer_ms_batch1": 1.0, "infer_ms_batch32": 1.0},
+    ]
+    e = efficiency(rows, {"float32": 200.0, "bfloat16": 600.0})
+    assert e["paper_fraction_float32"] == pytest.approx(0.75) and e["paper_fraction_float32_met"]
+    assert e["paper_fraction_bfloat16"] == pytest.approx(0.5) and not e["paper_fraction_bfloat16_met"]
+    assert e["paper_batch1_over_batch32_float32"] == pytest.approx(1.3)
+    assert efficiency([], {}) == {"matmul_gflops_float32": None, "matmul_gflops_bfloat16": None}
+
+
+def test_matmul_roof_and_the_baseline_step_are_measured():
+    assert measure_matmul("float32", n=256, repeats=1)["gflops"] > 0
+    row = measure(BenchCase("tiny", False, train=True, repeats=1, conv_impl="grouped"))
+    assert row["train_s_per_step_batch32"] > 0 and row["parameters"] > 756_115  # per-patch weights
