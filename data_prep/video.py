@@ -115,7 +115,11 @@ def iter_sampled_frames(
             return decoder_gist(log.read().decode("utf-8", "replace"))
 
         with _stderr_to(log):
-            cap = cv2.VideoCapture(str(path))
+            # One decoding thread: FFmpeg's frame threads print their complaints whenever they
+            # get to them, outside the window in which stderr is captured.
+            cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+            if not cap.isOpened():  # not FFmpeg's: let OpenCV choose a backend
+                cap = cv2.VideoCapture(str(path))
         try:
             if not cap.isOpened():
                 said = gist()
