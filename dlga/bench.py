@@ -5,6 +5,10 @@ runs in its own subprocess so that its peak resident memory is its own. These ar
 the project prints, never timed assertions in tests.
 
 The paper (section 4.3.3) measured 2.12 s per image on an Intel i7-6700 with TensorFlow.
+
+TensorFlow, the model and the run cache are imported inside the measuring functions on purpose:
+every measurement runs in a subprocess of its own, and the parent process stays without
+TensorFlow so that it holds no threads or memory beside the one being measured.
 """
 
 from __future__ import annotations
@@ -154,8 +158,7 @@ def measure_runs(n: int, baseline: bool, workdir: str) -> dict:
     """
     from data_prep.toystore import make_store
 
-    from .executors import execute_all
-    from .runs import execute
+    from .runs import execute, execute_all
 
     root = Path(workdir)
     store = root / "store"
@@ -306,12 +309,6 @@ def _print_block(title: str, block: dict) -> None:
         print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")
 
 
-def git_commit() -> str | None:
-    from .runs import git_commit as commit
-
-    return commit()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dlga bench", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/dlga.json", help="JSON output path (default: %(default)s)")
@@ -329,6 +326,8 @@ def main(argv=None) -> int:
         for dtype in ("float32", "bfloat16"):
             row = _in_subprocess({"kind": "matmul", "dtype": dtype}, f"matmul 4096 {dtype}", True)
             matmul[dtype] = row.get("gflops")
+    from .runs import git_commit
+
     result = {"machine": machine(), "commit": git_commit(), "rows": rows, "goals": goals(rows),
               "efficiency": efficiency(rows, matmul),
               "paper_seconds_per_image": PAPER_SECONDS_PER_IMAGE,

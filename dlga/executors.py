@@ -1,8 +1,8 @@
 """Where runs execute: one :class:`concurrent.futures.Executor` seam (Decisions: Runs at scale).
 
 Runs are independent, so the unit of parallelism is the run. Everything that trains many runs
-(the run cache's :func:`execute_all`, ``python -m dlga.runs run``, the book build) takes an
-executor, given as an object or as a string:
+(the run cache's :func:`dlga.runs.execute_all`, ``python -m dlga.runs run``, the book build)
+takes an executor, given as an object or as a string:
 
 * ``"local"`` (default): worker processes on this machine, one per core, each TensorFlow
   limited to its share of the cores' threads (``"local:N"``: N workers);
@@ -22,24 +22,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import time
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
-from pathlib import Path
-from typing import Callable, Iterable, Sequence
-
-from tqdm.auto import tqdm
-
-from dlga import runs as runs_lib
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from typing import Callable
 
 # Every run trains with this many TensorFlow intra-op threads, wherever it runs: the sum of a
 # reduction can depend on how it is split over threads, so one fixed count keeps a run's
 # numbers independent of its worker. One thread per run and one run per core is also the
 # fastest way to use a small machine (two one-thread processes beat one two-thread process).
 THREADS_PER_RUN = 1
-
-
-class RunError(RuntimeError):
-    """Some runs of a grid failed; the others completed and are cached."""
 
 
 class SerialExecutor(Executor):
@@ -129,56 +119,3 @@ def make_executor(executor: str | Executor | None = "local") -> Executor:
     raise ValueError(
         f"unknown executor {executor!r}; use 'local', 'local:N', 'serial' or 'dask://HOST:PORT'"
     )
-
-
-def _execute_one(spec: runs_lib.RunSpec, runs_root: str, threads: int) -> str:
-    """What a worker does: one run through the cache (returns its directory)."""
-    limit_threads(threads)
-    return str(runs_lib.execute(spec, runs_root, progress=False))
-
-
-def execute_all(
-    specs: Sequence[runs_lib.RunSpec] | Iterable[runs_lib.RunSpec],
-    runs_root: str | os.PathLike = "runs",
-    executor: str | Executor | None = "local",
-    *,
-    progress: bool = True,
-    desc: str = "runs",
-    threads: int = THREADS_PER_RUN,
-) -> list[Path]:
-    """The complete run directories of ``specs`` (in their order), training the missing ones
-    on ``executor``.
-
-    Complete runs are reused; the missing ones are submitted at once and a progress bar counts
-    them (runs done of runs needed, with an ETA). A failing run does not stop the others: they
-    finish and are cached, then one :class:`RunError` names every run that failed.
-    """
-    specs = list(specs)
-    root = Path(runs_root)
-    ids = [spec.run_id for spec in specs]
-    todo = {run_id: spec for run_id, spec in zip(ids, specs) if not runs_lib.is_complete(root / run_id)}
-    if todo:
-        owned = not isinstance(executor, Executor)
-        pool = make_executor(executor)
-        failures: dict[str, BaseException] = {}
-        try:
-            futures = {pool.submit(_execute_one, spec, str(root), threads): run_id for run_id, spec in todo.items()}
-            bar = tqdm(total=len(futures), desc=desc, unit="run", disable=not progress, dynamic_ncols=True)
-            start = time.perf_counter()
-            with bar:
-                for done, future in enumerate(as_completed(futures), 1):
-                    run_id = futures[future]
-                    exc = future.exception()
-                    if exc is not None:
-                        failures[run_id] = exc
-                    bar.update(1)
-                    bar.set_postfix(failed=len(failures), s_per_run=f"{(time.perf_counter() - start) / done:.0f}")
-        finally:
-            if owned:
-                pool.shutdown(wait=True)
-        if failures:
-            lines = "\n".join(f"  {run_id}: {type(e).__name__}: {e}" for run_id, e in failures.items())
-            raise RunError(
-                f"{len(failures)} of {len(todo)} runs failed (the others are complete under {root}):\n{lines}"
-            )
-    return [root / run_id for run_id in ids]

@@ -27,14 +27,16 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from data_prep.store import sources_hash, store_fingerprint
-from dlga import rundir
+from dlga import executors, rundir
 from dlga import train as train_lib
 from dlga.config import MODEL_PRESETS, SETTINGS, ModelConfig
 from dlga.metrics import paired_two_level_bootstrap
@@ -284,6 +286,63 @@ def compare(
     return paired_two_level_bootstrap(ta, tb, metric, n=n, seed=seed)
 
 
+class GridError(RuntimeError):
+    """Some runs of a grid failed; the others completed and are cached."""
+
+
+def _execute_one(spec: RunSpec, runs_root: str, threads: int) -> str:
+    """What a worker does: one run through the cache (returns its directory)."""
+    executors.limit_threads(threads)
+    return str(execute(spec, runs_root, progress=False))
+
+
+def execute_all(
+    specs: Sequence[RunSpec] | Iterable[RunSpec],
+    runs_root: str | os.PathLike = "runs",
+    executor: str | Executor | None = "local",
+    *,
+    progress: bool = True,
+    desc: str = "runs",
+    threads: int = executors.THREADS_PER_RUN,
+) -> list[Path]:
+    """The complete run directories of ``specs`` (in their order), training the missing ones
+    on ``executor``.
+
+    Complete runs are reused; the missing ones are submitted at once and a progress bar counts
+    them (runs done of runs needed, with an ETA). A failing run does not stop the others: they
+    finish and are cached, then one :class:`GridError` names every run that failed.
+    """
+    specs = list(specs)
+    root = Path(runs_root)
+    ids = [spec.run_id for spec in specs]
+    todo = {run_id: spec for run_id, spec in zip(ids, specs) if not is_complete(root / run_id)}
+    if todo:
+        owned = not isinstance(executor, Executor)
+        pool = executors.make_executor(executor)
+        failures: dict[str, BaseException] = {}
+        try:
+            futures = {pool.submit(_execute_one, spec, str(root), threads): run_id for run_id, spec in todo.items()}
+            bar = tqdm(total=len(futures), desc=desc, unit="run", disable=not progress, dynamic_ncols=True)
+            start = time.perf_counter()
+            with bar:
+                for done, future in enumerate(as_completed(futures), 1):
+                    run_id = futures[future]
+                    exc = future.exception()
+                    if exc is not None:
+                        failures[run_id] = exc
+                    bar.update(1)
+                    bar.set_postfix(failed=len(failures), s_per_run=f"{(time.perf_counter() - start) / done:.0f}")
+        finally:
+            if owned:
+                pool.shutdown(wait=True)
+        if failures:
+            lines = "\n".join(f"  {run_id}: {type(e).__name__}: {e}" for run_id, e in failures.items())
+            raise GridError(
+                f"{len(failures)} of {len(todo)} runs failed (the others are complete under {root}):\n{lines}"
+            )
+    return [root / run_id for run_id in ids]
+
+
 def list_runs(runs_root: str | os.PathLike = "runs") -> pd.DataFrame:
     """One row per run directory: id, state (complete/partial), setting, lr, seed, metrics."""
     rows = []
@@ -361,6 +420,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--id", help="resume or run the run with this id (from its params.json)")
             p.add_argument("--no-progress", action="store_true")
+            p.add_argument("--executor", default="local",
+                           help="where the runs train: local (one worker per core, default), local:N, serial, "
+                                "or dask://HOST:PORT (a Dask scheduler)")
     return parser
 
 
@@ -396,8 +458,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"no run {args.id!r} under {root} or in the given grid; see `plan` for ids")
     else:
         specs = _specs(args)
-    for spec in specs:
-        print(execute(spec, root, progress=not args.no_progress))
+    for path in execute_all(specs, root, args.executor, progress=not args.no_progress):
+        print(path)
     return 0
 
 

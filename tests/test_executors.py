@@ -40,7 +40,7 @@ def _metrics(paths) -> list[dict]:
 @pytest.fixture(scope="module")
 def local_results(specs, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs-local")
-    return executors.execute_all(specs, root, "local:2", progress=False)
+    return runs.execute_all(specs, root, "local:2", progress=False)
 
 
 def test_local_executor_completes_every_run_in_order(specs, local_results):
@@ -49,7 +49,7 @@ def test_local_executor_completes_every_run_in_order(specs, local_results):
 
 
 def test_a_run_alone_and_beside_another_gives_the_same_metrics(specs, local_results, tmp_path):
-    alone = executors.execute_all(specs[:1], tmp_path, "local:1", progress=False)
+    alone = runs.execute_all(specs[:1], tmp_path, "local:1", progress=False)
     assert _metrics(alone) == _metrics(local_results[:1])
 
 
@@ -58,14 +58,14 @@ def test_complete_runs_are_not_submitted_again(specs, local_results):
         def submit(self, fn, /, *args, **kwargs):
             raise AssertionError("a complete run was submitted again")
 
-    assert executors.execute_all(specs, local_results[0].parent, Refuse(), progress=False) == local_results
+    assert runs.execute_all(specs, local_results[0].parent, Refuse(), progress=False) == local_results
 
 
 def test_dask_local_cluster_gives_the_same_ids_and_metrics(specs, local_results, tmp_path):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=logging.ERROR) as cluster:
         address = cluster.scheduler_address
-        paths = executors.execute_all(specs, tmp_path, f"dask://{address.split('://', 1)[1]}", progress=False)
+        paths = runs.execute_all(specs, tmp_path, f"dask://{address.split('://', 1)[1]}", progress=False)
     assert [p.name for p in paths] == [p.name for p in local_results]
     assert _metrics(paths) == _metrics(local_results)
 
@@ -80,8 +80,8 @@ def test_a_failing_run_is_named_and_the_others_complete(specs, tmp_path, monkeyp
 
     original = runs.execute
     monkeypatch.setattr(runs, "execute", execute)
-    with pytest.raises(executors.RunError, match=rf"1 of 2 runs failed[\s\S]*{bad.run_id}: FloatingPointError: boom"):
-        executors.execute_all([specs[0], bad], tmp_path, "serial", progress=False)
+    with pytest.raises(runs.GridError, match=rf"1 of 2 runs failed[\s\S]*{bad.run_id}: FloatingPointError: boom"):
+        runs.execute_all([specs[0], bad], tmp_path, "serial", progress=False)
     assert runs.is_complete(tmp_path / specs[0].run_id)
 
 
