@@ -134,6 +134,8 @@ class BookPreset:
         unknown = sorted(set(knobs) - known)
         if unknown:
             raise ValueError(f"unknown parameters {unknown}; known: {sorted(known)}")
+        if not knobs:
+            return self  # the preset itself, equal to the stored one
         knobs = dict(knobs)
         if "learning_rate" in knobs:
             knobs.setdefault("ablation_lr", knobs["learning_rate"])
@@ -664,7 +666,7 @@ def parameter_table(preset: BookPreset, params: Mapping[str, Any], learning_rate
             for k in ("preset", "dataset", "root") if k in params]
     for name in (k for k in params if k in KNOBS):
         if name == "learning_rate" and learning_rate is not None:
-            value = f"{learning_rate[0]:g} ({learning_rate[1]})"
+            value = f"{learning_rate[0]:g}" + ("" if params[name] is not None else f" ({learning_rate[1]})")
         else:
             v = knob_value(preset, name)
             value = "selected on Development" if v is None and name == "learning_rate" else (
