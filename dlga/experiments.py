@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -593,7 +594,9 @@ def notebook_parameters(shell) -> dict[str, Any]:
     names = _NOTEBOOK_PARAMETERS.get(id(shell))
     if names is None:
         hidden = getattr(shell, "user_ns_hidden", {})
-        names = tuple(k for k in shell.user_ns if not k.startswith("_") and k not in hidden)
+        # Parameters are values: the imports of the calling cell (modules, functions, classes) are not.
+        names = tuple(k for k, v in shell.user_ns.items()
+                      if not k.startswith("_") and k not in hidden and not callable(v) and not isinstance(v, types.ModuleType))
         _NOTEBOOK_PARAMETERS[id(shell)] = names
     return {k: shell.user_ns[k] for k in names if k in shell.user_ns}
 

@@ -8,14 +8,18 @@ page exists and holds its table. The run-level checks read the runs' ``metrics.j
 
 from __future__ import annotations
 
+import json
+import re
 import time
 
 import keras
 import nbformat
 import numpy as np
 import pandas as pd
+import papermill as pm
 import pytest
 import yaml
+from myst_nb.ext.glue import GLUE_PREFIX as glue_prefix
 
 from dlga import book, experiments, prose, report
 from dlga.config import SETTING_LABELS, SETTINGS, ModelConfig
@@ -414,3 +418,66 @@ def test_face_frame_index_finds_the_frame_with_detail():
     frames[3, 8:24, 8:24] = rng.integers(0, 255, (16, 16, 3))  # a "face" in the centre
     frames[1, :4] = 255  # detail outside the centre does not count
     assert report.face_frame_index(frames) == 3
+
+
+# --- chapters steered by their parameters ----------------------------------------------------------
+def _papermill(chapter, out, **parameters):
+    pm.execute_notebook(str(book.BOOK_DIR / f"{chapter}.ipynb"), str(out), parameters={"preset": "ci", **parameters},
+                        cwd=str(book.BOOK_DIR), kernel_name="python3", progress_bar=False, log_output=False)
+    return nbformat.read(out, as_version=4)
+
+
+def _glued(nb, name):
+    """The Markdown a chapter glued under ``name`` (myst-nb's glue with display=False)."""
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("metadata", {}).get("scrapbook", {}).get("name") == name:
+                return out["data"][glue_prefix + "text/markdown"]
+    raise AssertionError(f"nothing glued as {name!r}")
+
+
+def test_misspelt_parameter_stops_the_chapter(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError,
+                       match=r"unknown parameter 'learnig_rate' \(did you mean 'learning_rate'\?\); known parameters: "):
+        _papermill("04_training", tmp_path / "out.ipynb", learnig_rate=1e-4)
+
+
+@pytest.mark.slow
+def test_training_chapter_runs_with_its_parameters(tmp_path):
+    nb = _papermill("04_training", tmp_path / "out.ipynb", learning_rate=1e-4, max_steps=40)
+    store = experiments.prepare_data("ci")
+    p = experiments.chapter_preset("ci", learning_rate=1e-4, max_steps=40)
+    (spec,) = experiments.run_specs(p, store, ["G"], [1e-4], [p.seeds[0]])
+    params = json.loads((experiments.RUNS_ROOT / spec.run_id / "params.json").read_text())
+    assert params["train"]["learning_rate"] == 1e-4 and params["train"]["max_steps"] == 40
+    html = next(o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", [])
+                if "Parameters of this chapter" in o.get("data", {}).get("text/html", ""))
+    for name, value in (("learning_rate", "0.0001"), ("max_steps", "40")):
+        assert re.search(rf">{name}</td>\s*<td[^>]*>{value}</td>\s*<td[^>]*>set for this run</td>", html), name
+    assert re.search(r">batch_size</td>\s*<td[^>]*>16</td>\s*<td[^>]*>preset ci</td>", html)
+    assert f"run {spec.run_id}: setting G, lr 0.0001" in "".join(
+        o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+
+
+@pytest.mark.slow
+def test_ablation_conclusion_matches_its_table(ci_book):
+    (executed,) = (ci_book["index"].parents[1] / "executed").glob("ci-synthetic-*/05_ablations.ipynb")
+    nb = nbformat.read(executed, as_version=4)
+    text = _glued(nb, "ablation_conclusion")
+    p = experiments.get_preset("ci")
+    table, _lines = report.comparisons_with(_ci_ablation_runs(), "G", n=p.bootstrap)
+    assert text == prose.ablation_conclusion(table)
+    for _, row in table.iterrows():
+        other = row["G minus"]
+        assert (f"G and {other} are tied" in text) == (row["verdict"] == "tie"), other
+        assert (f"G beats {other} by {-row['diff RMSE']:.2f}" in text) == (row["verdict"] == "G better"), other
+    assert f"is tied with **{int((table['verdict'] == 'tie').sum())}**" in text
+    assert _glued(nb, "ablation_rate") == f"**{p.ablation_lr:g}** (fixed by the preset)"
+
+
+@pytest.mark.slow
+def test_status_page_lists_every_chapter(ci_book):
+    page = (ci_book["index"].parent / "book" / "status.html").read_text()
+    for chapter in book.CHAPTERS:
+        assert f"{chapter}</a>" in page or f"{chapter}.html" in page, chapter
+    assert "tensorflow" in page and "preset=ci" in page
