@@ -196,10 +196,13 @@ def library_versions() -> dict[str, str]:
     is imported)."""
     out = {"python": sys.version.split()[0]}
     for lib in STATUS_LIBRARIES:
-        try:
-            out[lib] = importlib.metadata.version(lib)
-        except importlib.metadata.PackageNotFoundError:
-            out[lib] = "not installed"
+        out[lib] = "not installed"
+        for dist in (lib, f"{lib}-cpu"):  # TensorFlow installs as tensorflow-cpu on some platforms
+            try:
+                out[lib] = importlib.metadata.version(dist)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
     return out
 
 
