@@ -10,6 +10,10 @@ DATASET ?= synthetic
 ROOT ?=
 BOOK_ARGS = --preset $(PRESET) --dataset $(DATASET) $(if $(ROOT),--root $(ROOT))
 JOBS ?= 2
+# make book SET="learning_rate=1e-4 max_steps=600": chapter parameters for every chapter that has them.
+SET ?=
+# make book EXECUTOR=local:2 | serial | dask://HOST:PORT: where the book's runs train.
+EXECUTOR ?=
 
 # Tool caches and configuration live inside the project tree.
 export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
@@ -49,9 +53,9 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 	$(PY) -m pytest -q --nbval-lax book/
 
-# make book [PRESET=demo|ci|paper] [DATASET=synthetic|avec2013|avec2014 ROOT=DIR]
+# make book [PRESET=demo|ci|paper] [DATASET=synthetic|avec2013|avec2014 ROOT=DIR] [SET="NAME=VALUE ..."] [EXECUTOR=...]
 book: $(STAMP)
-	$(PY) -m dlga.book build $(BOOK_ARGS)
+	$(PY) -m dlga.book build $(BOOK_ARGS) $(foreach s,$(SET),--set $(s)) $(if $(EXECUTOR),--executor $(EXECUTOR))
 
 bench: $(STAMP)
 	$(PY) -m dlga bench --out bench/dlga.json

@@ -9,13 +9,20 @@ Command line::
     python -m dlga.book data  --preset paper --dataset avec2014 --root /data/AVEC2014
     python -m dlga.book build --preset demo                       # notebooks + HTML
     python -m dlga.book build --preset ci --only 01_introduction  # a few chapters
+    python -m dlga.book build --preset demo --set learning_rate=1e-4 --set max_steps=600
+    python -m dlga.book build --preset demo --executor dask://HOST:8786
     python -m dlga.book runs  --preset demo                       # dry run: the runs the book needs
 
-``build`` executes every chapter notebook with papermill (parameters ``preset``, ``dataset``,
-``root``, ``seeds``) into ``_build/executed/<preset>/``, keyed by a hash of the notebook, its
+``build`` first trains every run the chapters need through one executor (``--executor``, see
+:mod:`dlga.executors`; the chapters' kernels get the same one through ``$DLGA_EXECUTOR``), under
+one progress bar: the learning-rate study, then the ablation grid at the rate it selects on
+Development. It then executes every chapter notebook with papermill (parameters ``preset``,
+``dataset``, ``root`` and each ``--set NAME=VALUE`` the chapter has in its parameters cell)
+into ``_build/executed/<preset>-<dataset>-<hash>/``, keyed by a hash of the notebook, its
 parameters, the package source (:func:`dlga.runs.source_hash`) and the data fingerprint, so an
 unchanged second build skips papermill. It then stages the executed notebooks with the
-Markdown pages (the Decisions chapter among them), ``_config.yml`` and ``_toc.yml`` into
+Markdown pages (the Decisions chapter among them), a status page (when each chapter ran, how
+long, its parameters and library versions), ``_config.yml`` and ``_toc.yml`` into
 ``_build/src/`` and runs ``jupyter-book build`` there (no execution by jupyter-book, warnings
 are errors); the output is ``_build/html/index.html``.
 """
@@ -23,7 +30,10 @@ are errors); the output is ``_build/html/index.html``.
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -37,18 +47,25 @@ import nbformat
 import pandas as pd
 import papermill as pm
 import yaml
+from tqdm.auto import tqdm
 
 from data_prep.store import store_fingerprint
 from dlga.experiments import (
     BOOK_PRESETS,
+    KNOBS,
     PROJECT_ROOT,
     RUNS_ROOT,
-    BookPreset,
     ablation_learning_rate,
     book_specs,
+    chapter_preset,
+    cross_dataset_specs,
+    format_value,
     get_preset,
+    is_synthetic,
     prepare_data,
     rate_selection_specs,
+    train_book_runs,
+    unknown_parameters_message,
 )
 from dlga.runs import load_run, plan, source_hash
 
@@ -71,6 +88,12 @@ CHAPTERS = (
 )
 # Markdown pages (nothing to execute), in toc order after the chapters; every build stages them.
 PAGES = ("decisions",)
+# Pages the build writes (after PAGES in the toc): the status of this build's chapters.
+GENERATED_PAGES = ("status",)
+# The chapters that read runs: the build trains their runs before executing any chapter.
+RUN_CHAPTERS = ("04_training", "05_ablations", "06_learning_rate", "07_comparison", "08_attention")
+# Libraries whose versions the status page lists for each chapter.
+STATUS_LIBRARIES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "papermill", "jupyter-book", "myst-nb")
 
 
 # --- notebooks and the HTML build -------------------------------------------------------------
@@ -85,9 +108,43 @@ def _sha(*parts: str | bytes) -> str:
     return h.hexdigest()[:16]
 
 
-def notebook_parameters(preset: BookPreset, dataset: str, root, seeds) -> dict[str, Any]:
-    return {"preset": preset.name, "dataset": dataset, "root": None if root is None else str(root),
-            "seeds": None if seeds is None else [int(s) for s in seeds]}
+def chapter_parameter_names(name: str) -> tuple[str, ...]:
+    """The names the parameters cell of ``book/<name>.ipynb`` assigns, in order."""
+    nb = nbformat.read(BOOK_DIR / f"{name}.ipynb", as_version=4)
+    cell = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
+    if cell is None:
+        raise ValueError(f"book/{name}.ipynb has no cell tagged 'parameters'")
+    return tuple(t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+                 for t in node.targets if isinstance(t, ast.Name))
+
+
+def parse_set(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["learning_rate=1e-4", "seeds=0,1"]`` as ``{"learning_rate": 0.0001, "seeds": "0,1"}``:
+    numbers and JSON are parsed, ``True``/``False``/``None`` too; anything else stays a string
+    (a chapter reads a comma-separated list from it). Names are checked against the knobs."""
+    out: dict[str, Any] = {}
+    for item in items or ():
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--set {item!r}: write NAME=VALUE, e.g. --set learning_rate=1e-4")
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = {"True": True, "False": False, "None": None}.get(text, text)
+        out[name.strip()] = value
+    unknown = [k for k in out if k not in KNOBS]
+    if unknown:
+        raise ValueError(unknown_parameters_message(unknown, KNOBS))
+    return out
+
+
+def notebook_parameters(name: str, dataset: str, root, base: dict[str, Any]) -> dict[str, Any]:
+    """The papermill parameters of chapter ``name``: ``preset`` etc. and each override of
+    ``base`` that its parameters cell has (a chapter without a knob does not get it)."""
+    names = set(chapter_parameter_names(name))
+    params = {"preset": base["preset"], "dataset": dataset, "root": None if root is None else str(root)}
+    params.update({k: list(v) if isinstance(v, tuple) else v for k, v in base.items() if k != "preset"})
+    return {k: v for k, v in params.items() if k in names}
 
 
 def notebook_source_key(path: Path) -> str:
@@ -118,15 +175,59 @@ def execute_notebook(
     pm.execute_notebook(str(src), str(tmp), parameters=parameters, cwd=str(BOOK_DIR), kernel_name="python3",
                         progress_bar=False, log_output=False)
     nb = nbformat.read(tmp, as_version=4)
-    for cell in nb.cells:  # papermill's copy of the parameters: kept in the file, not on the page
+    for cell in nb.cells:
+        # Both parameter cells stay in the file but not on the page: their defaults (None, the
+        # ci preset) would mislead; the chapter's table shows the values it ran with.
         tags = cell.metadata.get("tags", [])
-        if "injected-parameters" in tags and "remove-cell" not in tags:
+        if ("injected-parameters" in tags or "parameters" in tags) and "remove-cell" not in tags:
             cell.metadata["tags"] = tags + ["remove-cell"]
+    nb.metadata["dlga"] = {"parameters": parameters, "versions": library_versions(),
+                           "seconds": round(time.perf_counter() - t0, 1),
+                           "finished": time.strftime("%Y-%m-%d %H:%M:%S %z")}
     nbformat.write(nb, tmp)
     os.replace(tmp, out)
     key_file.write_text(key + "\n")
     log(f"  {name}: executed in {time.perf_counter() - t0:.0f} s")
     return out, True
+
+
+def library_versions() -> dict[str, str]:
+    """The installed versions of :data:`STATUS_LIBRARIES` (read from package metadata: nothing
+    is imported)."""
+    out = {"python": sys.version.split()[0]}
+    for lib in STATUS_LIBRARIES:
+        out[lib] = "not installed"
+        for dist in (lib, f"{lib}-cpu"):  # TensorFlow installs as tensorflow-cpu on some platforms
+            try:
+                out[lib] = importlib.metadata.version(dist)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return out
+
+
+def status_page(executed: dict[str, Path]) -> str:
+    """The status page (Markdown): per chapter when it ran, how long it took, its parameters
+    and the library versions, read from the executed notebooks' metadata."""
+    rows, versions = [], {}
+    for name, path in executed.items():
+        meta = nbformat.read(path, as_version=4).metadata.get("dlga", {})
+        given = sorted(meta.get("parameters", {}).items(), key=lambda kv: (kv[0] not in ("preset", "dataset", "root"), kv[0]))
+        params = ", ".join(f"`{k}={format_value(v)}`" for k, v in given if v is not None)
+        rows.append(f"| [{name}]({name}.ipynb) | {meta.get('finished', '?')} | {meta.get('seconds', '?')} | {params} |")
+        for lib, v in meta.get("versions", {}).items():
+            versions.setdefault(lib, {}).setdefault(v, []).append(name.split("_", 1)[0])
+    lib_rows = [f"| {lib} | " + "; ".join(f"{v} ({', '.join(chs)})" if len(by) > 1 else v for v, chs in by.items()) + " |"
+                for lib, by in versions.items()]
+    return "\n".join([
+        "# Status", "",
+        "When each chapter of this build was executed (by papermill; a chapter whose notebook, "
+        "parameters, code and data did not change is reused from an earlier build), how long it "
+        "took, the parameters it ran with and the libraries it ran on.", "",
+        "| chapter | executed | seconds | parameters |", "|---|---|---|---|", *rows, "",
+        "## Library versions", "",
+        "| library | version (chapters, where they differ) |", "|---|---|", *lib_rows, "",
+    ])
 
 
 def stage(executed: dict[str, Path], staging: Path) -> None:
@@ -142,8 +243,13 @@ def stage(executed: dict[str, Path], staging: Path) -> None:
             _copy_if_changed(asset, staging / "book" / asset.name)
     for name, path in executed.items():
         _copy_if_changed(path, staging / "book" / f"{name}.ipynb")
+    status = staging / "book" / "status.md"
+    text = status_page(executed)
+    if not status.is_file() or status.read_text() != text:
+        status.write_text(text)
     # Anything staged earlier that is no longer part of the book goes.
-    keep = {f"{n}.ipynb" for n in executed} | {p.name for p in BOOK_DIR.glob("*.md")} | {"references.bib"}
+    keep = ({f"{n}.ipynb" for n in executed} | {p.name for p in BOOK_DIR.glob("*.md")} | {"references.bib"}
+            | {f"{p}.md" for p in GENERATED_PAGES})
     for p in (staging / "book").iterdir():
         if p.is_file() and p.name not in keep:
             p.unlink()
@@ -188,23 +294,53 @@ def build(
     force: bool = False,
     build_dir: str | os.PathLike = BUILD_DIR,
     log=print,
+    overrides: dict[str, Any] | None = None,
+    executor: str | None = None,
+    progress: bool = True,
 ) -> Path:
-    """Data, every chapter through papermill (cached), then the HTML. Returns index.html."""
+    """Data, the runs (one executor, one bar), every chapter through papermill (cached), then
+    the HTML. Returns index.html.
+
+    ``overrides``: chapter parameters (``{"learning_rate": 1e-4, "max_steps": 600}``), given to
+    every chapter whose parameters cell has them; ``seeds`` is the override ``seeds``.
+    ``executor``: where runs train (None: ``$DLGA_EXECUTOR``, else ``local``).
+    """
     t0 = time.perf_counter()
-    p = get_preset(preset)
-    build_dir = Path(build_dir)
-    store = prepare_data(p, dataset, root, progress=True)
-    log(f"store: {store} ({time.perf_counter() - t0:.0f} s)")
-    fingerprint = store_fingerprint(store)
-    params = notebook_parameters(p, dataset, root, seeds)
+    overrides = dict(overrides or {})
+    if seeds is not None:
+        overrides["seeds"] = [int(s) for s in seeds]
     chapters = [c for c in CHAPTERS if not only or c in only or c.split("_", 1)[0] in only]
     unknown = [o for o in (only or []) if not any(c == o or c.split("_", 1)[0] == o for c in CHAPTERS)]
     if unknown:
         raise ValueError(f"unknown chapters {unknown}; chapters: {list(CHAPTERS)}")
-    out_dir = build_dir / "executed" / f"{p.name}-{dataset}-{_sha(json.dumps(params, sort_keys=True))[:8]}"
+    had = set().union(*(chapter_parameter_names(c) for c in chapters))
+    unused = sorted(set(overrides) - had)
+    if unused:
+        raise ValueError(f"no chapter built has the parameters {unused}; "
+                         f"the chapters built have: {', '.join(sorted(had & set(KNOBS)))}")
+    p = chapter_preset(get_preset(preset), dataset, **overrides)  # a bad value stops the build here
+    build_dir = Path(build_dir)
+    store = prepare_data(p, dataset, root, progress=progress)
+    log(f"store: {store} ({time.perf_counter() - t0:.0f} s)")
+    fingerprint = store_fingerprint(store)
+    executor = executor or os.environ.get("DLGA_EXECUTOR") or "local"
+    if set(chapters) & set(RUN_CHAPTERS):
+        cross = None
+        if "07_comparison" in chapters and is_synthetic(dataset):
+            cross = prepare_data(p, "synthetic", cohort_seed=1)
+        train_book_runs(p, store, RUNS_ROOT, executor, progress=progress,
+                        extra=None if cross is None else (lambda lr: cross_dataset_specs(p, store, cross, lr)))
+    base = {"preset": p.name, **overrides}
+    key = _sha(json.dumps({"dataset": dataset, "root": str(root), **base}, sort_keys=True, default=str))[:8]
+    out_dir = build_dir / "executed" / f"{p.name}-{dataset}-{key}"
     executed = {}
-    for name in chapters:
-        executed[name], _ran = execute_notebook(name, params, out_dir, fingerprint, force=force, log=log)
+    with _environ(DLGA_EXECUTOR=executor), tqdm(chapters, desc="chapters", unit="chapter",
+                                                disable=not progress, dynamic_ncols=True) as bar:
+        for name in bar:
+            bar.set_postfix_str(name)
+            params = notebook_parameters(name, dataset, root, base)
+            executed[name], _ran = execute_notebook(name, params, out_dir, fingerprint, force=force,
+                                                    log=bar.write if progress else log)
     staging = build_dir / "src"
     write_toc(chapters, staging)
     stage(executed, staging)
@@ -215,10 +351,25 @@ def build(
     return html / "index.html"
 
 
+@contextlib.contextmanager
+def _environ(**values: str):
+    """Environment variables set for the chapters' kernels (papermill's kernels inherit them)."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def write_toc(chapters: Sequence[str], staging: Path) -> None:
     """The staged ``_toc.yml``: the project's toc, cut to the chapters built."""
     toc = yaml.safe_load((PROJECT_ROOT / "_toc.yml").read_text())
-    keep = {f"book/{c}" for c in (*chapters, *PAGES)}
+    keep = {f"book/{c}" for c in (*chapters, *PAGES, *GENERATED_PAGES)}
     root = toc["root"]
     if "parts" in toc:
         for part in toc["parts"]:
@@ -303,6 +454,12 @@ def _parser() -> argparse.ArgumentParser:
         if name == "build":
             p.add_argument("--only", nargs="+", default=None, help="chapters to build (e.g. 01 02 05_ablations)")
             p.add_argument("--force", action="store_true", help="rerun papermill even when the cache matches")
+            p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                           help="a chapter parameter for every chapter that has it (repeatable), "
+                                "e.g. --set learning_rate=1e-4 --set max_steps=600 --set seeds=0,1")
+            p.add_argument("--executor", default=None,
+                           help="where runs train: local (default), local:N, serial, dask://HOST:PORT "
+                                "(default: $DLGA_EXECUTOR or local)")
     return ap
 
 
@@ -317,7 +474,12 @@ def main(argv: list[str] | None = None) -> int:
         with pd.option_context("display.width", 200, "display.max_rows", 500):
             print(runs_plan(args.preset, args.dataset, args.root, args.seeds).to_string(index=False))
         return 0
-    build(args.preset, args.dataset, args.root, args.seeds, args.only, args.force)
+    try:
+        overrides = parse_set(args.set)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    build(args.preset, args.dataset, args.root, args.seeds, args.only, args.force, overrides=overrides,
+          executor=args.executor)
     return 0
 
 

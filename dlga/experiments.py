@@ -26,23 +26,28 @@ the change reaches the run specs (and their ids), and an unchanged preset reuses
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import difflib
 import hashlib
 import json
 import os
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from data_prep.datasets import load_dataset
 from data_prep.preprocess import preprocess
 from data_prep.store import atomic_write_json
-from data_prep.synthetic import CohortConfig, make_cohort
-from dlga.config import SETTINGS, ModelConfig
-from dlga.runs import Run, RunSpec, execute, load_run
+from data_prep.synthetic import CUES, CohortConfig, make_cohort
+from dlga.config import MODEL_PRESETS, SETTINGS, ModelConfig
+from dlga.executors import execute_all, make_executor
+from dlga.runs import Run, RunSpec, is_complete, load_run
 from dlga.train import TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +58,10 @@ _TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 _MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig)) - {
     "local", "cmp", "global_", "wspp",  # the switches belong to the setting, not to the preset
 }
+# The synthetic cohort's fields a chapter may change: its cues, their strengths and its size.
+# (CohortConfig.width is the video's width; the knob ``width`` is the model's.)
+COHORT_KNOBS = ("cues", "local_strength", "smile_drop", "pitch_deg", "offset_sd",
+                "n_train", "n_dev", "n_test", "seconds")
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,9 @@ class BookPreset:
         workers: processes for the cohort and preprocessing.
         bootstrap: resamples of the paired bootstrap in the summary chapters.
         bench_quick: the efficiency chapter times the tiny preset only.
+        settings: the settings of the ablation grid.
+        cohort_overrides: fields of the synthetic cohort changed (:data:`COHORT_KNOBS`); a
+            changed cohort lives in its own directory, keyed by its configuration.
     """
 
     name: str
@@ -97,6 +109,8 @@ class BookPreset:
     workers: int = 2
     bootstrap: int = 2000
     bench_quick: bool = True
+    settings: tuple[str, ...] = tuple(SETTINGS)
+    cohort_overrides: tuple[tuple[str, Any], ...] = ()
 
     def train_config(self, **changes: Any) -> TrainConfig:
         """The preset's training schedule, with ``changes`` on top of its overrides."""
@@ -108,27 +122,55 @@ class BookPreset:
 
     def with_overrides(self, **knobs: Any) -> "BookPreset":
         """A copy with some knobs changed: a field of this preset (``seeds``, ``ablation_lr``,
-        ``bootstrap``, ...), of the training schedule (``max_steps``, ``batch_size``, ...) or
-        of the model (``input_size``, ``width``, ...). An unknown name raises ValueError
-        naming it and listing the known ones; values are validated by the configurations."""
-        own = {f.name for f in dataclasses.fields(self)} - {"name", "train_overrides", "model_overrides"}
-        unknown = sorted(set(knobs) - own - _TRAIN_FIELDS - _MODEL_FIELDS)
+        ``bootstrap``, ``settings``, ...), of the training schedule (``max_steps``,
+        ``batch_size``, ...), of the model (``input_size``, ``width``, ...) or of the
+        synthetic cohort (:data:`COHORT_KNOBS`). ``learning_rate`` fixes the rate of every run
+        outside the learning-rate study (so no rate is selected); ``seeds`` also sets the seed
+        of the study to the first of them unless ``lr_seeds`` is given. An unknown name raises
+        ValueError naming it and listing the known ones; values are validated by the
+        configurations."""
+        own = {f.name for f in dataclasses.fields(self)} - {
+            "name", "train_overrides", "model_overrides", "cohort_overrides"}
+        known = own | _TRAIN_FIELDS | _MODEL_FIELDS | set(COHORT_KNOBS)
+        unknown = sorted(set(knobs) - known)
         if unknown:
-            raise ValueError(f"unknown parameters {unknown}; known: {sorted(own | _TRAIN_FIELDS | _MODEL_FIELDS)}")
+            raise ValueError(f"unknown parameters {unknown}; known: {sorted(known)}")
+        if not knobs:
+            return self  # the preset itself, equal to the stored one
+        knobs = dict(knobs)
+        if "learning_rate" in knobs:
+            knobs.setdefault("ablation_lr", knobs["learning_rate"])
+        if "seeds" in knobs:
+            knobs["seeds"] = tuple(int(v) for v in knobs["seeds"])
+            knobs.setdefault("lr_seeds", knobs["seeds"][:1])
+        for name in ("settings", "learning_rates", "lr_seeds"):
+            if name in knobs:
+                knobs[name] = tuple(knobs[name])
+        bad = [s for s in knobs.get("settings", ()) if s not in SETTINGS]
+        if bad or ("settings" in knobs and not knobs["settings"]):
+            raise ValueError(f"settings must be names from {list(SETTINGS)}, got {list(knobs['settings'])}")
         train = {**dict(self.train_overrides), **{k: v for k, v in knobs.items() if k in _TRAIN_FIELDS}}
         model = {**dict(self.model_overrides), **{k: v for k, v in knobs.items() if k in _MODEL_FIELDS}}
+        cohort = {**dict(self.cohort_overrides), **{k: v for k, v in knobs.items() if k in COHORT_KNOBS}}
+        if cohort and self.cohort is None:
+            raise ValueError(f"preset {self.name!r} uses real data: the cohort parameters {sorted(cohort)} "
+                             "apply to the synthetic cohort only")
         changed = dataclasses.replace(
             self, **{k: v for k, v in knobs.items() if k in own},
             train_overrides=tuple(sorted(train.items())), model_overrides=tuple(sorted(model.items())),
+            cohort_overrides=tuple(sorted((k, tuple(v) if k == "cues" else v) for k, v in cohort.items())),
         )
         changed.train_config()  # validate now, at the boundary, not when a run starts
         changed.model_config("G")
+        if changed.cohort is not None:
+            cohort_config(changed)
         return changed
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["train_overrides"] = dict(self.train_overrides)
         d["model_overrides"] = dict(self.model_overrides)
+        d["cohort_overrides"] = dict(self.cohort_overrides)
         return d
 
 
@@ -178,8 +220,29 @@ def data_root(preset: BookPreset) -> Path:
     return PROJECT_ROOT / "data" / preset.name
 
 
+def cohort_config(preset: BookPreset, seed: int = 0) -> CohortConfig:
+    """The preset's synthetic cohort with its overrides; ``seed`` > 0: the cross-dataset cohort
+    of that seed, of which only Testing is read (so Training and Development hold one session)."""
+    if preset.cohort is None:
+        raise ValueError(f"preset {preset.name!r} runs on real data: it has no synthetic cohort")
+    cohort = CohortConfig.preset(preset.cohort).replace(**dict(preset.cohort_overrides))
+    if seed:
+        cohort = cohort.replace(n_train=1, n_dev=1, name=f"{cohort.name}-seed{seed}")
+    return cohort
+
+
+def cohort_key(preset: BookPreset) -> str:
+    """"" for the preset's own cohort, else a hash of the changed cohort's configuration."""
+    if not preset.cohort_overrides:
+        return ""
+    return hashlib.sha256(json.dumps(cohort_config(preset).to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+
+
 def cohort_dir(preset: BookPreset, seed: int = 0) -> Path:
-    return data_root(preset) / ("cohort" if seed == 0 else f"cohort-seed{seed}")
+    """``data/<preset>/cohort[-<key>][-seed<S>]``: an unchanged cohort keeps its directory, a
+    changed one gets its own (:func:`cohort_key`)."""
+    key = cohort_key(preset)
+    return data_root(preset) / ("cohort" + (f"-{key}" if key else "") + (f"-seed{seed}" if seed else ""))
 
 
 def is_synthetic(dataset: str) -> bool:
@@ -190,6 +253,8 @@ def _stamp_path(preset: BookPreset, dataset: str, root: str | None, seed: int = 
     data = [preset.cohort, preset.size, preset.sample_fps, preset.max_frames, dataset, str(root)]
     if seed:
         data.append(seed)
+    if preset.cohort_overrides and is_synthetic(dataset):
+        data.append(cohort_key(preset))
     key = hashlib.sha256(json.dumps(data).encode()).hexdigest()[:12]
     return data_root(preset) / f"store-{dataset}-{key}.json"
 
@@ -225,10 +290,7 @@ def prepare_data(
             raise ValueError(
                 f"preset {preset.name!r} runs on real data: pass --dataset avec2014 (or avec2013) --root DIR"
             )
-        cohort = CohortConfig.preset(preset.cohort)
-        if cohort_seed:  # only Testing is read from a cross-dataset cohort
-            cohort = dataclasses.replace(cohort, n_train=1, n_dev=1, name=f"{cohort.name}-seed{cohort_seed}")
-        make_cohort(cohort, cohort_dir(preset, cohort_seed), seed=cohort_seed,
+        make_cohort(cohort_config(preset, cohort_seed), cohort_dir(preset, cohort_seed), seed=cohort_seed,
                     workers=preset.workers, progress=progress)
         adapter, where = "avec2014", cohort_dir(preset, cohort_seed)
     elif dataset in ("avec2013", "avec2014"):
@@ -239,8 +301,9 @@ def prepare_data(
         adapter, where = "manifest", Path(dataset)
     manifest, _report = load_dataset(adapter, where)
     name = "synthetic" if is_synthetic(dataset) else adapter
-    if cohort_seed:
-        name = f"synthetic-seed{cohort_seed}"
+    if is_synthetic(dataset):
+        # The store's folder is keyed by the preprocessing only: another cohort needs another name.
+        name += (f"-{cohort_key(preset)}" if preset.cohort_overrides else "") + (f"-seed{cohort_seed}" if cohort_seed else "")
     store = preprocess(
         manifest, data_root(preset) / "stores", size=preset.size, sample_fps=preset.sample_fps,
         workers=preset.workers, dataset=name, max_frames=preset.max_frames, progress=progress,
@@ -327,8 +390,9 @@ def ablation_learning_rate(preset: str | BookPreset, study: Sequence[Run] = ()) 
 
 def ablation_specs(preset: str | BookPreset, store, learning_rate: float,
                    settings: Iterable[str] | None = None, seeds: Iterable[int] | None = None) -> list[RunSpec]:
-    """The ablation grid (every setting unless ``settings``, every seed) at ``learning_rate``."""
-    return run_specs(preset, store, list(settings or SETTINGS), [learning_rate], seeds)
+    """The ablation grid (the preset's settings unless ``settings``, every seed) at ``learning_rate``."""
+    preset = get_preset(preset)
+    return run_specs(preset, store, list(settings or preset.settings), [learning_rate], seeds)
 
 
 def cross_dataset_specs(preset: str | BookPreset, store, test_store, learning_rate: float,
@@ -351,8 +415,282 @@ def book_specs(preset: str | BookPreset, store, learning_rate: float,
 
 
 # --- execution ----------------------------------------------------------------------------------
-def ensure_runs(specs: Iterable[RunSpec], runs_root: str | os.PathLike = RUNS_ROOT,
-                progress: bool = False) -> list[Run]:
-    """Execute the missing runs of ``specs`` (complete ones are reused); return loaded Runs."""
-    return [load_run(execute(spec, runs_root, progress=progress)) for spec in specs]
+def default_executor() -> str:
+    """The executor runs go to when none is named: ``$DLGA_EXECUTOR`` (the book build sets it
+    for the chapters' kernels), else ``local``."""
+    return os.environ.get("DLGA_EXECUTOR") or "local"
 
+
+def ensure_runs(specs: Iterable[RunSpec], runs_root: str | os.PathLike = RUNS_ROOT,
+                executor: str | concurrent.futures.Executor | None = None, progress: bool = False) -> list[Run]:
+    """Execute the missing runs of ``specs`` on ``executor`` (None: :func:`default_executor`;
+    see :mod:`dlga.executors`); complete ones are reused. Returns the loaded Runs, in order."""
+    dirs = execute_all(list(specs), runs_root, executor or default_executor(), progress=progress)
+    return [load_run(d) for d in dirs]
+
+
+def chapter_learning_rate(preset: BookPreset, store, runs_root: str | os.PathLike = RUNS_ROOT) -> tuple[float, str]:
+    """The rate of a chapter's runs and how it was chosen, training the learning-rate study
+    first when the rate is selected on Development."""
+    return ablation_learning_rate(preset, ensure_runs(rate_selection_specs(preset, store), runs_root))
+
+
+def _missing(specs: Sequence[RunSpec], runs_root: Path) -> set[str]:
+    return {s.run_id for s in specs if not is_complete(runs_root / s.run_id)}
+
+
+def _execute_counted(specs: Sequence[RunSpec], runs_root: Path, pool, bar, poll_s: float = 2.0) -> None:
+    """``execute_all`` of ``specs`` on ``pool``, moving ``bar`` as runs complete (it counts
+    the complete run directories, so one bar can span several grids)."""
+    todo = _missing(specs, runs_root)
+    with concurrent.futures.ThreadPoolExecutor(1) as waiter:
+        job = waiter.submit(execute_all, list(specs), runs_root, pool, progress=False)
+        done = 0
+        while True:
+            try:
+                job.result(timeout=poll_s)
+                finished = True
+            except concurrent.futures.TimeoutError:
+                finished = False
+            now = len(todo) - len(_missing([s for s in specs if s.run_id in todo], runs_root))
+            bar.update(now - done)
+            done = now
+            if finished:
+                return
+
+
+def train_book_runs(preset: BookPreset, store, runs_root: str | os.PathLike = RUNS_ROOT,
+                    executor: str | concurrent.futures.Executor | None = None, progress: bool = True,
+                    extra: Callable[[float], list[RunSpec]] | None = None) -> float:
+    """Train every run the book needs, on one executor, under one progress bar (runs done of
+    runs needed, with an ETA): the learning-rate study first, then, at the rate it selects on
+    Development (or the preset's fixed rate), :func:`book_specs` and ``extra(rate)`` (the
+    cross-dataset runs). Returns the ablation rate. The chapters then find their runs complete."""
+    root = Path(runs_root)
+    owned = not isinstance(executor, concurrent.futures.Executor)
+    pool = make_executor(executor or default_executor())
+    study = rate_selection_specs(preset, store)
+    n_grid = len(preset.settings) * len(preset.seeds)  # an estimate until the rate is known
+    bar = tqdm(total=len(_missing(study, root)) + n_grid, desc="runs", unit="run", disable=not progress,
+               dynamic_ncols=True)
+    try:
+        with bar:
+            if study:
+                _execute_counted(study, root, pool, bar)
+            lr, _how = ablation_learning_rate(preset, [load_run(root / s.run_id) for s in study])
+            grid = book_specs(preset, store, lr) + (extra(lr) if extra else [])
+            bar.total = bar.n + len(_missing(grid, root))
+            bar.refresh()
+            _execute_counted(grid, root, pool, bar)
+    finally:
+        if owned:
+            pool.shutdown(wait=True)
+    return lr
+
+
+# --- chapter parameters -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Knob:
+    """A chapter parameter that changes the experiment: its type, range and meaning.
+
+    ``many``: a tuple of ``kind`` (a papermill ``-p`` or ``--set`` value may be one value or a
+    comma-separated list); ``low``/``high``: the range (``open_low``/``open_high``: the bound
+    itself is excluded); ``choices``: the allowed values.
+    """
+
+    kind: type
+    help: str
+    many: bool = False
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    choices: tuple = ()
+
+    def range_text(self) -> str:
+        if self.choices:
+            return f"one of {list(self.choices)}"
+        lo = "" if self.low is None else f"{'>' if self.open_low else '>='} {self.low:g}"
+        hi = "" if self.high is None else f"{'<' if self.open_high else '<='} {self.high:g}"
+        return " and ".join(t for t in (lo, hi) if t)
+
+    def coerce(self, name: str, value: Any) -> Any:
+        """``value`` as this knob's type, checked against its range (ValueError naming ``name``)."""
+        if self.many:
+            items = [v.strip() for v in value.strip("[]() ").split(",") if v.strip()] if isinstance(value, str) \
+                else list(value) if isinstance(value, (list, tuple)) else [value]
+            return tuple(self._one(name, v) for v in items)
+        return self._one(name, value)
+
+    def _one(self, name: str, value: Any) -> Any:
+        kind = self.kind.__name__
+        try:
+            if self.kind is bool:
+                if not isinstance(value, bool) and str(value) not in ("True", "False"):
+                    raise TypeError
+                value = value if isinstance(value, bool) else value == "True"
+            elif isinstance(value, bool):
+                raise TypeError
+            elif self.kind is int:
+                if isinstance(value, float) and not value.is_integer():
+                    raise TypeError
+                value = int(value)
+            else:
+                value = self.kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"parameter {name}: {value!r} is not {'an' if kind == 'int' else 'a'} {kind}"
+                             f"{' list' if self.many else ''}; {self.help}") from None
+        ok = (not self.choices or value in self.choices) and (
+            self.low is None or (value > self.low if self.open_low else value >= self.low)) and (
+            self.high is None or (value < self.high if self.open_high else value <= self.high))
+        if not ok:
+            raise ValueError(f"parameter {name}={value!r} is out of range: it must be {self.range_text()}")
+        return value
+
+
+KNOBS: dict[str, Knob] = {
+    "learning_rate": Knob(float, "the rate of every run outside the learning-rate study (None: the preset's, "
+                          "fixed or selected on Development)", low=0, high=10, open_low=True, open_high=True),
+    "learning_rates": Knob(float, "the rates of the learning-rate study", many=True, low=0, high=10,
+                           open_low=True, open_high=True),
+    "max_steps": Knob(int, "the step budget of a run", low=1),
+    "batch_size": Knob(int, "frames per step", low=1),
+    "warmup_steps": Knob(int, "steps of linear learning-rate warm-up", low=0),
+    "eval_every": Knob(int, "steps between Development evaluations", low=1),
+    "patience": Knob(int, "early stopping: steps without a new minimum of the training loss (0: off)", low=0),
+    "model_preset": Knob(str, "the model's size preset", choices=tuple(sorted(MODEL_PRESETS))),
+    "input_size": Knob(int, "side of the model's input, pixels (a multiple of 16)", low=32),
+    "width": Knob(float, "multiplier on the conv channels", low=0, high=4, open_low=True),
+    "share_local_weights": Knob(bool, "one local module for all 24 patches"),
+    "settings": Knob(str, "the settings of the ablation grid", many=True, choices=tuple(SETTINGS)),
+    "seeds": Knob(int, "the seeds of the runs (the learning-rate study uses the first)", many=True, low=0),
+    "bootstrap": Knob(int, "resamples of the paired bootstrap", low=10),
+    "cues": Knob(str, "the synthetic cohort's label cues", many=True, choices=CUES),
+    "local_strength": Knob(float, "the local cue's scale m (1 and 2: the calibration's ends)", low=0),
+    "smile_drop": Knob(float, "fraction of smiles lost at severity 1 (local cue)", low=0, high=1),
+    "pitch_deg": Knob(float, "head pitch per unit severity, degrees (global cue)", low=0),
+    "offset_sd": Knob(float, "per-subject offsets of the cue landmarks, IOD (the difficulty)", low=0),
+    "n_train": Knob(int, "Training sessions of the synthetic cohort", low=1),
+    "n_dev": Knob(int, "Development sessions of the synthetic cohort", low=1),
+    "n_test": Knob(int, "Testing sessions of the synthetic cohort", low=1),
+    "seconds": Knob(float, "length of each synthetic video, seconds", low=0.2, high=60),
+}
+"""Every parameter a chapter may have that changes its experiment (``None`` in a chapter's
+parameters cell: the preset's value)."""
+
+CHAPTER_OPTIONS = ("preset", "dataset", "root", "show_faces", "cross_dataset", "cross_root")
+"""The chapter parameters that choose the data and the display, not the experiment."""
+
+_NOTEBOOK_PARAMETERS: dict[int, tuple[str, ...]] = {}
+
+
+def notebook_parameters(shell) -> dict[str, Any]:
+    """The parameters of a chapter notebook: the names its parameters cell and papermill's
+    injected cell set, with their values, read from IPython ``shell``'s namespace.
+
+    Called from the first cell after the parameters; the names are remembered on the first
+    call, so running that cell again later in the same kernel reads the same names.
+    """
+    names = _NOTEBOOK_PARAMETERS.get(id(shell))
+    if names is None:
+        hidden = getattr(shell, "user_ns_hidden", {})
+        # Parameters are values: the imports of the calling cell (modules, functions, classes) are not.
+        names = tuple(k for k, v in shell.user_ns.items()
+                      if not k.startswith("_") and k not in hidden and not callable(v) and not isinstance(v, types.ModuleType))
+        _NOTEBOOK_PARAMETERS[id(shell)] = names
+    return {k: shell.user_ns[k] for k in names if k in shell.user_ns}
+
+
+def unknown_parameters_message(unknown: Iterable[str], known: Iterable[str]) -> str:
+    known = sorted(known)
+    hints = [f"{u!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(u, known, 1)) else repr(u)
+             for u in sorted(unknown)]
+    return f"unknown parameter {', '.join(hints)}; known parameters: {', '.join(known)}"
+
+
+def coerce_knobs(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The knobs of ``params`` that are set (not None), typed and range-checked; the chapter
+    options are left out. An unknown name raises one ValueError naming it and listing the
+    known ones."""
+    unknown = [k for k in params if k not in KNOBS and k not in CHAPTER_OPTIONS]
+    if unknown:
+        raise ValueError(unknown_parameters_message(unknown, [*CHAPTER_OPTIONS, *KNOBS]))
+    return {k: KNOBS[k].coerce(k, v) for k, v in params.items() if k in KNOBS and v is not None}
+
+
+def chapter_preset(preset: str | BookPreset = "ci", dataset: str = "synthetic", **params: Any) -> BookPreset:
+    """The book preset a chapter runs with: ``preset`` with the chapter's knobs (``params``,
+    None: the preset's value) on top. Validation happens here, once: an unknown name, a wrong
+    type or a value out of range raises one ValueError naming the parameter (and listing the
+    known ones, or the range)."""
+    knobs = coerce_knobs(params)
+    cohort = sorted(set(knobs) & set(COHORT_KNOBS))
+    if cohort and not is_synthetic(dataset):
+        raise ValueError(f"parameters {cohort} change the synthetic cohort; dataset {dataset!r} is not synthetic")
+    if "settings" in knobs and "G" not in knobs["settings"]:
+        raise ValueError(f"parameter settings={list(knobs['settings'])} must include 'G': the chapters compare "
+                         "every setting with it")
+    try:
+        return get_preset(preset).with_overrides(**knobs)
+    except ValueError as exc:  # a configuration's own check: say which parameters led to it
+        raise ValueError(f"chapter parameters {', '.join(f'{k}={format_value(v)}' for k, v in knobs.items())}: {exc}") from None
+
+
+def knob_value(preset: BookPreset, name: str) -> Any:
+    """The value a knob has in ``preset`` (what a chapter runs with)."""
+    if name == "learning_rate":
+        return preset.ablation_lr
+    if name in ("learning_rates", "settings", "seeds", "bootstrap", "model_preset"):
+        return getattr(preset, name)
+    if name in _TRAIN_FIELDS:
+        return getattr(preset.train_config(), name)
+    if name in _MODEL_FIELDS:
+        return getattr(preset.model_config("G"), name)
+    if name in COHORT_KNOBS:
+        return getattr(cohort_config(preset), name) if preset.cohort else None
+    raise ValueError(unknown_parameters_message([name], KNOBS))
+
+
+def format_value(value: Any) -> str:
+    """A knob's value as a ``-p``/``--set`` argument reads it back (lists comma-separated)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(format_value(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def parameter_table(preset: BookPreset, params: Mapping[str, Any], learning_rate: tuple[float, str] | None = None
+                    ) -> pd.DataFrame:
+    """The parameters a chapter ran with: one row per parameter of its parameters cell, the
+    value used and where it came from (the preset, or set for this run). ``learning_rate``:
+    the rate actually used and how it was chosen, when the chapter knows it."""
+    rows = [{"parameter": k, "value": "–" if params.get(k) is None else str(params[k]), "source": "chapter"}
+            for k in ("preset", "dataset", "root") if k in params]
+    for name in (k for k in params if k in KNOBS):
+        if name == "learning_rate" and learning_rate is not None:
+            value = f"{learning_rate[0]:g}" + ("" if params[name] is not None else f" ({learning_rate[1]})")
+        else:
+            v = knob_value(preset, name)
+            value = "selected on Development" if v is None and name == "learning_rate" else (
+                "–" if v is None else format_value(v))
+        rows.append({"parameter": name, "value": value,
+                     "source": "set for this run" if params[name] is not None else f"preset {preset.name}"})
+    return pd.DataFrame(rows, columns=["parameter", "value", "source"])
+
+
+def rerun_command(chapter: str, params: Mapping[str, Any]) -> str:
+    """The commands that rerun ``chapter`` with the parameters it ran with (papermill alone,
+    and the book build), as a Markdown code block."""
+    chosen = {k: v for k, v in params.items() if v is not None and k not in ("show_faces",)
+              and not (k == "dataset" and v == "synthetic")}
+    preset = chosen.pop("preset", "ci")
+    opts = {k: chosen.pop(k) for k in ("dataset", "root") if k in chosen}
+    papermill = " ".join([f"papermill book/{chapter}.ipynb out.ipynb -p preset {preset}",
+                          *(f"-p {k} {format_value(v)}" for k, v in {**opts, **chosen}.items())])
+    build = " ".join([f"python -m dlga.book build --preset {preset}", *(f"--{k} {v}" for k, v in opts.items()),
+                      f"--only {chapter.split('_', 1)[0]}",
+                      *(f"--set {k}={format_value(v)}" for k, v in chosen.items() if k in KNOBS)])
+    return ("```bash\n" + papermill + "\n" + build + "\n```\n\nChange any parameter of the table at the top "
+            "with another `-p NAME VALUE` (papermill) or `--set NAME=VALUE` (the book build; lists "
+            "comma-separated, e.g. `--set seeds=0,1`).")

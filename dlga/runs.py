@@ -129,8 +129,12 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        """A readable prefix of the id: the setting name or ``custom``."""
-        return self.setting if isinstance(self.setting, str) else "custom"
+        """A readable prefix of the id: the setting name, also for a ModelConfig whose
+        switches are a setting's (a changed width or input size), else ``custom``."""
+        if isinstance(self.setting, str):
+            return self.setting
+        switches = {k: getattr(self.setting, k) for k in ("local", "cmp", "global_", "wspp")}
+        return next((name for name, s in SETTINGS.items() if s == switches), "custom")
 
     def identity(self) -> dict[str, Any]:
         """Everything that enters the id (reads the store's fingerprint and the source)."""

@@ -8,16 +8,20 @@ page exists and holds its table. The run-level checks read the runs' ``metrics.j
 
 from __future__ import annotations
 
+import json
+import re
 import time
 
 import keras
 import nbformat
 import numpy as np
 import pandas as pd
+import papermill as pm
 import pytest
 import yaml
+from myst_nb.ext.glue import GLUE_PREFIX as glue_prefix
 
-from dlga import book, experiments, report
+from dlga import book, experiments, prose, report
 from dlga.config import SETTING_LABELS, SETTINGS, ModelConfig
 from dlga.metrics import mae, rmse
 from dlga.model import build_model
@@ -63,7 +67,7 @@ def test_ablation_rate_is_passed_in_and_planning_never_trains(tmp_path, monkeypa
     def no_training(*args, **kwargs):
         raise AssertionError("planning must not execute a run")
 
-    monkeypatch.setattr(experiments, "execute", no_training)
+    monkeypatch.setattr(experiments, "execute_all", no_training)
     store = tmp_path / "store"  # specs are described, not identified: no store needed yet
     ci, demo = experiments.get_preset("ci"), experiments.get_preset("demo")
     assert experiments.rate_selection_specs(ci, store) == []  # ci fixes the rate
@@ -100,7 +104,7 @@ def test_overrides_reach_the_run_specs(tmp_path):
 def test_toc_lists_every_chapter_and_page():
     toc = yaml.safe_load((book.PROJECT_ROOT / "_toc.yml").read_text())
     files = [toc["root"]] + [c["file"] for c in toc["chapters"]]
-    assert files == [f"book/{c}" for c in (*book.CHAPTERS, *book.PAGES)]
+    assert files == [f"book/{c}" for c in (*book.CHAPTERS, *book.PAGES, *book.GENERATED_PAGES)]
     for c in book.CHAPTERS:
         assert (book.BOOK_DIR / f"{c}.ipynb").is_file()
     for page in book.PAGES:
@@ -111,7 +115,7 @@ def test_write_toc_subset(tmp_path):
     book.write_toc(["02_data", "05_ablations"], tmp_path)
     toc = yaml.safe_load((tmp_path / "_toc.yml").read_text())
     assert toc["root"] == "book/02_data"
-    assert [c["file"] for c in toc["chapters"]] == ["book/05_ablations", "book/decisions"]
+    assert [c["file"] for c in toc["chapters"]] == ["book/05_ablations", "book/decisions", "book/status"]
 
 
 def test_stage_copies_the_decisions_page(tmp_path):
@@ -131,9 +135,119 @@ def test_notebooks_open_with_a_parameters_cell():
         nb = nbformat.read(book.BOOK_DIR / f"{c}.ipynb", as_version=4)
         code = [cell for cell in nb.cells if cell.cell_type == "code"]
         assert "parameters" in code[0].metadata.get("tags", []), c
-        for name in ("preset", "dataset", "root", "seeds"):
-            assert f"{name} = " in code[0].source, (c, name)
+        names = book.chapter_parameter_names(c)
+        for name in ("preset", "dataset", "root"):
+            assert name in names, (c, name)
         assert 'preset = "ci"' in code[0].source  # nbval and plain Jupyter run the ci preset
+        knobs = [n for n in names if n in experiments.KNOBS]
+        assert all(f"{k} = None" in code[0].source for k in knobs), c  # None: the preset's value
+        # the first cell after the parameters validates them in the package, once
+        assert "experiments.chapter_preset(**params)" in code[1].source, c
+        assert "rerun_command" in code[-1].source, c
+        if c in book.RUN_CHAPTERS:
+            for k in ("learning_rate", "max_steps", "batch_size", "warmup_steps", "eval_every", "patience",
+                      "model_preset", "input_size", "width", "share_local_weights", "seeds", "cues",
+                      "local_strength", "pitch_deg", "n_train"):
+                assert k in knobs, (c, k)
+    assert "learning_rates" in book.chapter_parameter_names("06_learning_rate")
+    assert {"settings", "bootstrap"} <= set(book.chapter_parameter_names("05_ablations"))
+
+
+def test_chapter_preset_validates_once_with_one_message():
+    with pytest.raises(ValueError, match=r"unknown parameter 'learnig_rate' \(did you mean 'learning_rate'\?\); "
+                                         r"known parameters: .*learning_rate, learning_rates, .*max_steps"):
+        experiments.chapter_preset("ci", learnig_rate=1e-4)
+    with pytest.raises(ValueError, match=r"learning_rate=20.0 is out of range: it must be > 0 and < 10"):
+        experiments.chapter_preset("ci", learning_rate=20)
+    with pytest.raises(ValueError, match=r"parameter max_steps: 'many' is not an int"):
+        experiments.chapter_preset("ci", max_steps="many")
+    with pytest.raises(ValueError, match=r"settings=\['GA'\] must include 'G'"):
+        experiments.chapter_preset("ci", settings="GA")
+    with pytest.raises(ValueError, match=r"parameter cues='face' is out of range: it must be one of \['local', 'global'\]"):
+        experiments.chapter_preset("ci", cues="face")
+    with pytest.raises(ValueError, match=r"change the synthetic cohort; dataset 'avec2014'"):
+        experiments.chapter_preset("ci", "avec2014", n_train=10)
+    ci = experiments.get_preset("ci")
+    assert experiments.chapter_preset("ci", dataset="synthetic", root=None, show_faces=False, learning_rate=None) == ci
+    p = experiments.chapter_preset("ci", learning_rate=1e-4, max_steps=40, seeds="3,4", settings="G,GA")
+    assert p.ablation_lr == 1e-4 and p.train_config().max_steps == 40
+    assert p.seeds == (3, 4) and p.lr_seeds == (3,) and p.settings == ("G", "GA")
+    assert experiments.ablation_learning_rate(p) == (1e-4, "fixed by the preset")
+
+
+def test_cohort_knobs_key_the_cohort_directory(tmp_path):
+    ci = experiments.get_preset("ci")
+    local = experiments.chapter_preset("ci", cues="local", local_strength=2.0)
+    assert experiments.cohort_dir(ci) == experiments.data_root(ci) / "cohort"  # unchanged: the stored cohort
+    assert experiments.cohort_config(local).cues == ("local",) and experiments.cohort_config(local).local_strength == 2.0
+    assert experiments.cohort_dir(local) != experiments.cohort_dir(ci)
+    assert experiments.cohort_dir(local) == experiments.cohort_dir(experiments.chapter_preset("ci", local_strength=2, cues=["local"]))
+    assert experiments.cohort_dir(local, seed=1).name == experiments.cohort_dir(local).name + "-seed1"
+
+
+def test_parameter_table_and_rerun_command_show_the_values_used():
+    params = {"preset": "ci", "dataset": "synthetic", "root": None, "show_faces": False,
+              "learning_rate": 1e-4, "max_steps": None, "seeds": "0,1"}
+    p = experiments.chapter_preset(**params)
+    table = experiments.parameter_table(p, params, (1e-4, "fixed by the preset")).set_index("parameter")
+    assert table.loc["learning_rate", "value"] == "0.0001" and table.loc["learning_rate", "source"] == "set for this run"
+    assert table.loc["max_steps", "value"] == "80" and table.loc["max_steps", "source"] == "preset ci"
+    assert table.loc["seeds", "value"] == "0,1"
+    cmd = experiments.rerun_command("04_training", params)
+    assert "papermill book/04_training.ipynb out.ipynb -p preset ci -p learning_rate 0.0001 -p seeds 0,1\n" in cmd
+    assert "python -m dlga.book build --preset ci --only 04 --set learning_rate=0.0001 --set seeds=0,1\n" in cmd
+    # what the command passes reads back as the same preset
+    assert experiments.chapter_preset("ci", learning_rate="0.0001", seeds="0,1") == p
+
+
+def test_set_reaches_every_chapter_that_has_the_knob(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_execute(name, parameters, out_dir, fingerprint, force=False, log=print):
+        seen[name] = parameters
+        return tmp_path / f"{name}.ipynb", True
+
+    monkeypatch.setattr(book, "prepare_data", lambda *a, **k: tmp_path)
+    monkeypatch.setattr(book, "store_fingerprint", lambda store: "fp")
+    monkeypatch.setattr(book, "train_book_runs", lambda *a, **k: 1e-4)
+    monkeypatch.setattr(book, "execute_notebook", fake_execute)
+    monkeypatch.setattr(book, "stage", lambda executed, staging: None)
+    monkeypatch.setattr(book, "jupyter_book_build", lambda *a, **k: None)
+    book.main(["build", "--preset", "ci", "--only", "01", "04", "05", "--set", "learning_rate=1e-4",
+               "--set", "max_steps=40", "--set", "settings=G,GA", "--executor", "serial"])
+    assert seen["04_training"] == {"preset": "ci", "dataset": "synthetic", "root": None,
+                                   "learning_rate": 1e-4, "max_steps": 40}  # no settings knob in 04
+    assert seen["05_ablations"]["learning_rate"] == 1e-4 and seen["05_ablations"]["max_steps"] == 40
+    assert seen["05_ablations"]["settings"] == "G,GA"
+    assert seen["01_introduction"] == {"preset": "ci", "dataset": "synthetic", "root": None}
+    with pytest.raises(SystemExit, match=r"unknown parameter 'learnig_rate' \(did you mean 'learning_rate'\?\)"):
+        book.main(["build", "--preset", "ci", "--set", "learnig_rate=1e-4"])
+    with pytest.raises(ValueError, match=r"no chapter built has the parameters \['max_steps'\]"):
+        book.main(["build", "--preset", "ci", "--only", "01", "--set", "max_steps=40"])
+    assert book.parse_set(["seeds=0,1", "share_local_weights=True", "width=0.25"]) == {
+        "seeds": "0,1", "share_local_weights": True, "width": 0.25}
+
+
+def test_status_page_reads_the_executed_notebooks(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["dlga"] = {"parameters": {"preset": "ci", "learning_rate": 1e-4, "root": None},
+                           "versions": {"python": "3.11.2", "tensorflow": "2.99"}, "seconds": 12.5,
+                           "finished": "2026-01-02 03:04:05 +0000"}
+    nbformat.write(nb, tmp_path / "04_training.ipynb")
+    page = book.status_page({"04_training": tmp_path / "04_training.ipynb"})
+    assert "| [04_training](04_training.ipynb) | 2026-01-02 03:04:05 +0000 | 12.5 | `preset=ci`, `learning_rate=0.0001` |" in page
+    assert "| tensorflow | 2.99 |" in page
+    assert set(book.library_versions()) >= {"python", "tensorflow", "papermill", "myst-nb"}
+
+
+def test_ablation_conclusion_says_what_the_table_says():
+    table = pd.DataFrame({"G minus": ["GA", "C", "A"], "diff RMSE": [-0.7, 0.1, 0.9], "low": [-1.1, -0.3, 0.2],
+                          "high": [-0.3, 0.5, 1.6], "verdict": ["G better", "tie", "A better"]})
+    text = prose.ablation_conclusion(table)
+    assert "G beats GA by 0.70 BDI [0.30, 1.10]" in text
+    assert "G and C are tied (+0.10 BDI [-0.30, +0.50])" in text
+    assert "A beats G by 0.90 BDI [0.20, 1.60]" in text
+    assert "than **1** of the 3 other settings, is tied with **1** and has the higher error than **1**" in text
 
 
 def test_cli_requires_root_for_avec():
@@ -304,3 +418,66 @@ def test_face_frame_index_finds_the_frame_with_detail():
     frames[3, 8:24, 8:24] = rng.integers(0, 255, (16, 16, 3))  # a "face" in the centre
     frames[1, :4] = 255  # detail outside the centre does not count
     assert report.face_frame_index(frames) == 3
+
+
+# --- chapters steered by their parameters ----------------------------------------------------------
+def _papermill(chapter, out, **parameters):
+    pm.execute_notebook(str(book.BOOK_DIR / f"{chapter}.ipynb"), str(out), parameters={"preset": "ci", **parameters},
+                        cwd=str(book.BOOK_DIR), kernel_name="python3", progress_bar=False, log_output=False)
+    return nbformat.read(out, as_version=4)
+
+
+def _glued(nb, name):
+    """The Markdown a chapter glued under ``name`` (myst-nb's glue with display=False)."""
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("metadata", {}).get("scrapbook", {}).get("name") == name:
+                return out["data"][glue_prefix + "text/markdown"]
+    raise AssertionError(f"nothing glued as {name!r}")
+
+
+def test_misspelt_parameter_stops_the_chapter(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError,
+                       match=r"unknown parameter 'learnig_rate' \(did you mean 'learning_rate'\?\); known parameters: "):
+        _papermill("04_training", tmp_path / "out.ipynb", learnig_rate=1e-4)
+
+
+@pytest.mark.slow
+def test_training_chapter_runs_with_its_parameters(tmp_path):
+    nb = _papermill("04_training", tmp_path / "out.ipynb", learning_rate=1e-4, max_steps=40)
+    store = experiments.prepare_data("ci")
+    p = experiments.chapter_preset("ci", learning_rate=1e-4, max_steps=40)
+    (spec,) = experiments.run_specs(p, store, ["G"], [1e-4], [p.seeds[0]])
+    params = json.loads((experiments.RUNS_ROOT / spec.run_id / "params.json").read_text())
+    assert params["train"]["learning_rate"] == 1e-4 and params["train"]["max_steps"] == 40
+    html = next(o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", [])
+                if "Parameters of this chapter" in o.get("data", {}).get("text/html", ""))
+    for name, value in (("learning_rate", "0.0001"), ("max_steps", "40")):
+        assert re.search(rf">{name}</td>\s*<td[^>]*>{value}</td>\s*<td[^>]*>set for this run</td>", html), name
+    assert re.search(r">batch_size</td>\s*<td[^>]*>16</td>\s*<td[^>]*>preset ci</td>", html)
+    assert f"run {spec.run_id}: setting G, lr 0.0001" in "".join(
+        o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+
+
+@pytest.mark.slow
+def test_ablation_conclusion_matches_its_table(ci_book):
+    (executed,) = (ci_book["index"].parents[1] / "executed").glob("ci-synthetic-*/05_ablations.ipynb")
+    nb = nbformat.read(executed, as_version=4)
+    text = _glued(nb, "ablation_conclusion")
+    p = experiments.get_preset("ci")
+    table, _lines = report.comparisons_with(_ci_ablation_runs(), "G", n=p.bootstrap)
+    assert text == prose.ablation_conclusion(table)
+    for _, row in table.iterrows():
+        other = row["G minus"]
+        assert (f"G and {other} are tied" in text) == (row["verdict"] == "tie"), other
+        assert (f"G beats {other} by {-row['diff RMSE']:.2f}" in text) == (row["verdict"] == "G better"), other
+    assert f"is tied with **{int((table['verdict'] == 'tie').sum())}**" in text
+    assert _glued(nb, "ablation_rate") == f"**{p.ablation_lr:g}** (fixed by the preset)"
+
+
+@pytest.mark.slow
+def test_status_page_lists_every_chapter(ci_book):
+    page = (ci_book["index"].parent / "book" / "status.html").read_text()
+    for chapter in book.CHAPTERS:
+        assert f"{chapter}</a>" in page or f"{chapter}.html" in page, chapter
+    assert "tensorflow" in page and "preset=ci" in page

@@ -1,0 +1,76 @@
+"""Sentences computed from a chapter's results, for its closing prose (glued in with myst-nb).
+
+Each function takes the table a chapter shows and returns Markdown, so the text says what the
+table says and cannot contradict it. A difference whose 95 % paired bootstrap interval contains
+zero is a tie (the book's Decisions chapter, book/decisions.md, "Statistics").
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import pandas as pd
+
+
+def difference_sentence(a: str, b: str, diff: float, low: float, high: float, unit: str = "BDI") -> str:
+    """``diff`` = error(a) - error(b) with its interval, in words: "a beats b by 0.70 BDI
+    [0.30, 1.10]" (the margin and its interval are b's error minus a's), "b beats a by ...",
+    or "a and b are tied (+0.12 BDI [-0.30, +0.54])"."""
+    if low <= 0 <= high:
+        return f"{a} and {b} are tied ({diff:+.2f} {unit} [{low:+.2f}, {high:+.2f}])"
+    if diff < 0:
+        return f"{a} beats {b} by {-diff:.2f} {unit} [{-high:.2f}, {-low:.2f}]"
+    return f"{b} beats {a} by {diff:.2f} {unit} [{low:.2f}, {high:.2f}]"
+
+
+def ablation_conclusion(comparisons: pd.DataFrame, reference: str = "G") -> str:
+    """The closing sentence of the ablation chapter from :func:`dlga.report.comparisons_with`'s
+    table (one row per other setting: ``"<reference> minus"``, ``diff RMSE``, ``low``,
+    ``high``, ``verdict``)."""
+    col = f"{reference} minus"
+    verdicts = comparisons["verdict"]
+    better = int((verdicts == f"{reference} better").sum())
+    tied = int((verdicts == "tie").sum())
+    worse = len(comparisons) - better - tied
+    parts = [difference_sentence(reference, row[col], row["diff RMSE"], row["low"], row["high"])
+             for _, row in comparisons.iterrows()]
+    return (f"On Testing RMSE (paired bootstrap over videos, 95 %), {reference} has the lower error than "
+            f"**{better}** of the {len(comparisons)} other settings, is tied with **{tied}** and has the higher "
+            f"error than **{worse}**: " + "; ".join(parts) + ".")
+
+
+def training_conclusion(metrics: Mapping) -> str:
+    """The closing sentence of the training chapter from a run's ``metrics.json``."""
+    dev, mean_dev = metrics["dev"]["rmse"], metrics["mean_predictor"]["dev"]["rmse"]
+    test, mean_test = metrics["test"]["rmse"], metrics["mean_predictor"]["test"]["rmse"]
+    learned = "below" if dev < mean_dev else "not below"
+    return (f"This run stopped after **{metrics['steps']}** steps ({metrics['stop_reason']}) and kept the "
+            f"checkpoint of step **{metrics['best_step']}**. Its Development RMSE, **{dev:.2f}**, is {learned} the "
+            f"training-mean predictor's {mean_dev:.2f}; on Testing it scored **{test:.2f}** against {mean_test:.2f}.")
+
+
+def learning_rate_conclusion(table: pd.DataFrame, chosen: float) -> str:
+    """The closing sentence of the learning-rate chapter from :func:`dlga.report.runs_table`
+    of the study (columns ``lr``, ``dev_rmse``, ``test_rmse``) and the rate selected."""
+    by = table.groupby("lr")[["dev_rmse", "test_rmse"]].mean().sort_index()
+    smallest = float(by.index.min())
+    best_test = float(by["test_rmse"].idxmin())
+    holds = "holds" if best_test == smallest else "does not hold"
+    return (f"Selected on Development: **{chosen:g}** (Development RMSE {by.loc[chosen, 'dev_rmse']:.2f}). "
+            f"The lowest Testing RMSE, {by['test_rmse'].min():.2f}, is at {best_test:g}, so the paper's ordering "
+            f"(the smallest rate, {smallest:g}, is best) {holds} at this schedule.")
+
+
+def comparison_conclusion(results: Mapping[str, Mapping[str, float]], name: str = "DLGA-CNN G") -> str:
+    """The closing sentence of the comparison chapter: ``results`` maps each measured
+    baseline to the paired result of ``name`` minus it (``diff``, ``low``, ``high``)."""
+    return "Measured on the same Testing videos: " + "; ".join(
+        difference_sentence(name, other, r["diff"], r["low"], r["high"]) for other, r in results.items()) + "."
+
+
+def attention_conclusion(weights: pd.DataFrame) -> str:
+    """The closing sentence of the attention chapter from its per-patch table (columns
+    ``patch``, ``name``, ``high - low``)."""
+    row = weights.loc[weights["high - low"].abs().idxmax()]
+    return (f"The local weight that differs most between high and low BDI is patch **{int(row['patch'])}** "
+            f"({row['name']}): {row['high - low']:+.3f} (high minus low, mean over Testing frames).")
