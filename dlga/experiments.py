@@ -45,9 +45,10 @@ from data_prep.datasets import load_dataset
 from data_prep.preprocess import preprocess
 from data_prep.store import atomic_write_json
 from data_prep.synthetic import CUES, CohortConfig, make_cohort
+from data_prep.synthetic import cohort_key as synthetic_cohort_key
 from dlga.config import MODEL_PRESETS, SETTINGS, ModelConfig
-from dlga.executors import execute_all, make_executor
-from dlga.runs import Run, RunSpec, is_complete, load_run
+from dlga.executors import make_executor
+from dlga.runs import Run, RunSpec, execute_all, is_complete, load_run
 from dlga.train import TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -231,7 +232,7 @@ def cohort_config(preset: BookPreset, seed: int = 0) -> CohortConfig:
     return cohort
 
 
-def cohort_key(preset: BookPreset) -> str:
+def cohort_overrides_key(preset: BookPreset) -> str:
     """"" for the preset's own cohort, else a hash of the changed cohort's configuration."""
     if not preset.cohort_overrides:
         return ""
@@ -240,8 +241,8 @@ def cohort_key(preset: BookPreset) -> str:
 
 def cohort_dir(preset: BookPreset, seed: int = 0) -> Path:
     """``data/<preset>/cohort[-<key>][-seed<S>]``: an unchanged cohort keeps its directory, a
-    changed one gets its own (:func:`cohort_key`)."""
-    key = cohort_key(preset)
+    changed one gets its own (:func:`cohort_overrides_key`)."""
+    key = cohort_overrides_key(preset)
     return data_root(preset) / ("cohort" + (f"-{key}" if key else "") + (f"-seed{seed}" if seed else ""))
 
 
@@ -253,8 +254,10 @@ def _stamp_path(preset: BookPreset, dataset: str, root: str | None, seed: int = 
     data = [preset.cohort, preset.size, preset.sample_fps, preset.max_frames, dataset, str(root)]
     if seed:
         data.append(seed)
-    if preset.cohort_overrides and is_synthetic(dataset):
-        data.append(cohort_key(preset))
+    if is_synthetic(dataset) and preset.cohort is not None:
+        # The cohort's whole identity (configuration, cue constants, the code that draws it):
+        # a changed cue model makes a new cohort and store, never a stale one.
+        data.append(synthetic_cohort_key(cohort_config(preset, seed), seed))
     key = hashlib.sha256(json.dumps(data).encode()).hexdigest()[:12]
     return data_root(preset) / f"store-{dataset}-{key}.json"
 
@@ -303,7 +306,7 @@ def prepare_data(
     name = "synthetic" if is_synthetic(dataset) else adapter
     if is_synthetic(dataset):
         # The store's folder is keyed by the preprocessing only: another cohort needs another name.
-        name += (f"-{cohort_key(preset)}" if preset.cohort_overrides else "") + (f"-seed{cohort_seed}" if cohort_seed else "")
+        name += (f"-{cohort_overrides_key(preset)}" if preset.cohort_overrides else "") + (f"-seed{cohort_seed}" if cohort_seed else "")
     store = preprocess(
         manifest, data_root(preset) / "stores", size=preset.size, sample_fps=preset.sample_fps,
         workers=preset.workers, dataset=name, max_frames=preset.max_frames, progress=progress,
@@ -439,26 +442,6 @@ def _missing(specs: Sequence[RunSpec], runs_root: Path) -> set[str]:
     return {s.run_id for s in specs if not is_complete(runs_root / s.run_id)}
 
 
-def _execute_counted(specs: Sequence[RunSpec], runs_root: Path, pool, bar, poll_s: float = 2.0) -> None:
-    """``execute_all`` of ``specs`` on ``pool``, moving ``bar`` as runs complete (it counts
-    the complete run directories, so one bar can span several grids)."""
-    todo = _missing(specs, runs_root)
-    with concurrent.futures.ThreadPoolExecutor(1) as waiter:
-        job = waiter.submit(execute_all, list(specs), runs_root, pool, progress=False)
-        done = 0
-        while True:
-            try:
-                job.result(timeout=poll_s)
-                finished = True
-            except concurrent.futures.TimeoutError:
-                finished = False
-            now = len(todo) - len(_missing([s for s in specs if s.run_id in todo], runs_root))
-            bar.update(now - done)
-            done = now
-            if finished:
-                return
-
-
 def train_book_runs(preset: BookPreset, store, runs_root: str | os.PathLike = RUNS_ROOT,
                     executor: str | concurrent.futures.Executor | None = None, progress: bool = True,
                     extra: Callable[[float], list[RunSpec]] | None = None) -> float:
@@ -476,12 +459,12 @@ def train_book_runs(preset: BookPreset, store, runs_root: str | os.PathLike = RU
     try:
         with bar:
             if study:
-                _execute_counted(study, root, pool, bar)
+                execute_all(study, root, pool, bar=bar)
             lr, _how = ablation_learning_rate(preset, [load_run(root / s.run_id) for s in study])
             grid = book_specs(preset, store, lr) + (extra(lr) if extra else [])
             bar.total = bar.n + len(_missing(grid, root))
             bar.refresh()
-            _execute_counted(grid, root, pool, bar)
+            execute_all(grid, root, pool, bar=bar)
     finally:
         if owned:
             pool.shutdown(wait=True)

@@ -34,7 +34,8 @@ def ablation_conclusion(comparisons: pd.DataFrame, reference: str = "G") -> str:
     worse = len(comparisons) - better - tied
     parts = [difference_sentence(reference, row[col], row["diff RMSE"], row["low"], row["high"])
              for _, row in comparisons.iterrows()]
-    return (f"On Testing RMSE (paired bootstrap over videos, 95 %), {reference} has the lower error than "
+    return (f"On Testing RMSE (paired two-level bootstrap over seeds x subjects, 95 % intervals Holm-adjusted "
+            f"over the {len(comparisons)} comparisons), {reference} has the lower error than "
             f"**{better}** of the {len(comparisons)} other settings, is tied with **{tied}** and has the higher "
             f"error than **{worse}**: " + "; ".join(parts) + ".")
 
@@ -63,9 +64,10 @@ def learning_rate_conclusion(table: pd.DataFrame, chosen: float) -> str:
 
 def comparison_conclusion(results: Mapping[str, Mapping[str, float]], name: str = "DLGA-CNN G") -> str:
     """The closing sentence of the comparison chapter: ``results`` maps each measured
-    baseline to the paired result of ``name`` minus it (``diff``, ``low``, ``high``)."""
-    return "Measured on the same Testing videos: " + "; ".join(
-        difference_sentence(name, other, r["diff"], r["low"], r["high"]) for other, r in results.items()) + "."
+    baseline to the paired two-level result of ``name`` minus it (``estimate``, ``lo``, ``hi``:
+    :func:`dlga.report.compare_with_predictions`)."""
+    return "Measured on the same Testing subjects (seeds x subjects resampled): " + "; ".join(
+        difference_sentence(name, other, r["estimate"], r["lo"], r["hi"]) for other, r in results.items()) + "."
 
 
 def attention_conclusion(weights: pd.DataFrame) -> str:

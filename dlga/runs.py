@@ -20,6 +20,7 @@ Command line (``python -m dlga.runs --help``)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -308,13 +309,15 @@ def execute_all(
     progress: bool = True,
     desc: str = "runs",
     threads: int = executors.THREADS_PER_RUN,
+    bar: tqdm | None = None,
 ) -> list[Path]:
     """The complete run directories of ``specs`` (in their order), training the missing ones
     on ``executor``.
 
     Complete runs are reused; the missing ones are submitted at once and a progress bar counts
-    them (runs done of runs needed, with an ETA). A failing run does not stop the others: they
-    finish and are cached, then one :class:`GridError` names every run that failed.
+    them (runs done of runs needed, with an ETA); ``bar``: move this bar instead, so that one
+    bar can span several grids. A failing run does not stop the others: they finish and are
+    cached, then one :class:`GridError` names every run that failed.
     """
     specs = list(specs)
     root = Path(runs_root)
@@ -326,9 +329,11 @@ def execute_all(
         failures: dict[str, BaseException] = {}
         try:
             futures = {pool.submit(_execute_one, spec, str(root), threads): run_id for run_id, spec in todo.items()}
-            bar = tqdm(total=len(futures), desc=desc, unit="run", disable=not progress, dynamic_ncols=True)
+            own_bar = bar is None
+            if own_bar:
+                bar = tqdm(total=len(futures), desc=desc, unit="run", disable=not progress, dynamic_ncols=True)
             start = time.perf_counter()
-            with bar:
+            with bar if own_bar else contextlib.nullcontext():
                 for done, future in enumerate(as_completed(futures), 1):
                     run_id = futures[future]
                     exc = future.exception()
