@@ -298,14 +298,8 @@ def _frames_dataset(part: Partition, indices: np.ndarray) -> tf.data.Dataset:
 
 
 def training_dataset(
-    part: Partition,
-    input_size: int,
-    batch_size: int,
-    steps: int,
-    seed: int,
-    start_step: int = 0,
-    frames_per_video: int | None = None,
-    shuffle_buffer: int = 0,
+    part: Partition, input_size: int, batch_size: int, steps: int, seed: int,
+    start_step: int = 0, frames_per_video: int | None = None, shuffle_buffer: int = 0,
 ) -> tf.data.Dataset:
     """Batches of training steps ``start_step..steps-1``.
 

@@ -589,15 +589,8 @@ def holm_adjust(pvalues) -> np.ndarray:
 
 
 def holm_comparisons(
-    reference: pd.DataFrame,
-    others: Mapping[str, pd.DataFrame],
-    metric: str = "rmse",
-    *,
-    n: int = 2000,
-    seed: int = 0,
-    level: float = 0.95,
-    pair_seeds: bool = False,
-    cluster: str | None = None,
+    reference: pd.DataFrame, others: Mapping[str, pd.DataFrame], metric: str = "rmse", *,
+    n: int = 2000, seed: int = 0, level: float = 0.95, pair_seeds: bool = False, cluster: str | None = None,
 ) -> pd.DataFrame:
     """The family of paired comparisons of a reference setting (G) with others, Holm-adjusted.
 

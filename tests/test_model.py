@@ -7,15 +7,8 @@ import pytest
 import tensorflow as tf
 
 from dlga.config import SETTINGS, ModelConfig
-from dlga.layers import (
-    ChannelMaxPooling,
-    GlobalAttention,
-    LocalAttention,
-    PatchCentres,
-    PatchCrop,
-    WeightedSpatialPyramidPooling,
-    wspp_bins,
-)
+from dlga.layers import ChannelMaxPooling, GlobalAttention, LocalAttention, PatchCentres
+from dlga.layers import PatchCrop, WeightedSpatialPyramidPooling, wspp_bins
 from dlga.model import build_model, lga_size
 from dlga.patches import PATCH_NAMES, centre_matrix, patch_centres, window_starts
 
