@@ -268,7 +268,7 @@ CHAPTER_CONTENT = {
     "02_data": ["Training", "Development", "Testing", "Preprocessing QC", "patch centres", "Synthetic data"],
     "03_architecture": ["212,438,490", "151", "Conv4_2"],
     "04_training": ["Severity-band confusion", "Largest per-video errors", "Synthetic data"],
-    "05_ablations": [SETTING_LABELS[s].split(":")[-1].strip() for s in SETTINGS] + ["Table 4", "Paired bootstrap"],
+    "05_ablations": [SETTING_LABELS[s].split(":")[-1].strip() for s in SETTINGS] + ["Table 4", "Paired two-level bootstrap"],
     "06_learning_rate": ["Table 6", "selected on Development"],
     "07_comparison": ["Table 8", "LBP + SVR", "training-mean predictor", "Zhou et al."],
     "08_attention": ["Mean local weight", "Global weight"],
