@@ -15,6 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import synthetic
+from .bench import run_bench
+from .datasets import DatasetError, load_dataset, summarize
+from .preprocess import preprocess, read_qc
+from .qc import qc_report
+from .store import StoreError, atomic_write_csv
+
 DATASETS = ("avec2014", "avec2013", "manifest", "openface")
 
 
@@ -30,16 +37,12 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args) -> tuple[pd.DataFrame, object]:
-    from .datasets import load_dataset
-
     req = tuple(p.strip() for p in args.partitions.split(",") if p.strip())
     return load_dataset(args.dataset, args.root, subject_disjoint=args.subject_disjoint,
                         require_partitions=req, labels=args.labels)
 
 
 def _print_report(manifest: pd.DataFrame, report) -> None:
-    from .datasets import summarize
-
     counts, stats = summarize(manifest)
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         print(f"{report.dataset} at {report.root}: {len(manifest)} videos, "
@@ -56,8 +59,6 @@ def _print_report(manifest: pd.DataFrame, report) -> None:
 
 
 def cmd_check(args) -> int:
-    from .store import atomic_write_csv
-
     manifest, report = _load(args)
     _print_report(manifest, report)
     if args.out:
@@ -67,8 +68,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_preprocess(args) -> int:
-    from .preprocess import preprocess, read_qc
-
     manifest, report = _load(args)
     _print_report(manifest, report)
     print()
@@ -96,26 +95,16 @@ def cmd_preprocess(args) -> int:
 
 
 def cmd_qc(args) -> int:
-    from .qc import qc_report
-
     qc_report(args.store, out=args.out, n_videos=args.videos, per_video=args.per_video)
     return 0
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench
-
     run_bench(out=args.out, frames=args.frames, workers=tuple(args.workers))
     return 0
 
 
 def cmd_synth(args) -> int:
-    # Filled in by the synthetic cohort: data_prep.synthetic.add_arguments / run.
-    try:
-        from . import synthetic
-    except ImportError:
-        print("the synth subcommand is unavailable: data_prep.synthetic is not installed", file=sys.stderr)
-        return 2
     return int(synthetic.run(args) or 0)
 
 
@@ -172,21 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --- synth: the synthetic cohort registers its own arguments here -------------------
     p = sub.add_parser("synth", help="make the synthetic cohort (data_prep.synthetic)")
-    try:
-        from . import synthetic
-    except ImportError:
-        synthetic = None
-    if synthetic is not None and hasattr(synthetic, "add_arguments"):
-        synthetic.add_arguments(p)
+    synthetic.add_arguments(p)
     p.set_defaults(func=cmd_synth)
     # ---------------------------------------------------------------------------------------
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .datasets import DatasetError
-    from .store import StoreError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

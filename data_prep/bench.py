@@ -11,7 +11,7 @@ For scale: OpenFace, the paper's tool, runs at about 30 frames/s on a laptop.
 
 from __future__ import annotations
 
-import json
+import multiprocessing as mp
 import os
 import tempfile
 import time
@@ -23,6 +23,7 @@ import numpy as np
 
 from .align import FACES_DIR, align_face, inter_ocular
 from .faces import LandmarkDetector
+from .store import atomic_write_json
 from .video import iter_sampled_frames
 
 
@@ -87,7 +88,6 @@ def run_bench(out: str | Path | None = None, frames: int = 300, workers: tuple[i
             if w == 1:
                 parts = [time_pipeline(video)]
             else:
-                import multiprocessing as mp
 
                 with ProcessPoolExecutor(w, mp_context=mp.get_context("spawn")) as pool:
                     list(pool.map(time_pipeline, [video] * w))  # warm the workers (imports, models)
@@ -111,7 +111,6 @@ def run_bench(out: str | Path | None = None, frames: int = 300, workers: tuple[i
           f"95th percentile {100 * d['p95_iod']:.2f} % IOD over {d['frames_compared']} frames")
     print("goals: >= 50 frames/s (1 worker), >= 100 (2 workers), < 2 % IOD; OpenFace: about 30 frames/s")
     if out:
-        from .store import atomic_write_json
 
         atomic_write_json(out, results)
         print(f"wrote {out}")

@@ -32,6 +32,7 @@ import hashlib
 import inspect
 import json
 import math
+import multiprocessing as mp
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -40,6 +41,7 @@ from typing import Any
 
 import cv2
 import pandas as pd
+from tqdm.auto import tqdm
 
 from . import openface, store
 from .extract import FOUND, extract_faces, make_detector
@@ -306,7 +308,6 @@ def preprocess(
         else:
             records[r["video_id"]] = done
 
-    from tqdm.auto import tqdm
 
     bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc="preprocess", unit="video", disable=not progress)
     failed = sum(rec["status"] != "ok" for rec in records.values())
@@ -320,7 +321,6 @@ def preprocess(
                 bar.set_postfix(failed=failed)
                 bar.update()
         else:
-            import multiprocessing as mp
 
             # spawn, not fork: the caller may hold TensorFlow or other threads.
             ctx = mp.get_context("spawn")

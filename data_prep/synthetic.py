@@ -58,6 +58,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -68,6 +69,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from scipy import optimize, stats
+from sklearn.linear_model import Ridge
+from tqdm.auto import tqdm
 
 from . import align, morph
 from .extract import extract_faces, make_detector
@@ -249,7 +253,6 @@ def bdi_pmf(cfg: CohortConfig) -> np.ndarray:
     that the *cut* distribution has exactly ``bdi_mean`` and ``bdi_sd`` (AVEC2014 training: 15
     and 12, range 0-45); cutting a gamma with those moments would lower both.
     """
-    from scipy import optimize, stats
 
     x = np.arange(cfg.bdi_cap + 1)
 
@@ -689,7 +692,6 @@ def make_cohort(
     table = draw_cohort(cfg, seed, len(bank))
     jobs = [(i, row, cfg.to_dict(), int(seed), str(out)) for i, row in enumerate(table.to_dict("records"))]
     workers = max(1, min(int(workers or os.cpu_count() or 1), len(jobs)))
-    from tqdm.auto import tqdm
 
     bar = tqdm(total=len(jobs), desc=f"synth {cfg.name}", unit="subject", disable=not progress)
     results: list[list[dict]] = [None] * len(jobs)  # type: ignore[list-item]
@@ -698,7 +700,6 @@ def make_cohort(
             results[i] = render_subject(job)
             bar.update()
     else:
-        import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # never fork a process that may hold TensorFlow or dlib threads
         with ctx.Pool(workers, initializer=_init_worker, initargs=(bank,)) as pool:
@@ -808,7 +809,6 @@ def weights_vs_mean(out_dir: str | os.PathLike, alpha: float = 1.0) -> dict:
     Returns RMSEs of the regression and of the training-mean predictor and their ratio (above
     about 1: the photos a subject is made of tell nothing about the label).
     """
-    from sklearn.linear_model import Ridge
 
     table = pd.read_csv(Path(out_dir) / "cohort.csv", dtype={"session_id": str})
     wcols = [c for c in table.columns if c.startswith("w_")]
@@ -888,7 +888,6 @@ def cohort_checks(out_dir: str | os.PathLike, max_videos: int | None = 40, frame
 
     Returns a DataFrame with columns ``check``, ``value``, ``target``, ``ok`` (None: reported).
     """
-    from scipy.stats import spearmanr
 
     out_dir = Path(out_dir)
     cfg = CohortConfig.from_dict(json.loads((out_dir / "cohort.json").read_text())["config"])
@@ -905,7 +904,7 @@ def cohort_checks(out_dir: str | os.PathLike, max_videos: int | None = 40, frame
     local, glob = "local" in cfg.cues, "global" in cfg.cues
     for name, sign, on in (("mouth_corner_drop", 1, local), ("inner_brow_raise", 1, local), ("lid_opening", -1, local),
                            ("pitch_est", 1, glob)):
-        rho = float(spearmanr(cues[name], cues.bdi).statistic)
+        rho = float(stats.spearmanr(cues[name], cues.bdi).statistic)
         target = ">= 0.5" if (name == "mouth_corner_drop" and on) else "reported"
         ok = (sign * rho >= 0.5) if target != "reported" else None
         rows.append((f"Spearman(BDI, {name}) on ground truth", round(rho, 3), target, ok))

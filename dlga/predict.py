@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from data_prep.align import align_face, transform_points
+from data_prep.align import transform_points
 from data_prep.extract import FaceTrack, extract_faces as extract_video_faces
 from data_prep.faces import LandmarkDetector
 from data_prep.preprocess import PARAMS_VERSION, params_from_record
