@@ -347,7 +347,7 @@ class LocalAttention(keras.layers.Layer):
             # the 'same' kernel: scatter the taps into one block matrix per patch, then one
             # batched matmul over the flattened patch. Taps that fall on padding never appear.
             q = x.shape[2]
-            taps = _same_conv_taps(q, k)  # (q*q, q*q, k*k) 0/1
+            taps = tf.cast(_same_conv_taps(q, k), kernel.dtype)  # (q*q, q*q, k*k) 0/1
             dense = tf.einsum("xyt,ntcd->nxcyd", taps, tf.reshape(kernel, (-1, k * k, cin, cout)))
             dense = tf.reshape(dense, (-1, q * q * cin, q * q * cout))
             y = tf.einsum("bnx,nxy->bny", tf.reshape(x, (b, n, q * q * cin)), dense)

@@ -278,3 +278,11 @@ def test_layers_round_trip_through_get_config():
                   WeightedSpatialPyramidPooling()):
         clone = type(layer).from_config(layer.get_config())
         assert clone.get_config() == layer.get_config()
+
+
+def test_dense_per_patch_convolution_runs_under_mixed_bfloat16():
+    # The scatter of taps is built in float32; under a bfloat16 policy the kernels are bfloat16.
+    x = tf.constant(np.random.default_rng(5).normal(size=(2, 24, 3, 3, 8)), tf.bfloat16)
+    layer = LocalAttention(units=5, attention_channels=4, attention_units=3, conv_impl="dense", dtype="mixed_bfloat16")
+    rho, alpha = layer(x)
+    assert rho.dtype == tf.bfloat16 and rho.shape == (2, 120) and np.all(np.isfinite(alpha.numpy().astype(float)))
