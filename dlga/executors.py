@@ -62,7 +62,7 @@ def limit_threads(threads: int = THREADS_PER_RUN) -> bool:
 
 
 def _worker_init(threads: int) -> None:
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    # TF_ENABLE_ONEDNN_OPTS is already set: unpickling this function imported dlga/__init__.py.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     limit_threads(threads)
 
