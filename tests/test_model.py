@@ -111,7 +111,7 @@ def _reference_lal(layer, patches):
     return np.concatenate(outs, axis=1), np.stack(alphas, axis=1)
 
 
-@pytest.mark.parametrize("impl", ["grouped", "einsum", "dense", "auto"])
+@pytest.mark.parametrize("impl", ["grouped", "einsum", "dense", "taps", "auto"])
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("p", [6, 2])
 def test_local_attention_equals_per_patch_reference(impl, shared, p):
@@ -132,7 +132,7 @@ def test_local_attention_gradients_agree_between_conv_impls(p):
     """Training takes gradients through the per-patch convolutions: every path gives the same."""
     patches = tf.constant(np.random.default_rng(4).normal(size=(9, 24, p, p, 8)).astype("float32"))
     grads = {}
-    for impl in ("grouped", "einsum", "dense"):
+    for impl in ("grouped", "einsum", "dense", "taps"):
         tf.keras.utils.set_random_seed(0)
         layer = LocalAttention(units=5, attention_channels=4, attention_units=3, conv_impl=impl)
         with tf.GradientTape() as tape:
@@ -140,7 +140,7 @@ def test_local_attention_gradients_agree_between_conv_impls(p):
             rho, alpha = layer(patches)
             loss = tf.reduce_sum(rho**2) + tf.reduce_sum(alpha)
         grads[impl] = [g.numpy() for g in tape.gradient(loss, [patches, layer.conv1_kernel, layer.att_conv_kernel])]
-    for impl in ("einsum", "dense"):
+    for impl in ("einsum", "dense", "taps"):
         for got, want in zip(grads[impl], grads["grouped"]):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
@@ -280,9 +280,10 @@ def test_layers_round_trip_through_get_config():
         assert clone.get_config() == layer.get_config()
 
 
-def test_dense_per_patch_convolution_runs_under_mixed_bfloat16():
+@pytest.mark.parametrize("impl", ["dense", "taps"])
+def test_small_patch_convolutions_run_under_mixed_bfloat16(impl):
     # The scatter of taps is built in float32; under a bfloat16 policy the kernels are bfloat16.
     x = tf.constant(np.random.default_rng(5).normal(size=(2, 24, 3, 3, 8)), tf.bfloat16)
-    layer = LocalAttention(units=5, attention_channels=4, attention_units=3, conv_impl="dense", dtype="mixed_bfloat16")
+    layer = LocalAttention(units=5, attention_channels=4, attention_units=3, conv_impl=impl, dtype="mixed_bfloat16")
     rho, alpha = layer(x)
     assert rho.dtype == tf.bfloat16 and rho.shape == (2, 120) and np.all(np.isfinite(alpha.numpy().astype(float)))
