@@ -67,6 +67,7 @@ from dlga.experiments import (
     train_book_runs,
     unknown_parameters_message,
 )
+from dlga.controls import control_specs, control_stores
 from dlga.runs import load_run, plan, source_hash
 
 BOOK_DIR = PROJECT_ROOT / "book"
@@ -85,13 +86,14 @@ CHAPTERS = (
     "08_attention",
     "09_efficiency",
     "10_reproducibility",
+    "11_controls",
 )
 # Markdown pages (nothing to execute), in toc order after the chapters; every build stages them.
 PAGES = ("decisions",)
 # Pages the build writes (after PAGES in the toc): the status of this build's chapters.
 GENERATED_PAGES = ("status",)
 # The chapters that read runs: the build trains their runs before executing any chapter.
-RUN_CHAPTERS = ("04_training", "05_ablations", "06_learning_rate", "07_comparison", "08_attention")
+RUN_CHAPTERS = ("04_training", "05_ablations", "06_learning_rate", "07_comparison", "08_attention", "11_controls")
 # Libraries whose versions the status page lists for each chapter.
 STATUS_LIBRARIES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "papermill", "jupyter-book", "myst-nb")
 
@@ -325,11 +327,18 @@ def build(
     fingerprint = store_fingerprint(store)
     executor = executor or os.environ.get("DLGA_EXECUTOR") or "local"
     if set(chapters) & set(RUN_CHAPTERS):
-        cross = None
+        cross, controls = None, {}
         if "07_comparison" in chapters and is_synthetic(dataset):
             cross = prepare_data(p, "synthetic", cohort_seed=1)
-        train_book_runs(p, store, RUNS_ROOT, executor, progress=progress,
-                        extra=None if cross is None else (lambda lr: cross_dataset_specs(p, store, cross, lr)))
+        if "11_controls" in chapters and is_synthetic(dataset):
+            controls = control_stores(p, progress=progress)
+            log(f"control cohorts: {', '.join(controls)} ({time.perf_counter() - t0:.0f} s)")
+
+        def extra(lr: float) -> list:
+            specs = [] if cross is None else cross_dataset_specs(p, store, cross, lr)
+            return specs + [s for group in control_specs(p, controls, lr).values() for s in group]
+
+        train_book_runs(p, store, RUNS_ROOT, executor, progress=progress, extra=extra)
     base = {"preset": p.name, **overrides}
     key = _sha(json.dumps({"dataset": dataset, "root": str(root), **base}, sort_keys=True, default=str))[:8]
     out_dir = build_dir / "executed" / f"{p.name}-{dataset}-{key}"

@@ -92,6 +92,12 @@ class BookPreset:
         settings: the settings of the ablation grid.
         cohort_overrides: fields of the synthetic cohort changed (:data:`COHORT_KNOBS`); a
             changed cohort lives in its own directory, keyed by its configuration.
+        power_settings, power_seeds: settings of the ablation grid trained with more seeds
+            (the grid is ``settings x seeds`` plus ``power_settings x power_seeds``), so that
+            the comparisons of G with the single-branch settings can tell 1 BDI apart.
+        null_settings: the settings trained on the null control cohort (no cue).
+        branch_settings: the settings trained on the single-cue control cohorts.
+        control_seeds: the seeds of the control runs (:mod:`dlga.controls`).
     """
 
     name: str
@@ -112,6 +118,11 @@ class BookPreset:
     bench_quick: bool = True
     settings: tuple[str, ...] = tuple(SETTINGS)
     cohort_overrides: tuple[tuple[str, Any], ...] = ()
+    power_settings: tuple[str, ...] = ()
+    power_seeds: tuple[int, ...] = ()
+    null_settings: tuple[str, ...] = tuple(SETTINGS)
+    branch_settings: tuple[str, ...] = ("G", "GA", "LA-CMP+")
+    control_seeds: tuple[int, ...] = (0,)
 
     def train_config(self, **changes: Any) -> TrainConfig:
         """The preset's training schedule, with ``changes`` on top of its overrides."""
@@ -144,7 +155,10 @@ class BookPreset:
         if "seeds" in knobs:
             knobs["seeds"] = tuple(int(v) for v in knobs["seeds"])
             knobs.setdefault("lr_seeds", knobs["seeds"][:1])
-        for name in ("settings", "learning_rates", "lr_seeds"):
+            knobs.setdefault("power_seeds", knobs["seeds"])  # the reader's seeds, for every setting
+            knobs.setdefault("control_seeds", knobs["seeds"])
+        for name in ("settings", "learning_rates", "lr_seeds", "power_settings", "power_seeds", "null_settings",
+                     "branch_settings", "control_seeds"):
             if name in knobs:
                 knobs[name] = tuple(knobs[name])
         bad = [s for s in knobs.get("settings", ()) if s not in SETTINGS]
@@ -188,14 +202,23 @@ BOOK_PRESETS: dict[str, BookPreset] = {
         train_overrides=(("max_steps", 80), ("eval_every", 20), ("warmup_steps", 20), ("jit_compile", False)),
         seeds=(0, 1, 2), lr_seeds=(0,), learning_rates=(1e-5, 1e-4, 1e-3, 1e-2),
         ablation_lr=1e-3, bootstrap=500,
+        # The Controls chapter's code on the ci cohorts, at the least cost: one seed, G on the
+        # null cohort, the two single-branch settings on the single-cue ones.
+        null_settings=("G",), branch_settings=("GA", "LA-CMP+"), control_seeds=(0,),
     ),
-    # `make book`: the demo cohort and schedule; the ablation rate is selected on Development.
-    # The study spans 1e-5..1e-2 to fit the time goal: in a few hundred steps 1e-6 barely moves
-    # the weights and 1e-1 diverges; the paper preset studies all six rates.
+    # `make book`: the demo cohort and schedule; the ablation rate is selected on Development
+    # by the paper's six rates, three seeds each. G, GA and LA-CNN (CMP+) get ten seeds, so that
+    # the paired intervals of G against the single-branch settings can tell 1 BDI apart; the
+    # other settings two. On the calibrated cohort the Development RMSE bottoms out after about
+    # 100-150 steps (a trial at 600 steps), so 300 steps evaluated every 25 keep a checkpoint
+    # from before the end. The controls: every setting on the null cohort, the three
+    # branch settings on each single-cue cohort, two seeds each.
     "demo": BookPreset(
         name="demo", cohort="demo", train_preset="demo",
-        train_overrides=(("max_steps", 300), ("eval_every", 50), ("jit_compile", False)),
-        seeds=(0, 1, 2), lr_seeds=(0,), learning_rates=(1e-5, 1e-4, 1e-3, 1e-2), ablation_lr=None,
+        train_overrides=(("max_steps", 300), ("eval_every", 25), ("jit_compile", False)),
+        seeds=(0, 1), power_settings=("G", "GA", "LA-CMP+"), power_seeds=tuple(range(10)),
+        lr_seeds=(0, 1, 2), learning_rates=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1), ablation_lr=None,
+        null_settings=tuple(SETTINGS), branch_settings=("G", "GA", "LA-CMP+"), control_seeds=(0, 1),
         bootstrap=2000,
     ),
     # Real data on a GPU: the paper's model and schedule, lr 1e-6 as the paper.
@@ -393,9 +416,23 @@ def ablation_learning_rate(preset: str | BookPreset, study: Sequence[Run] = ()) 
 
 def ablation_specs(preset: str | BookPreset, store, learning_rate: float,
                    settings: Iterable[str] | None = None, seeds: Iterable[int] | None = None) -> list[RunSpec]:
-    """The ablation grid (the preset's settings unless ``settings``, every seed) at ``learning_rate``."""
+    """The ablation grid at ``learning_rate``: the preset's settings (unless ``settings``)
+    with its seeds, and its ``power_settings`` among them with ``power_seeds`` as well (unless
+    ``seeds`` is given: then every setting with those)."""
     preset = get_preset(preset)
-    return run_specs(preset, store, list(settings or preset.settings), [learning_rate], seeds)
+    settings = list(settings or preset.settings)
+    specs = run_specs(preset, store, settings, [learning_rate], seeds)
+    if seeds is None:
+        extra = [s for s in preset.power_settings if s in settings]
+        have = set(preset.seeds)
+        specs += run_specs(preset, store, extra, [learning_rate], [x for x in preset.power_seeds if x not in have])
+    return _by_setting(specs, settings)
+
+
+def _by_setting(specs: list[RunSpec], settings: list[str]) -> list[RunSpec]:
+    """Specs grouped by setting in the order of ``settings``, seeds ascending within each."""
+    order = {s: i for i, s in enumerate(settings)}
+    return sorted(specs, key=lambda sp: (order.get(sp.label, len(order)), sp.seed))
 
 
 def cross_dataset_specs(preset: str | BookPreset, store, test_store, learning_rate: float,
@@ -438,6 +475,18 @@ def chapter_learning_rate(preset: BookPreset, store, runs_root: str | os.PathLik
     return ablation_learning_rate(preset, ensure_runs(rate_selection_specs(preset, store), runs_root))
 
 
+def trained_ablation_runs(preset: BookPreset, store, runs_root: str | os.PathLike = RUNS_ROOT) -> list[Run]:
+    """The ablation grid's runs that are complete, without training anything: [] while the
+    learning-rate study that chooses their rate is incomplete (a chapter that only reads,
+    like the data chapter's difficulty, calls this)."""
+    root = Path(runs_root)
+    study = rate_selection_specs(preset, store)
+    if _missing(study, root):
+        return []
+    lr, _how = ablation_learning_rate(preset, [load_run(root / s.run_id) for s in study])
+    return [load_run(root / s.run_id) for s in ablation_specs(preset, store, lr) if is_complete(root / s.run_id)]
+
+
 def _missing(specs: Sequence[RunSpec], runs_root: Path) -> set[str]:
     return {s.run_id for s in specs if not is_complete(runs_root / s.run_id)}
 
@@ -453,7 +502,7 @@ def train_book_runs(preset: BookPreset, store, runs_root: str | os.PathLike = RU
     owned = not isinstance(executor, concurrent.futures.Executor)
     pool = make_executor(executor or default_executor())
     study = rate_selection_specs(preset, store)
-    n_grid = len(preset.settings) * len(preset.seeds)  # an estimate until the rate is known
+    n_grid = len(ablation_specs(preset, store, 1.0))  # an estimate until the rate is known
     bar = tqdm(total=len(_missing(study, root)) + n_grid, desc="runs", unit="run", disable=not progress,
                dynamic_ncols=True)
     try:

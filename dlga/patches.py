@@ -97,3 +97,48 @@ def window_starts(centres: np.ndarray, feature_size: int, patch_size: int, strid
     """
     start = np.floor(np.asarray(centres, dtype=np.float32) / stride - patch_size / 2.0 + 0.5)
     return np.clip(start, 0, feature_size - patch_size).astype(np.int32)
+
+
+# Receptive fields (Decisions: Controls). 3x3 'same' convolutions and 2x2 poolings before Conv4_2
+# (conv1, pool, conv2, pool, conv3, pool, conv4_1, conv4_2): a Conv4_2 unit sees 3, 4, 8, 10,
+# 18, 22, 38, 54 pixels of the input at any input size.
+CONV4_FIELD = 54
+"""Side of a Conv4_2 unit's receptive field, input pixels."""
+
+
+def patch_fields(
+    centres: np.ndarray, input_size: int, patch_size: int, stride: int = 8, field: int = CONV4_FIELD
+) -> np.ndarray:
+    """The input pixels each patch window's units see, as boxes clipped to the image.
+
+    A window of ``patch_size`` cells starting at cell ``c`` (:func:`window_starts`) sees pixels
+    ``stride * c - (field - stride) // 2`` to ``stride * (c + patch_size - 1) + stride - 1 +
+    (field - stride) // 2``: ``field + stride * (patch_size - 1)`` pixels wide before clipping.
+
+    Args:
+        centres: (N, 2) patch centres (x, y), input pixels.
+        input_size: side of the model's input, pixels.
+        patch_size: window side on the feature map, cells (``ModelConfig.patch_size``).
+
+    Returns:
+        (N, 4) int boxes ``(x0, y0, x1, y1)``, inclusive, inside ``[0, input_size - 1]``.
+    """
+    starts = window_starts(centres, input_size // stride, patch_size, stride)
+    reach = (field - stride) // 2
+    lo = stride * starts - reach
+    hi = stride * (starts + patch_size - 1) + stride - 1 + reach
+    box = np.concatenate([lo, hi], axis=-1)
+    return np.clip(box, 0, input_size - 1).astype(int)
+
+
+def field_union_mask(
+    centres: np.ndarray, input_size: int, patch_size: int, stride: int = 8, field: int = CONV4_FIELD
+) -> np.ndarray:
+    """(input_size, input_size) bool: the pixels that at least one patch window's units see.
+
+    ``centres``: (N, 2) or (F, N, 2) (the union over frames, e.g. a face with and without a cue).
+    """
+    mask = np.zeros((input_size, input_size), bool)
+    for x0, y0, x1, y1 in patch_fields(np.asarray(centres).reshape(-1, 2), input_size, patch_size, stride, field):
+        mask[y0 : y1 + 1, x0 : x1 + 1] = True
+    return mask

@@ -76,3 +76,43 @@ def attention_conclusion(weights: pd.DataFrame) -> str:
     row = weights.loc[weights["high - low"].abs().idxmax()]
     return (f"The local weight that differs most between high and low BDI is patch **{int(row['patch'])}** "
             f"({row['name']}): {row['high - low']:+.3f} (high minus low, mean over Testing frames).")
+
+
+def controls_conclusion(visibility: pd.DataFrame, null_comparisons: pd.DataFrame, leaks: list[str],
+                        branch: Mapping[str, pd.DataFrame], reference: str = "LA-CMP+") -> str:
+    """The closing sentences of the Controls chapter.
+
+    Args:
+        visibility: :func:`dlga.controls.cue_visibility`'s table.
+        null_comparisons: :func:`dlga.report.comparisons_with_mean` on the null cohort.
+        leaks: :func:`dlga.controls.leaks` of it.
+        branch: per single-cue cohort, :func:`dlga.report.comparisons_with` with ``reference``.
+    """
+    seen = "; ".join(f"{row['change inside union']:.0%} of the {row['cue']} cue's pixel change" for _, row in visibility.iterrows())
+    separable = visibility.loc[visibility["branch separation claimable"], "cue"].tolist()
+    parts = [f"At the {int(visibility['input px'].iloc[0])}-pixel input the union of the patch fields holds {seen}"]
+    if separable:
+        parts.append(f"so only the {', '.join(separable)} cue can be called outside the local branch's view")
+    else:
+        parts.append("so every cue is visible to both branches: the single-cue cohorts compare how well each "
+                     "setting reads a cue, not which branch can see it")
+    text = ", ".join(parts) + "."
+    if null_comparisons.empty:
+        return text
+    k = len(null_comparisons)
+    if leaks:
+        text += (f" **Leak: on the cohort without a cue, {', '.join(leaks)} beat{'s' if len(leaks) == 1 else ''} the "
+                 f"training-mean predictor** (Holm-adjusted over {k} settings): something other than the cues carries "
+                 "the label, and the other chapters' differences cannot be trusted until it is found.")
+    else:
+        tied = int((null_comparisons["verdict"] == "tie").sum())
+        text += (f" On the cohort without a cue no setting beats the training-mean predictor ({tied} of {k} tied, "
+                 f"Holm-adjusted): the null control finds no leak.")
+    for cohort, table in branch.items():
+        if table.empty:
+            continue
+        col = f"{reference} minus"
+        sentences = [difference_sentence(reference, row[col], row["diff RMSE"], row["low"], row["high"])
+                     for _, row in table.iterrows()]
+        text += f" On the {cohort} cohort: " + "; ".join(sentences) + "."
+    return text

@@ -8,7 +8,7 @@ section 4.3.3; measured numbers come from the runs under ``runs/``.
 from __future__ import annotations
 
 import html
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -523,6 +523,57 @@ def early_stopping_note(train_config, runs=()) -> str:
         stopped = sum(r.metrics.get("stop_reason") == "early_stopping" for r in runs)
         text += f" Measured: {stopped} of {len(runs)} runs stopped early."
     return text
+
+
+def difficulty_table(runs, floor: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """How hard the task is: per setting among ``runs``, the mean Testing RMSE over seeds
+    against the training-mean predictor's (their ratio; AVEC2014: 0.72 for the paper's G), the
+    best setting first; ``floor`` (:func:`data_prep.synthetic.difficulty_floor`) adds the row
+    of a perfect reading of the synthetic cues."""
+    t = runs_table(runs)
+    rows = []
+    if not t.empty:
+        g = t.groupby("setting").agg(seeds=("seed", "count"), test_rmse=("test_rmse", "mean"),
+                                     mean_test_rmse=("mean_test_rmse", "mean"))
+        g = g.assign(ratio=g["test_rmse"] / g["mean_test_rmse"]).sort_values("ratio")
+        rows = [{"reader": f"{s} (measured{', best' if i == 0 else ''})", "seeds": int(r.seeds),
+                 "Testing RMSE": r.test_rmse, "training mean RMSE": r.mean_test_rmse, "ratio": r.ratio}
+                for i, (s, r) in enumerate(g.iterrows())]
+    if floor is not None:
+        rows.append({"reader": "the cues themselves (least squares on cue values + offsets)", "seeds": 0,
+                     "Testing RMSE": floor["rmse_cues"], "training mean RMSE": floor["rmse_mean"], "ratio": floor["ratio"]})
+    return pd.DataFrame(rows, columns=["reader", "seeds", "Testing RMSE", "training mean RMSE", "ratio"])
+
+
+POWER_HALF_WIDTH = 1.0
+"""BDI points: the largest half-width of a paired interval of G against a single-branch setting
+at which the book counts a grid as large enough to tell 1 BDI apart (Decisions: Statistics)."""
+
+
+def kept_before_last(runs) -> tuple[int, int]:
+    """How many of ``runs`` kept a checkpoint from before their last evaluation (their best
+    Development step is earlier than their last step), and how many runs there are. A run that
+    keeps its last evaluation was still improving when its schedule ended."""
+    runs = list(runs)
+    return sum(int(r.metrics["best_step"]) < int(r.metrics["steps"]) for r in runs), len(runs)
+
+
+def power_table(comparisons: pd.DataFrame, runs, settings: Iterable[str] = ("GA", "LA-CMP+"),
+                reference: str = "G") -> pd.DataFrame:
+    """The half-width of the Holm-adjusted paired interval of ``reference`` against each of
+    ``settings`` (rows of :func:`comparisons_with`'s table), the seeds on each side, whether it
+    is at most :data:`POWER_HALF_WIDTH`, and the share of that setting's runs that kept a
+    checkpoint from before their last evaluation."""
+    col = f"{reference} minus"
+    rows = []
+    for row in comparisons[comparisons[col].isin(list(settings))].to_dict("records"):
+        mine = [r for r in runs if r.params["setting"] == row[col]]
+        kept, n = kept_before_last(mine)
+        half = (row["high"] - row["low"]) / 2
+        rows.append({"comparison": f"{reference} vs {row[col]}", "seeds": row["seeds"], "half-width (BDI)": half,
+                     f"at most {POWER_HALF_WIDTH:g} BDI": bool(half <= POWER_HALF_WIDTH),
+                     "kept checkpoint before the last evaluation": f"{kept} of {n}"})
+    return pd.DataFrame(rows)
 
 
 # --- figures --------------------------------------------------------------------------------------

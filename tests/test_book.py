@@ -73,7 +73,8 @@ def test_ablation_rate_is_passed_in_and_planning_never_trains(tmp_path, monkeypa
     assert experiments.rate_selection_specs(ci, store) == []  # ci fixes the rate
     assert experiments.ablation_learning_rate(ci) == (1e-3, "fixed by the preset")
     study = experiments.rate_selection_specs(demo, store)
-    assert [s.train.learning_rate for s in study] == list(demo.learning_rates)
+    assert [s.train.learning_rate for s in study] == [lr for lr in demo.learning_rates for _ in demo.lr_seeds]
+    assert demo.learning_rates == (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1) and len(demo.lr_seeds) == 3
     assert {s.setting for s in study} == {"G"} and {s.seed for s in study} == set(demo.lr_seeds)
     chosen = experiments.ablation_learning_rate(demo, [FakeRun(1e-4, 5.0, 9.0), FakeRun(1e-3, 6.0, 1.0)])
     assert chosen == (1e-4, "selected by the learning-rate study on Development")
@@ -83,7 +84,11 @@ def test_ablation_rate_is_passed_in_and_planning_never_trains(tmp_path, monkeypa
     assert [s.setting for s in specs[::2]] == list(SETTINGS)
     assert all(s.train.max_steps == demo.train_config().max_steps for s in specs)
     cross = experiments.cross_dataset_specs(demo, store, tmp_path / "other", 1e-4)
-    assert [(s.setting, s.seed, s.test_store_dir) for s in cross] == [("G", 0, str(tmp_path / "other"))]
+    assert [(s.setting, s.seed, s.test_store_dir) for s in cross] == [("G", i, str(tmp_path / "other")) for i in demo.lr_seeds]
+    # The demo grid: ten seeds for G and the single-branch settings, the preset's seeds elsewhere.
+    grid = pd.Series([s.setting for s in experiments.ablation_specs(demo, store, 1e-4)]).value_counts()
+    assert {s: grid[s] for s in ("G", "GA", "LA-CMP+")} == {"G": 10, "GA": 10, "LA-CMP+": 10}
+    assert grid.drop(["G", "GA", "LA-CMP+"]).eq(len(demo.seeds)).all() and len(grid) == len(SETTINGS)
 
 
 def test_overrides_reach_the_run_specs(tmp_path):
@@ -265,15 +270,19 @@ def ci_book():
 
 CHAPTER_CONTENT = {
     "01_introduction": ["Book presets", "reported", "measured"],
-    "02_data": ["Training", "Development", "Testing", "Preprocessing QC", "patch centres", "Synthetic data"],
+    "02_data": ["Training", "Development", "Testing", "Preprocessing QC", "patch centres", "Synthetic data",
+                "Difficulty", "the cues themselves"],
     "03_architecture": ["212,438,490", "151", "Conv4_2"],
     "04_training": ["Severity-band confusion", "Largest per-video errors", "Synthetic data"],
-    "05_ablations": [SETTING_LABELS[s].split(":")[-1].strip() for s in SETTINGS] + ["Table 4", "Paired two-level bootstrap"],
+    "05_ablations": [SETTING_LABELS[s].split(":")[-1].strip() for s in SETTINGS] + ["Table 4", "Paired two-level bootstrap",
+                                                                                 "Half-width", "before their last evaluation"],
     "06_learning_rate": ["Table 6", "selected on Development"],
     "07_comparison": ["Table 8", "LBP + SVR", "training-mean predictor", "Zhou et al."],
     "08_attention": ["Mean local weight", "Global weight"],
     "09_efficiency": ["Model benchmark", "2120", "machine"],
     "10_reproducibility": ["runs on this dataset", "sbatch"],
+    "11_controls": ["Null cohort", "training-mean predictor", "union of the patch fields", "local only cohort",
+                    "global only cohort", "Synthetic data"],
 }
 
 

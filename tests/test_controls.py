@@ -1,0 +1,123 @@
+"""The Controls chapter's pieces: receptive fields, cue stills, control cohorts and verdicts."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_prep.align import template
+from data_prep.synthetic import CohortConfig, cue_stills
+from dlga import controls, experiments, prose
+from dlga.patches import CONV4_FIELD, field_union_mask, patch_centres, patch_fields
+
+
+def test_patch_field_is_54_plus_8_per_extra_cell_before_clipping():
+    centre = np.array([[112.0, 112.0]])
+    for cells in (1, 2, 6):
+        (x0, y0, x1, y1), = patch_fields(centre, 224, cells)
+        assert x1 - x0 + 1 == CONV4_FIELD + 8 * (cells - 1)
+        assert y1 - y0 + 1 == CONV4_FIELD + 8 * (cells - 1)
+    (x0, y0, x1, y1), = patch_fields(np.array([[2.0, 2.0]]), 224, 6)
+    assert (x0, y0) == (0, 0)  # clipped to the image
+
+
+def test_union_of_patch_fields_covers_the_whole_face_at_64_but_not_at_224():
+    small = field_union_mask(patch_centres(template(64), 64), 64, 2)
+    assert small.all()
+    large = field_union_mask(patch_centres(template(224), 224), 224, 6)
+    assert 0.5 < large.mean() < 1.0
+    assert large[112, 112] and not large[0, 0]  # the face's centre is seen, the corner is not
+
+
+@pytest.fixture(scope="module")
+def stills():
+    cfg = CohortConfig.preset("ci")
+    return {cue: cue_stills(cfg, cue, 224) for cue in ("local", "global")}
+
+
+def test_cue_stills_change_the_face_where_the_cue_acts(stills):
+    for cue, st in stills.items():
+        assert st["images"].shape == (2, 224, 224, 3) and st["images"].dtype == np.uint8
+        assert st["bdi"] == (0, CohortConfig.preset("ci").bdi_cap)
+        assert np.abs(st["images"][1].astype(int) - st["images"][0].astype(int)).sum() > 0
+    local = stills["local"]["landmarks"]
+    # Alignment pins the eye corners, so the local cue shows elsewhere (a pitched head changes
+    # the corners' 2-D layout, so they are not pinned exactly there).
+    assert np.abs(local[1, [36, 39, 42, 45]] - local[0, [36, 39, 42, 45]]).max() < 0.5
+    assert local[1, 48, 1] - local[0, 48, 1] > 1.0  # the mouth corner goes down
+    pitch = stills["global"]["landmarks"]
+    # Head pitch moves the lower face after eye-corner alignment (Decisions: Controls).
+    assert abs(pitch[1, 8, 1] - pitch[0, 8, 1]) > 1.0
+
+
+def test_cue_stills_reject_an_unknown_cue():
+    with pytest.raises(ValueError, match="cue must be one of"):
+        cue_stills(CohortConfig.preset("ci"), "voice", 64)
+
+
+def test_cue_visibility_at_the_ci_preset_says_no_separation_is_claimable():
+    table, images = controls.cue_visibility("ci")
+    assert list(table["cue"]) == ["local", "global"]
+    assert (table["input px"] == 64).all() and (table["patch cells"] == 2).all()
+    assert (table["change inside union"] == 1.0).all()
+    assert not table["branch separation claimable"].any()
+    assert images["local"]["mask"].shape == (64, 64)
+
+
+def test_control_cohorts_differ_from_the_book_cohort_only_in_their_cues():
+    P = experiments.get_preset("ci")
+    base = experiments.cohort_config(P)
+    dirs = set()
+    for name, cues in controls.CONTROLS.items():
+        cp = controls.control_preset(P, name)
+        cfg = experiments.cohort_config(cp)
+        assert cfg.cues == cues
+        assert cfg.replace(cues=base.cues) == base
+        dirs.add(experiments.cohort_dir(cp))
+    assert len(dirs) == 3 and experiments.cohort_dir(P) not in dirs
+    with pytest.raises(ValueError, match="unknown control"):
+        controls.control_preset(P, "half")
+    with pytest.raises(ValueError, match="real data"):
+        controls.control_preset("paper", "null")
+
+
+def test_control_specs_follow_the_preset_lists(tmp_path):
+    P = experiments.get_preset("ci")
+    stores = {c: tmp_path / c for c in controls.CONTROLS}
+    specs = controls.control_specs(P, stores, 1e-3)
+    assert [s.label for s in specs["null"]] == list(P.null_settings)
+    for cohort in ("local only", "global only"):
+        assert [s.label for s in specs[cohort]] == list(P.branch_settings)
+        assert {s.store_dir for s in specs[cohort]} == {str(tmp_path / cohort)}
+    assert all(s.train.learning_rate == 1e-3 and s.seed in P.control_seeds for g in specs.values() for s in g)
+    keys = [(s.store_dir, s.label, s.seed) for g in specs.values() for s in g]
+    assert len(set(keys)) == len(keys) == len(P.null_settings) + 2 * len(P.branch_settings)
+
+
+def test_power_seeds_add_seeds_to_their_settings_only(tmp_path):
+    P = experiments.get_preset("ci").with_overrides(power_settings=("G", "GA"), power_seeds=tuple(range(5)))
+    specs = experiments.ablation_specs(P, tmp_path, 1e-3)
+    per = pd.Series([s.label for s in specs]).value_counts()
+    assert per["G"] == 5 and per["GA"] == 5 and per["LA-CMP+"] == 3 and len(specs) == 8 * 3 + 2 * 5
+    assert [s.seed for s in specs if s.label == "G"] == [0, 1, 2, 3, 4]
+    # A reader's seeds apply to every setting.
+    mine = experiments.ablation_specs(P.with_overrides(seeds=(7, 8)), tmp_path, 1e-3)
+    assert len(mine) == 10 * 2 and {s.seed for s in mine} == {7, 8}
+
+
+def _null_table(highs):
+    return pd.DataFrame({"setting": ["G", "GA"], "diff RMSE": [h - 0.5 for h in highs], "low": [h - 1 for h in highs],
+                         "high": highs, "verdict": ["tie" if h >= 0 else "setting better" for h in highs]})
+
+
+def test_leaks_are_the_settings_better_than_the_mean_on_the_null_cohort():
+    assert controls.leaks(_null_table([0.4, 0.3])) == []
+    assert controls.leaks(_null_table([0.4, -0.1])) == ["GA"]
+
+
+def test_controls_conclusion_names_a_leak_and_the_visibility():
+    vis = pd.DataFrame({"cue": ["local", "global"], "input px": [64, 64], "change inside union": [1.0, 0.3],
+                        "branch separation claimable": [False, True]})
+    text = prose.controls_conclusion(vis, _null_table([0.4, -0.1]), ["GA"], {})
+    assert "Leak" in text and "GA" in text and "only the global cue" in text and "100%" in text
+    text = prose.controls_conclusion(vis.assign(**{"branch separation claimable": False}), _null_table([0.4, 0.3]), [], {})
+    assert "finds no leak" in text and "2 of 2 tied" in text and "visible to both branches" in text
