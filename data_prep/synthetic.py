@@ -94,6 +94,11 @@ LABEL_DIRS = {
     "Testing": Path("AVEC2014_Labels_Testset") / "Testing" / "DepressionLabels",
 }
 COHORT_VERSION = 1
+VIDEO_COLUMNS = ("video_id", "session_id", "partition", "task", "bdi", "n_frames", "n_face", "n_blurred",
+                 "mean_pitch", "video", "landmarks")
+"""The columns of videos.csv, one row per video (:func:`render_subject`'s stats)."""
+PARTIAL_DIR = ".partial"
+"""Inside a cohort folder being made: the request and one stats file per finished subject."""
 COHORT_SOURCES = ("data_prep/synthetic.py", "data_prep/morph.py", "data_prep/align.py", "data_prep/faces.py")
 """The modules that draw and render a cohort (paths from the project root): their hash is part
 of a cohort's identity (:func:`cohort_identity`), so a changed cue model makes a new cohort."""
@@ -735,37 +740,59 @@ def make_cohort(
         # stale output of this very request, so it is made again.
         print(f"{out}: the cohort there was made by another cue model or code version; making it again")
         force = True
-    if out.is_dir() and any(out.iterdir()) and not meta_path.is_file() and not force:
-        raise FileExistsError(f"{out} is not empty and holds no synthetic cohort; choose an empty --out or pass --force")
+    # An interrupted run of this very request left its finished subjects in PARTIAL_DIR: resume.
+    partial = out / PARTIAL_DIR
+    request = partial / "request.json"
+    resuming = (not force and not meta_path.is_file() and request.is_file()
+                and json.loads(request.read_text()) == json.loads(json.dumps(meta)))
+    if out.is_dir() and any(out.iterdir()) and not meta_path.is_file() and not force and not resuming:
+        if request.is_file():
+            force = True  # an interrupted cohort of another request: this function's own files
+        else:
+            raise FileExistsError(f"{out} is not empty and holds no synthetic cohort; choose an empty --out or pass --force")
     out.mkdir(parents=True, exist_ok=True)
     if force:
         meta_path.unlink(missing_ok=True)  # an interrupted forced run must not look complete
         # Only what a cohort writes: a larger earlier cohort must not leave sessions behind.
-        for name in ("Video", "Landmarks", *{p.parts[0] for p in LABEL_DIRS.values()}):
+        for name in ("Video", "Landmarks", PARTIAL_DIR, *{p.parts[0] for p in LABEL_DIRS.values()}):
             if (out / name).is_dir():
                 shutil.rmtree(out / name)
+    partial.mkdir(exist_ok=True)
+    atomic_write_json(request, meta)
 
     t0 = time.perf_counter()
     bank = _bank()
     table = draw_cohort(cfg, seed, len(bank))
     jobs = [(i, row, cfg.to_dict(), int(seed), str(out)) for i, row in enumerate(table.to_dict("records"))]
-    workers = max(1, min(int(workers or os.cpu_count() or 1), len(jobs)))
-
-    bar = tqdm(total=len(jobs), desc=f"synth {cfg.name}", unit="subject", disable=not progress)
     results: list[list[dict]] = [None] * len(jobs)  # type: ignore[list-item]
+    for i in range(len(jobs)):
+        done = partial / f"{i}.json"
+        if done.is_file():
+            results[i] = json.loads(done.read_text())
+    todo = [job for job in jobs if results[job[0]] is None]
+    if len(todo) < len(jobs):
+        print(f"{out}: resuming an interrupted cohort: {len(jobs) - len(todo)} of {len(jobs)} subjects already rendered")
+    workers = max(1, min(int(workers or os.cpu_count() or 1), max(1, len(todo))))
+
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"synth {cfg.name}", unit="subject",
+               disable=not progress)
+
+    def finished(index: int, stats: list[dict]) -> None:
+        results[index] = stats
+        atomic_write_json(partial / f"{index}.json", stats)  # this subject is never rendered again
+        bar.update()
+
     if workers == 1:
-        for i, job in enumerate(jobs):
-            results[i] = render_subject(job)
-            bar.update()
+        for job in todo:
+            finished(job[0], render_subject(job))
     else:
 
         ctx = mp.get_context("spawn")  # never fork a process that may hold TensorFlow or dlib threads
         with ctx.Pool(workers, initializer=_init_worker, initargs=(bank,)) as pool:
-            for i, res in enumerate(pool.imap(render_subject, jobs, chunksize=1)):
-                results[i] = res
-                bar.update()
+            for job, res in zip(todo, pool.imap(render_subject, todo, chunksize=1)):
+                finished(job[0], res)
     bar.close()
-    videos = pd.DataFrame([s for res in results for s in res])
+    videos = pd.DataFrame([s for res in results for s in res])[list(VIDEO_COLUMNS)]  # JSON reorders keys
     for row in table.itertuples():
         atomic_write_text(label_path(out, row.partition, row.session_id), f"{row.bdi}\n")
     atomic_write_csv(out / "videos.csv", videos)
@@ -781,6 +808,7 @@ def make_cohort(
     }
     meta["wall_seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(meta_path, meta)  # last: its presence marks a complete cohort
+    shutil.rmtree(partial, ignore_errors=True)
     print(summary(table, videos, cfg, out, meta["wall_seconds"]))
     return table
 

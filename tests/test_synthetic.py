@@ -127,6 +127,33 @@ def test_existing_cohort_is_reused_and_a_different_one_refused(small, capsys):
         synthetic.make_cohort(SMALL, small, seed=8, workers=1, progress=False)
 
 
+def test_an_interrupted_cohort_resumes_where_it_stopped(small, tmp_path, monkeypatch, capsys):
+    """Subjects rendered before an interruption are kept; the rest are rendered on the next
+    call, and the cohort equals one made in one go."""
+    out = tmp_path / "resumed"
+    render = synthetic.render_subject
+    calls = []
+
+    def flaky(job):
+        calls.append(job[0])
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user's Ctrl-C while the third subject renders
+        return render(job)
+
+    monkeypatch.setattr(synthetic, "render_subject", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.make_cohort(SMALL, out, seed=7, workers=1, progress=False)
+    assert not (out / "cohort.json").exists() and len(list((out / synthetic.PARTIAL_DIR).glob("*.json"))) == 3
+    calls.clear()
+    monkeypatch.setattr(synthetic, "render_subject", render_counted := lambda job: calls.append(job[0]) or render(job))
+    synthetic.make_cohort(SMALL, out, seed=7, workers=1, progress=False)
+    assert "resuming an interrupted cohort: 2 of 6 subjects already rendered" in capsys.readouterr().out
+    assert calls == [2, 3, 4, 5] and not (out / synthetic.PARTIAL_DIR).exists()
+    assert (out / "cohort.csv").read_bytes() == (small / "cohort.csv").read_bytes()
+    assert (out / "videos.csv").read_bytes() == (small / "videos.csv").read_bytes()
+    del render_counted
+
+
 def test_same_seed_same_bytes_and_frames(small, tmp_path):
     """Same seed: identical labels (bytes), frames and ground truth, whatever the worker count."""
     again = tmp_path / "again"
