@@ -169,3 +169,29 @@ def test_old_predictions_without_subject_read_it_from_the_session(tmp_path):
     back = rundir.read_predictions(tmp_path)
     assert list(back.columns) == rundir.PREDICTION_COLUMNS
     assert (back["subject_id"] == back["session_id"]).all() and back["subject_id"].iloc[0] == "0_1"
+
+
+def test_power_table_gives_half_widths_and_counts_kept_checkpoints():
+    runs = [fake_run(s, k) for s in ("G", "GA", "LA-CMP+") for k in range(4)]
+    runs[5].metrics["best_step"] = runs[5].metrics["steps"]  # one GA run kept its last evaluation
+    comparisons, _ = report.comparisons_with(runs, "G", n=N_BOOT)
+    power = report.power_table(comparisons, runs, ["GA", "LA-CMP+"]).set_index("comparison")
+    assert sorted(power.index) == ["G vs GA", "G vs LA-CMP+"]
+    row = comparisons.set_index("G minus").loc["GA"]
+    assert power.loc["G vs GA", "half-width (BDI)"] == pytest.approx((row["high"] - row["low"]) / 2)
+    assert power.loc["G vs GA", "kept checkpoint before the last evaluation"] == "3 of 4"
+    assert power.loc["G vs LA-CMP+", "kept checkpoint before the last evaluation"] == "4 of 4"
+    assert power["at most 1 BDI"].tolist() == (power["half-width (BDI)"] <= 1).tolist()
+    assert report.kept_before_last(runs) == (11, 12)
+
+
+def test_difficulty_table_puts_the_best_setting_first_and_adds_the_floor():
+    runs = [fake_run("G", k) for k in range(2)] + [fake_run("GA", k, shift=3.0) for k in range(2)]
+    floor = {"rmse_cues": 5.0, "rmse_mean": 10.0, "ratio": 0.5}
+    table = report.difficulty_table(runs, floor)
+    assert table["reader"].tolist()[:2] == ["G (measured, best)", "GA (measured)"]
+    g = [r.metrics["test"]["rmse"] for r in runs[:2]]
+    assert table.loc[0, "Testing RMSE"] == pytest.approx(np.mean(g))
+    assert table.loc[0, "ratio"] == pytest.approx(np.mean(g) / runs[0].metrics["mean_predictor"]["test"]["rmse"])
+    assert table.iloc[-1]["ratio"] == 0.5 and table.iloc[-1]["seeds"] == 0
+    assert report.difficulty_table([], floor)["reader"].tolist() == ["the cues themselves (least squares on cue values + offsets)"]
