@@ -274,7 +274,7 @@ def ci_book():
 CHAPTER_CONTENT = {
     "01_introduction": ["Book presets", "reported", "measured"],
     "02_data": ["Training", "Development", "Testing", "Preprocessing QC", "patch centres", "Synthetic data",
-                "Difficulty", "the cues themselves"],
+                "Difficulty", "the cues themselves", "union of the patch fields"],
     "03_architecture": ["212,438,490", "151", "Conv4_2"],
     "04_training": ["Severity-band confusion", "Largest per-video errors", "Synthetic data"],
     "05_ablations": [SETTING_LABELS[s].split(":")[-1].strip() for s in SETTINGS] + ["Table 4", "Paired two-level bootstrap",
