@@ -29,9 +29,9 @@ import pandas as pd
 
 from data_prep.synthetic import CUES, cue_stills
 from dlga import report
-from dlga.config import SETTINGS
+from dlga.config import FEATURE_STRIDE, SETTINGS
 from dlga.experiments import BookPreset, cohort_config, get_preset, prepare_data, run_specs
-from dlga.patches import field_union_mask, patch_centres
+from dlga.patches import CONV4_FIELD, field_union_mask, patch_centres
 from dlga.runs import RunSpec
 
 CONTROLS: dict[str, tuple[str, ...]] = {"null": (), "local only": ("local",), "global only": ("global",)}
@@ -93,7 +93,7 @@ def cue_visibility(preset: str | BookPreset, index: int = 0) -> tuple[pd.DataFra
         change = np.abs(stills["images"][1].astype(float) - stills["images"][0].astype(float)).sum(-1)
         mask = field_union_mask(patch_centres(stills["landmarks"], size), size, cells)
         share = float((change * mask).sum() / change.sum()) if change.sum() else float("nan")
-        rows.append({"cue": cue, "input px": size, "patch cells": cells, "field px": 54 + 8 * (cells - 1),
+        rows.append({"cue": cue, "input px": size, "patch cells": cells, "field px": CONV4_FIELD + FEATURE_STRIDE * (cells - 1),
                      "image inside union": float(mask.mean()), "change inside union": share,
                      "branch separation claimable": bool(share <= SEPARATION_MAX_SHARE)})
         images[cue] = {**stills, "change": change, "mask": mask}

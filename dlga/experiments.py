@@ -211,8 +211,9 @@ BOOK_PRESETS: dict[str, BookPreset] = {
     # the paired intervals of G against the single-branch settings can tell 1 BDI apart; the
     # other settings one (about 60 s per run on one core here: more does not fit the time).
     # On the calibrated cohort the Development RMSE bottoms out after about 100-150 steps (a
-    # trial at 600 steps), so 300 steps evaluated every 25 keep a checkpoint from before the end. The controls: every setting on the null cohort, the three
-    # branch settings on each single-cue cohort, one seed each.
+    # trial at 600 steps), so 300 steps evaluated every 25 keep a checkpoint from before the end.
+    # The controls: every setting on the null cohort, the three branch settings on each
+    # single-cue cohort, one seed each.
     "demo": BookPreset(
         name="demo", cohort="demo", train_preset="demo",
         train_overrides=(("max_steps", 300), ("eval_every", 25), ("jit_compile", False)),
