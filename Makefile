@@ -9,7 +9,8 @@ PRESET ?= demo
 DATASET ?= synthetic
 ROOT ?=
 BOOK_ARGS = --preset $(PRESET) --dataset $(DATASET) $(if $(ROOT),--root $(ROOT))
-JOBS ?= 2
+# make book JOBS=1: chapters executed one at a time (default: one per core, at most 2).
+JOBS ?=
 # make book SET="learning_rate=1e-4 max_steps=600": chapter parameters for every chapter that has them.
 SET ?=
 # make book EXECUTOR=local:2 | serial | dask://HOST:PORT: where the book's runs train.
@@ -47,15 +48,19 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# pytest (unit tests, then the ci book: runs, notebooks, HTML), then nbval on every chapter at
+# pytest (unit tests and the ci book: runs, notebooks, HTML), then nbval on every chapter at
 # the ci preset (reusing the ci runs): only cells tagged nbval-check-output are compared.
+# Both spread over TEST_JOBS processes (pytest-xdist): whole test files (the ci book's tests
+# share one build) and whole notebooks (their cells run in order) stay on one process.
+# make test TEST_JOBS=0: everything in this process, one test after another.
+TEST_JOBS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q tests
-	$(PY) -m pytest -q --nbval-lax book/
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadscope --nbval-lax book/
 
 # make book [PRESET=demo|ci|paper] [DATASET=synthetic|avec2013|avec2014 ROOT=DIR] [SET="NAME=VALUE ..."] [EXECUTOR=...]
 book: $(STAMP)
-	$(PY) -m dlga.book build $(BOOK_ARGS) $(foreach s,$(SET),--set $(s)) $(if $(EXECUTOR),--executor $(EXECUTOR))
+	$(PY) -m dlga.book build $(BOOK_ARGS) $(foreach s,$(SET),--set $(s)) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(JOBS),--jobs $(JOBS))
 
 bench: $(STAMP)
 	$(PY) -m dlga bench --out bench/dlga.json

@@ -1,7 +1,8 @@
 """The synthetic cohort: face videos with BDI-II labels in the AVEC2014 layout (Decisions: Data).
 
 The AVEC data is licensed per user, so the book makes its own: ``python -m data_prep synth
---preset {ci,demo} --out DIR [--seed S]`` writes real MPEG-4 videos (640 x 480, 25 frames/s)
+--preset {ci,demo} --out DIR [--seed S]`` writes real MPEG-4 videos (640 x 480; 25 frames/s by default,
+5 for the ci and demo presets, the rate the book samples at)
 that the ``avec2014`` adapter and the whole pipeline read exactly as they would read AVEC2014::
 
     DIR/
@@ -220,14 +221,17 @@ class CohortConfig:
         return COHORT_PRESETS[name]
 
 
+# The book's preprocessing keeps 5 frames per second, so its cohorts are rendered at 5 fps:
+# the frames it reads are the ones a 25-fps video would give it at the same instants, and the
+# cohort costs a quarter of the time to make (rendering is most of it).
 COHORT_PRESETS = {
-    "ci": CohortConfig(n_train=60, n_dev=20, n_test=20, seconds=1.6, name="ci"),
+    "ci": CohortConfig(n_train=60, n_dev=20, n_test=20, seconds=1.6, fps=5, name="ci"),
     # Subjects carry the signal, not frames (Decisions: Data): many short sessions. The
     # per-subject offsets are 3.5 times the ci cohort's so that the task is about as hard as
     # AVEC2014's (Decisions: Controls): with the ci offsets the demo's G reached 0.35 of the
     # training-mean predictor's Testing RMSE, with 4 times them 0.74 and 0.81 (two seeds).
-    "demo": CohortConfig(n_train=200, n_dev=50, n_test=90, seconds=1.2, offset_sd=0.105, pitch_offset_sd=14.0,
-                         name="demo"),
+    "demo": CohortConfig(n_train=200, n_dev=50, n_test=90, seconds=1.2, fps=5, offset_sd=0.105,
+                         pitch_offset_sd=14.0, name="demo"),
 }
 
 
@@ -375,6 +379,11 @@ def _smooth(rng, t: np.ndarray, amp: float, fmin: float, fmax: float, n: int = 2
     return out
 
 
+def _frames(seconds: float, fps: float) -> int:
+    """At least one frame: ``seconds`` at ``fps``, rounded."""
+    return max(1, int(round(seconds * fps)))
+
+
 def _stretch(rng, n_frames: int, frac_lo: float, frac_hi: float, min_len: int) -> np.ndarray:
     mask = np.zeros(n_frames, bool)
     length = min(n_frames - 1, max(min_len, int(round(rng.uniform(frac_lo, frac_hi) * n_frames))))
@@ -427,8 +436,11 @@ def animate(row: dict, task: str, cfg: CohortConfig, rng: np.random.Generator) -
         "gain": rng.uniform(0.8, 1.12) * (1 + _smooth(rng, t, 0.08, 0.2, 0.8)),
         "tilt": rng.uniform(-0.3, 0.3),
         "cast": rng.normal(1, 0.04, size=3),
-        "face": ~_stretch(rng, n, 0.15, 0.3, 3) if rng.random() < cfg.no_face_prob else np.ones(n, bool),
-        "blurred": _stretch(rng, n, 0.2, 0.5, 2) if rng.random() < cfg.blur_prob else np.zeros(n, bool),
+        # Shortest stretches in seconds (3 and 2 frames at 25 fps), so a 5-fps video has them too.
+        "face": (~_stretch(rng, n, 0.15, 0.3, _frames(0.12, cfg.fps)) if rng.random() < cfg.no_face_prob
+                 else np.ones(n, bool)),
+        "blurred": (_stretch(rng, n, 0.2, 0.5, _frames(0.08, cfg.fps)) if rng.random() < cfg.blur_prob
+                    else np.zeros(n, bool)),
         "blur_sigma": rng.uniform(1.0, 2.5),
     }
     return out
@@ -927,7 +939,7 @@ def weights_vs_mean(out_dir: str | os.PathLike, alpha: float = 1.0) -> dict:
 
 
 def detection_check(
-    out_dir: str | os.PathLike, max_videos: int | None = 40, frame_step: int = 4, detector=None,
+    out_dir: str | os.PathLike, max_videos: int | None = 40, frame_step: int | None = None, detector=None,
     params: dict | None = None,
 ) -> dict:
     """Run preprocessing's tracker on a spread of videos: face rates and landmark error.
@@ -935,7 +947,8 @@ def detection_check(
     Each video goes through :func:`data_prep.extract.extract_faces`, the function that writes
     the store, so reused boxes count as found: ``false_rate`` is the share of sampled frames
     without a face in view that would be stored. ``params``: the store's preprocessing
-    parameters (default: :func:`preprocess.make_params` sampling every ``frame_step``-th frame).
+    parameters (default: :func:`preprocess.make_params` sampling every ``frame_step``-th frame;
+    None: the frames a 5-fps sampling keeps, as the book's preprocessing does).
     Landmark error = mean point-to-point distance over the 68 points, in source pixels, divided
     by the ground-truth inter-ocular distance (also over the 51 inner points, 17-67, without the
     jaw outline, whose position along the contour is ill-defined).
@@ -945,6 +958,7 @@ def detection_check(
     """
     out_dir = Path(out_dir)
     fps = CohortConfig.from_dict(json.loads((out_dir / "cohort.json").read_text())["config"]).fps
+    frame_step = frame_step or _frames(0.2, fps)
     params = params or make_params(size=112, sample_fps=fps / frame_step)
     videos = pd.read_csv(out_dir / "videos.csv", dtype={"session_id": str})
     if max_videos is not None and len(videos) > max_videos:
@@ -984,7 +998,7 @@ def detection_check(
     }
 
 
-def cohort_checks(out_dir: str | os.PathLike, max_videos: int | None = 40, frame_step: int = 4) -> pd.DataFrame:
+def cohort_checks(out_dir: str | os.PathLike, max_videos: int | None = 40, frame_step: int | None = None) -> pd.DataFrame:
     """The fit-for-purpose table of a cohort (the book's QC table).
 
     Rows: videos with the promised frame count, face found in frames with a face (>= 95 %),

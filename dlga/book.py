@@ -31,17 +31,19 @@ from __future__ import annotations
 
 import argparse
 import ast
+import concurrent.futures
 import contextlib
 import hashlib
 import importlib.metadata
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import nbformat
 import pandas as pd
@@ -94,6 +96,8 @@ PAGES = ("decisions",)
 GENERATED_PAGES = ("status",)
 # The chapters that read runs: the build trains their runs before executing any chapter.
 RUN_CHAPTERS = ("04_training", "05_ablations", "06_learning_rate", "07_comparison", "08_attention", "11_controls")
+# Chapters that time things: they execute alone, after the others, so nothing runs beside them.
+TIMED_CHAPTERS = ("09_efficiency",)
 # Libraries whose versions the status page lists for each chapter.
 STATUS_LIBRARIES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "papermill", "jupyter-book", "myst-nb")
 
@@ -157,6 +161,19 @@ def notebook_source_key(path: Path) -> str:
     return _sha(json.dumps(cells))
 
 
+def _notebook_key(name: str, parameters: dict[str, Any], fingerprint: str) -> str:
+    src = BOOK_DIR / f"{name}.ipynb"
+    return _sha(notebook_source_key(src), json.dumps(parameters, sort_keys=True), source_hash(), fingerprint)
+
+
+def is_executed(name: str, parameters: dict[str, Any], out_dir: Path, fingerprint: str) -> bool:
+    """Whether ``out_dir`` holds chapter ``name`` executed from its current cells, with these
+    parameters, on the store with this fingerprint and the current code."""
+    out, key_file = out_dir / f"{name}.ipynb", out_dir / f"{name}.key"
+    return (out.is_file() and key_file.is_file()
+            and key_file.read_text().strip() == _notebook_key(name, parameters, fingerprint))
+
+
 def execute_notebook(
     name: str, parameters: dict[str, Any], out_dir: Path, fingerprint: str, *, force: bool = False,
     log=print,
@@ -166,10 +183,9 @@ def execute_notebook(
     Returns ``(executed notebook, whether papermill ran)``.
     """
     src = BOOK_DIR / f"{name}.ipynb"
-    key = _sha(notebook_source_key(src), json.dumps(parameters, sort_keys=True), source_hash(), fingerprint)
-    out = out_dir / f"{name}.ipynb"
-    key_file = out_dir / f"{name}.key"
-    if not force and out.is_file() and key_file.is_file() and key_file.read_text().strip() == key:
+    key = _notebook_key(name, parameters, fingerprint)
+    out, key_file = out_dir / f"{name}.ipynb", out_dir / f"{name}.key"
+    if not force and is_executed(name, parameters, out_dir, fingerprint):
         return out, False
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{name}.tmp.ipynb"
@@ -299,13 +315,15 @@ def build(
     overrides: dict[str, Any] | None = None,
     executor: str | None = None,
     progress: bool = True,
+    jobs: int | None = None,
 ) -> Path:
     """Data, the runs (one executor, one bar), every chapter through papermill (cached), then
     the HTML. Returns index.html.
 
     ``overrides``: chapter parameters (``{"learning_rate": 1e-4, "max_steps": 600}``), given to
     every chapter whose parameters cell has them; ``seeds`` is the override ``seeds``.
-    ``executor``: where runs train (None: ``$DLGA_EXECUTOR``, else ``local``).
+    ``executor``: where runs train (None: ``$DLGA_EXECUTOR``, else ``local``). ``jobs``:
+    chapters executed at once (None: one per core, at most :data:`CHAPTER_JOBS`).
     """
     t0 = time.perf_counter()
     overrides = dict(overrides or {})
@@ -342,14 +360,9 @@ def build(
     base = {"preset": p.name, **overrides}
     key = _sha(json.dumps({"dataset": dataset, "root": str(root), **base}, sort_keys=True, default=str))[:8]
     out_dir = build_dir / "executed" / f"{p.name}-{dataset}-{key}"
-    executed = {}
-    with _environ(DLGA_EXECUTOR=executor), tqdm(chapters, desc="chapters", unit="chapter",
-                                                disable=not progress, dynamic_ncols=True) as bar:
-        for name in bar:
-            bar.set_postfix_str(name)
-            params = notebook_parameters(name, dataset, root, base)
-            executed[name], _ran = execute_notebook(name, params, out_dir, fingerprint, force=force,
-                                                    log=bar.write if progress else log)
+    with _environ(DLGA_EXECUTOR=executor):
+        executed = execute_chapters(chapters, lambda name: notebook_parameters(name, dataset, root, base), out_dir,
+                                    fingerprint, force=force, jobs=jobs, progress=progress, log=log)
     staging = build_dir / "src"
     write_toc(chapters, staging)
     stage(executed, staging)
@@ -358,6 +371,66 @@ def build(
     jupyter_book_build(staging, html, log=log, strict=len(chapters) == len(CHAPTERS))
     log(f"book built in {time.perf_counter() - t0:.0f} s: {html / 'index.html'}")
     return html / "index.html"
+
+
+CHAPTER_JOBS = 2
+"""At most this many chapter kernels at once by default: each keeps about one core busy."""
+
+
+def _execute_in_worker(name: str, parameters: dict[str, Any], out_dir: Path, fingerprint: str,
+                       force: bool) -> tuple[Path, list[str]]:
+    """What a chapter worker process does: :func:`execute_notebook`, its log lines returned.
+    (A process, not a thread: papermill changes the process's working directory.)"""
+    lines: list[str] = []
+    out, _ran = execute_notebook(name, parameters, out_dir, fingerprint, force=force, log=lines.append)
+    return out, lines
+
+
+def execute_chapters(
+    chapters: Sequence[str], parameters: Callable[[str], dict[str, Any]], out_dir: Path, fingerprint: str, *,
+    force: bool = False, jobs: int | None = None, progress: bool = True, log=print,
+) -> dict[str, Path]:
+    """Execute ``chapters`` (:func:`execute_notebook`; cached copies are reused), ``jobs`` at
+    once in worker processes, under one progress bar; :data:`TIMED_CHAPTERS` run after the
+    others, alone. ``parameters(name)``: a chapter's papermill parameters. Returns the executed
+    notebooks in the order of ``chapters``. When a chapter fails, the ones already running
+    finish (their executed copies are kept), the others do not start, and the error is raised.
+    """
+    jobs = max(1, min(CHAPTER_JOBS, os.cpu_count() or 1)) if jobs is None else jobs
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    params = {name: parameters(name) for name in chapters}
+    done = {name: out_dir / f"{name}.ipynb" for name in chapters
+            if not force and is_executed(name, params[name], out_dir, fingerprint)}
+    todo = [name for name in chapters if name not in done]
+    waves = [[c for c in todo if c not in TIMED_CHAPTERS], [c for c in todo if c in TIMED_CHAPTERS]]
+    with tqdm(total=len(chapters), initial=len(done), desc="chapters", unit="chapter", disable=not progress,
+              dynamic_ncols=True) as bar:
+        say = bar.write if progress else log
+        for wave in (w for w in waves if w):
+            workers = min(jobs, len(wave))
+            if workers == 1:  # in this process: no worker to start
+                for name in wave:
+                    bar.set_postfix_str(name)
+                    done[name] = execute_notebook(name, params[name], out_dir, fingerprint, force=force, log=say)[0]
+                    bar.update(1)
+                continue
+            ctx = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futures = {pool.submit(_execute_in_worker, name, params[name], out_dir, fingerprint, force): name
+                           for name in wave}
+                bar.set_postfix_str(", ".join(wave[:workers]))
+                try:
+                    for future in concurrent.futures.as_completed(futures):
+                        done[futures[future]], lines = future.result()
+                        for line in lines:
+                            say(line)
+                        bar.update(1)
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+    return {name: done[name] for name in chapters}
 
 
 @contextlib.contextmanager
@@ -466,6 +539,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                            help="a chapter parameter for every chapter that has it (repeatable), "
                                 "e.g. --set learning_rate=1e-4 --set max_steps=600 --set seeds=0,1")
+            p.add_argument("--jobs", type=int, default=None,
+                           help=f"chapters executed at once (default: one per core, at most {CHAPTER_JOBS})")
             p.add_argument("--executor", default=None,
                            help="where runs train: local (default), local:N, serial, dask://HOST:PORT "
                                 "(default: $DLGA_EXECUTOR or local)")
@@ -488,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     build(args.preset, args.dataset, args.root, args.seeds, args.only, args.force, overrides=overrides,
-          executor=args.executor)
+          executor=args.executor, jobs=args.jobs)
     return 0
 
 

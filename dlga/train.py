@@ -249,14 +249,29 @@ def _scalar(tag: str, value: float) -> None:
     tf.summary.write(tag, tf.constant(value, tf.float32), metadata=meta)
 
 
-class _Evaluator:
-    """Frame predictions of a partition, averaged per video."""
+def make_predict_fn(model, input_size: int, jit: bool = False):
+    """``predict({"image": (B, s, s, 3), "landmarks": (B, 68, 2)}) -> (B,)`` scores, as one
+    ``tf.function`` for any batch size B (s = ``input_size``).
 
-    def __init__(self, model, part, input_size: int, batch_size: int, jit: bool):
+    The batch dimension is left open so that one trace serves every partition and its short
+    last batch: a trace of the 24-patch graph costs about a second, and a shape-specialised
+    function would trace twice per partition, six times per run.
+    """
+    signature = {
+        "image": tf.TensorSpec((None, input_size, input_size, 3), tf.float32),
+        "landmarks": tf.TensorSpec((None, 68, 2), tf.float32),
+    }
+    return tf.function(lambda x: model(x, training=False)["score"], input_signature=[signature], jit_compile=jit)
+
+
+class _Evaluator:
+    """Frame predictions of a partition, averaged per video (``predict``: :func:`make_predict_fn`)."""
+
+    def __init__(self, predict, part, input_size: int, batch_size: int):
         self.part = part
         self.dataset = data_lib.evaluation_dataset(part, input_size, batch_size)
         self.frames = data_lib.frame_table(part)
-        self._predict = tf.function(lambda x: model(x, training=False)["score"], jit_compile=jit)
+        self._predict = predict
 
     def videos(self) -> pd.DataFrame:
         preds = np.concatenate([self._predict(x).numpy() for x in self.dataset]).astype(np.float64)
@@ -560,8 +575,9 @@ class _Run:
             self.initial_weights = [w.numpy() for w in self.model.weights]
         self.elapsed_before = float(self.state["wall_time"].numpy())
         self.train_step = make_train_step(self.model, tc, self.optimizer, strategy)
+        predict = make_predict_fn(self.model, self.config.input_size, tc.jit_compile)
         self.evaluators = {
-            name: _Evaluator(self.model, part, self.config.input_size, tc.eval_batch_size, tc.jit_compile)
+            name: _Evaluator(predict, part, self.config.input_size, tc.eval_batch_size)
             for name, part in self.parts.items()
         }
         self.writer = tf.summary.create_file_writer(str(run_dir / rundir.TENSORBOARD))

@@ -222,7 +222,7 @@ def test_set_reaches_every_chapter_that_has_the_knob(monkeypatch, tmp_path):
     monkeypatch.setattr(book, "stage", lambda executed, staging: None)
     monkeypatch.setattr(book, "jupyter_book_build", lambda *a, **k: None)
     book.main(["build", "--preset", "ci", "--only", "01", "04", "05", "--set", "learning_rate=1e-4",
-               "--set", "max_steps=40", "--set", "settings=G,GA", "--executor", "serial"])
+               "--set", "max_steps=40", "--set", "settings=G,GA", "--executor", "serial", "--jobs", "1"])
     assert seen["04_training"] == {"preset": "ci", "dataset": "synthetic", "root": None,
                                    "learning_rate": 1e-4, "max_steps": 40}  # no settings knob in 04
     assert seen["05_ablations"]["learning_rate"] == 1e-4 and seen["05_ablations"]["max_steps"] == 40
@@ -493,3 +493,21 @@ def test_status_page_lists_every_chapter(ci_book):
     for chapter in book.CHAPTERS:
         assert f"{chapter}</a>" in page or f"{chapter}.html" in page, chapter
     assert "tensorflow" in page and "preset=ci" in page
+
+
+def test_chapters_run_timed_ones_last_and_alone_and_reuse_cached_copies(monkeypatch, tmp_path):
+    order = []
+
+    def fake_execute(name, parameters, out_dir, fingerprint, force=False, log=print):
+        order.append(name)
+        return out_dir / f"{name}.ipynb", True
+
+    monkeypatch.setattr(book, "execute_notebook", fake_execute)
+    monkeypatch.setattr(book, "is_executed", lambda name, *a: name == "02_data")
+    chapters = ["01_introduction", "02_data", "09_efficiency", "10_reproducibility"]
+    out = book.execute_chapters(chapters, lambda name: {"preset": "ci"}, tmp_path, "fp", jobs=1, progress=False)
+    assert list(out) == chapters and out["02_data"] == tmp_path / "02_data.ipynb"
+    assert order == ["01_introduction", "10_reproducibility", "09_efficiency"]  # 02 was cached
+    assert book.TIMED_CHAPTERS == ("09_efficiency",)
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        book.execute_chapters(chapters, lambda name: {}, tmp_path, "fp", jobs=0, progress=False)

@@ -296,3 +296,22 @@ def test_a_changed_cue_constant_makes_a_new_cohort_store_and_run_id(tmp_path, mo
     # A different configuration in the folder is still refused.
     with pytest.raises(FileExistsError, match="different synthetic cohort"):
         synthetic.make_cohort(TINY.replace(seconds=0.4), tmp_path / "cohort", seed=2, workers=1, progress=False)
+
+
+def test_a_5_fps_cohort_shows_the_instants_a_5_fps_sampling_of_25_fps_reads():
+    """The presets render at the book's sampling rate (5 fps): the expression, pose, motion and
+    light of each frame are those a 25-fps video has at the same instant; the shortest
+    no-face stretch is 0.12 s (3 frames at 25 fps, 1 at 5)."""
+    for name in ("ci", "demo"):
+        assert CohortConfig.preset(name).fps == 5
+    cfg25 = CohortConfig(seconds=1.2, fps=25, no_face_prob=1.0, blur_prob=1.0)
+    cfg5 = cfg25.replace(fps=5)
+    bank = synthetic._bank()
+    row = synthetic.draw_cohort(cfg25, 0, len(bank)).iloc[0].to_dict()
+    a25 = synthetic.animate(row, "Freeform", cfg25, np.random.default_rng(7))
+    a5 = synthetic.animate(row, "Freeform", cfg5, np.random.default_rng(7))
+    assert len(a25["talk"]) == 30 and len(a5["talk"]) == 6
+    for key in ("talk", "blink", "smile", "pitch", "yaw", "roll", "scale", "cx", "cy", "gain"):
+        np.testing.assert_allclose(a5[key], a25[key][::5], rtol=1e-12, atol=1e-12, err_msg=key)
+    assert 3 <= int((~a25["face"]).sum()) <= 9 and 1 <= int((~a5["face"]).sum()) <= 2
+    assert 1 <= int(a5["blurred"].sum()) <= 3

@@ -252,3 +252,19 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(store, tmp_path):
     assert out["one"]["replicas"] == 1 and out["two"]["replicas"] == 2
     np.testing.assert_allclose(out["two"]["loss"], out["one"]["loss"], rtol=1e-3)
     assert out["two"]["dev_rmse"] == pytest.approx(out["one"]["dev_rmse"], rel=1e-3)
+
+
+def test_one_predict_trace_serves_every_batch_size():
+    from dlga.train import make_predict_fn
+
+    model = build_model(MODEL)
+    predict = make_predict_fn(model, MODEL.input_size)
+    rng = np.random.default_rng(0)
+    outs = []
+    for batch in (64, 7, 1):
+        x = {"image": rng.uniform(0, 255, (batch, 64, 64, 3)).astype("float32"),
+             "landmarks": rng.uniform(10, 54, (batch, 68, 2)).astype("float32")}
+        outs.append(predict(x).numpy())
+        np.testing.assert_allclose(outs[-1], model(x, training=False)["score"].numpy(), rtol=1e-5, atol=1e-4)
+    assert [o.shape for o in outs] == [(64,), (7,), (1,)]
+    assert predict.experimental_get_tracing_count() == 1
