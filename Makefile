@@ -1,5 +1,7 @@
 # Two commands: `make book` and `make test`. Both create .venv from pyproject.toml when it is
 # missing or stale (the stamp file is older than pyproject.toml).
+# --no-compile: Python compiles what it imports on first use (into .cache/pycache); compiling
+# every installed module up front took about 3 of the install's 5 minutes here.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -42,7 +44,7 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet "pip>=23.2"
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet --no-compile -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
 
