@@ -135,6 +135,6 @@ def setting_table(runs, n: int = 2000) -> pd.DataFrame:
         mean = mine[0].metrics["mean_predictor"]["test"]["rmse"]
         rows.append({"setting": setting, "seeds": len(mine),
                      "Testing RMSE": report.mean_sd(r.metrics["test"]["rmse"] for r in mine),
-                     report.CI_LABEL: report._interval_text(res["lo"], res["hi"]),
+                     report.CI_LABEL: report.interval_text(res["lo"], res["hi"]),
                      "training mean RMSE": round(mean, 2), "ratio to mean": round(res["estimate"] / mean, 3)})
     return pd.DataFrame(rows)

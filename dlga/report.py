@@ -161,7 +161,8 @@ CI_LABEL = f"95% CI ({RESAMPLED})"
 ENSEMBLE_CI_LABEL = "95% CI (seed-averaged ensemble, subjects)"
 
 
-def _interval_text(lo: float, hi: float) -> str:
+def interval_text(lo: float, hi: float) -> str:
+    """An interval as the book's tables print it: ``[lo, hi]``, two decimals."""
     return f"[{lo:.2f}, {hi:.2f}]"
 
 
@@ -178,7 +179,7 @@ def seed_subject_interval(runs, metric: str = "rmse", n: int = 2000, seed: int =
 def interval(runs, metric: str = "rmse", n: int = 2000, seed: int = 0) -> str:
     """:func:`seed_subject_interval` as ``"[lo, hi]"`` (``""`` for no runs)."""
     res = seed_subject_interval(runs, metric, n, seed)
-    return "" if res is None else _interval_text(res["lo"], res["hi"])
+    return "" if res is None else interval_text(res["lo"], res["hi"])
 
 
 def video_interval(runs, metric: str = "rmse", n: int = 2000, seed: int = 0) -> str:
@@ -201,7 +202,7 @@ def ensemble_interval(runs, metric: str = "rmse", n: int = 2000, seed: int = 0) 
     if not runs:
         return ""
     res = two_level_bootstrap(_ensemble_table(runs), metric, n=n, seed=seed)
-    return _interval_text(res["lo"], res["hi"])
+    return interval_text(res["lo"], res["hi"])
 
 
 def mean_predictor_table(run, partition: str = "Testing") -> pd.DataFrame:
@@ -233,7 +234,7 @@ def cross_dataset_table(within, across, dataset: str, other: str, n_boot: int = 
         rows.append({"trained on": dataset, "tested on": tested_on, "seeds": len(runs),
                      "RMSE measured": rmse, f"RMSE {CI_LABEL}": rmse_ci, "MAE measured": mae, f"MAE {CI_LABEL}": mae_ci,
                      "mean predictor RMSE": np.nan if mean is None else mean["estimate"],
-                     "mean predictor RMSE 95% CI (subjects)": "" if mean is None else _interval_text(mean["lo"], mean["hi"])})
+                     "mean predictor RMSE 95% CI (subjects)": "" if mean is None else interval_text(mean["lo"], mean["hi"])})
     return pd.DataFrame(rows)
 
 
@@ -270,8 +271,8 @@ def ablation_table(runs, dataset: str, n_boot: int = 2000) -> pd.DataFrame:
         r_, m_ = (two_level_bootstrap(table, metric, n=n_boot) for metric in ("rmse", "mae"))
         rows.append({
             "setting": "training-mean predictor", "RMSE reported": np.nan, "MAE reported": np.nan,
-            "RMSE measured": f"{r_['estimate']:.2f}", f"RMSE {CI_LABEL}": _interval_text(r_["lo"], r_["hi"]),
-            "MAE measured": f"{m_['estimate']:.2f}", f"MAE {CI_LABEL}": _interval_text(m_["lo"], m_["hi"]),
+            "RMSE measured": f"{r_['estimate']:.2f}", f"RMSE {CI_LABEL}": interval_text(r_["lo"], r_["hi"]),
+            "MAE measured": f"{m_['estimate']:.2f}", f"MAE {CI_LABEL}": interval_text(m_["lo"], m_["hi"]),
             f"RMSE {ENSEMBLE_CI_LABEL}": "", "Dev RMSE measured": f"{runs[0].metrics['mean_predictor']['dev']['rmse']:.2f}",
             "seeds": 1, "_rmse": r_["estimate"],
         })
@@ -388,7 +389,7 @@ def _holm_table(holm: pd.DataFrame, reference: str, sign: float, column: str) ->
         est, lo, hi = sign * row["estimate"], *sorted((sign * row["lo_holm"], sign * row["hi_holm"]))
         res = {"estimate": est, "lo_holm": lo, "hi_holm": hi, "holm_k": k}
         a, b = (reference, row["setting"]) if sign > 0 else (row["setting"], reference)
-        rows.append({column: row["setting"], "diff RMSE": est, "low": lo, "high": hi, ci_name: _interval_text(lo, hi),
+        rows.append({column: row["setting"], "diff RMSE": est, "low": lo, "high": hi, ci_name: interval_text(lo, hi),
                      "p (Holm)": row["p_holm"], "seeds": row["n_seeds"], "verdict": verdict_label(res, a, b)})
         lines.append(verdict(res, a, b))
     out = pd.DataFrame(rows)
