@@ -419,12 +419,15 @@ def execute_chapters(
             with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
                 futures = {pool.submit(_execute_in_worker, name, params[name], out_dir, fingerprint, force): name
                            for name in wave}
-                bar.set_postfix_str(", ".join(wave[:workers]))
+                waiting = list(wave)
+                bar.set_postfix_str(", ".join(waiting[:workers]))
                 try:
                     for future in concurrent.futures.as_completed(futures):
                         done[futures[future]], lines = future.result()
                         for line in lines:
                             say(line)
+                        waiting.remove(futures[future])
+                        bar.set_postfix_str(", ".join(waiting[:workers]))  # in submit order: about the ones running
                         bar.update(1)
                 except BaseException:
                     for future in futures:
