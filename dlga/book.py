@@ -166,12 +166,15 @@ def _notebook_key(name: str, parameters: dict[str, Any], fingerprint: str) -> st
     return _sha(notebook_source_key(src), json.dumps(parameters, sort_keys=True), source_hash(), fingerprint)
 
 
+def _holds(out_dir: Path, name: str, key: str) -> bool:
+    out, key_file = out_dir / f"{name}.ipynb", out_dir / f"{name}.key"
+    return out.is_file() and key_file.is_file() and key_file.read_text().strip() == key
+
+
 def is_executed(name: str, parameters: dict[str, Any], out_dir: Path, fingerprint: str) -> bool:
     """Whether ``out_dir`` holds chapter ``name`` executed from its current cells, with these
     parameters, on the store with this fingerprint and the current code."""
-    out, key_file = out_dir / f"{name}.ipynb", out_dir / f"{name}.key"
-    return (out.is_file() and key_file.is_file()
-            and key_file.read_text().strip() == _notebook_key(name, parameters, fingerprint))
+    return _holds(out_dir, name, _notebook_key(name, parameters, fingerprint))
 
 
 def execute_notebook(
@@ -185,7 +188,7 @@ def execute_notebook(
     src = BOOK_DIR / f"{name}.ipynb"
     key = _notebook_key(name, parameters, fingerprint)
     out, key_file = out_dir / f"{name}.ipynb", out_dir / f"{name}.key"
-    if not force and is_executed(name, parameters, out_dir, fingerprint):
+    if not force and _holds(out_dir, name, key):
         return out, False
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{name}.tmp.ipynb"
