@@ -28,6 +28,11 @@ export KERAS_HOME := $(CURDIR)/.cache/keras
 export XDG_CACHE_HOME := $(CURDIR)/.cache
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
+# Some machines (this project's CI among them) set PYTHONDONTWRITEBYTECODE=1: then no process
+# keeps what it compiled, and each of the ~40 processes a `make test` starts (notebook kernels,
+# run workers, test subprocesses) compiled TensorFlow, Keras and pandas again: about 28 s an
+# import here against 9 s from .cache/pycache.
+unexport PYTHONDONTWRITEBYTECODE
 export TF_CPP_MIN_LOG_LEVEL := 2
 # oneDNN on every CPU: the gradient of the grouped per-patch convolution needs it (dlga/__init__.py).
 export TF_ENABLE_ONEDNN_OPTS := 1

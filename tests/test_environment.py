@@ -22,3 +22,19 @@ def test_environment_yml_lists_every_pyproject_dependency_with_the_same_bounds()
 def test_ci_runs_make_test_only():
     lines = [l for l in (ROOT / ".ci/run").read_text().splitlines() if l and not l.startswith("#")]
     assert lines[-1] == "make test"
+
+
+def test_make_lets_python_keep_its_bytecode_inside_the_project(tmp_path):
+    """`make` runs Python with bytecode written to .cache/pycache, whatever the caller's
+    PYTHONDONTWRITEBYTECODE: the ~40 processes of `make test` then compile each module once."""
+    import os
+    import subprocess
+
+    probe = tmp_path / "Makefile"
+    # The project's variables, then a target printing what a Python child of make sees.
+    probe.write_text(f"include {ROOT / 'Makefile'}\n"
+                     "probe:\n\t@python3 -c 'import sys; print(sys.flags.dont_write_bytecode, sys.pycache_prefix)'\n")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    out = subprocess.run(["make", "-s", "-C", str(ROOT), "-f", str(probe), "probe"], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["0", str(ROOT / ".cache" / "pycache")]
