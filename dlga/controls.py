@@ -49,7 +49,22 @@ def control_preset(preset: str | BookPreset, control: str) -> BookPreset:
         raise ValueError(f"unknown control {control!r}; choose one of {list(CONTROLS)}")
     if preset.cohort is None:
         raise ValueError(f"preset {preset.name!r} runs on real data: the controls need the synthetic cohort")
-    return preset.with_overrides(cues=CONTROLS[control])
+    return preset.with_overrides(cues=CONTROLS[control], **dict(preset.control_overrides))
+
+
+def cohort_note(preset: str | BookPreset) -> str:
+    """One sentence on how the control cohorts differ from the book's cohort besides their cues
+    (Markdown): their size, where the preset makes them smaller (``control_overrides``)."""
+    preset = get_preset(preset)
+    base = cohort_config(preset)
+    cfg = cohort_config(control_preset(preset, "null"))
+    changed = {k: (getattr(base, k), getattr(cfg, k)) for k, _ in preset.control_overrides}
+    if not any(a != b for a, b in changed.values()):
+        return "The control cohorts are the book's cohort but for their cues."
+    sizes = ", ".join(f"{k} {b} (book cohort: {a})" for k, (a, b) in changed.items() if a != b)
+    return (f"At the {preset.name} preset the control cohorts are also smaller: {sizes}; they share the "
+            "book cohort's seed but not its partitions, so each comparison stays within one control "
+            "cohort (a setting against the training mean, or two settings on the same subjects).")
 
 
 def control_stores(preset: str | BookPreset, progress: bool = False) -> dict[str, Path]:

@@ -98,6 +98,9 @@ class BookPreset:
         null_settings: the settings trained on the null control cohort (no cue).
         branch_settings: the settings trained on the single-cue control cohorts.
         control_seeds: the seeds of the control runs (:mod:`dlga.controls`).
+        control_overrides: fields of the synthetic cohort (:data:`COHORT_KNOBS` but ``cues``)
+            changed in the control cohorts on top of the book cohort's; empty: the control
+            cohorts are the book's cohort but for their cues.
     """
 
     name: str
@@ -123,6 +126,13 @@ class BookPreset:
     null_settings: tuple[str, ...] = tuple(SETTINGS)
     branch_settings: tuple[str, ...] = ("G", "GA", "LA-CMP+")
     control_seeds: tuple[int, ...] = (0,)
+    control_overrides: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        bad = sorted({k for k, _ in self.control_overrides} - (set(COHORT_KNOBS) - {"cues"}))
+        if bad:
+            raise ValueError(f"control_overrides {bad} are not cohort fields; known: "
+                             f"{sorted(set(COHORT_KNOBS) - {'cues'})}")
 
     def train_config(self, **changes: Any) -> TrainConfig:
         """The preset's training schedule, with ``changes`` on top of its overrides."""
@@ -142,7 +152,7 @@ class BookPreset:
         ValueError naming it and listing the known ones; values are validated by the
         configurations."""
         own = {f.name for f in dataclasses.fields(self)} - {
-            "name", "train_overrides", "model_overrides", "cohort_overrides"}
+            "name", "train_overrides", "model_overrides", "cohort_overrides", "control_overrides"}
         known = own | _TRAIN_FIELDS | _MODEL_FIELDS | set(COHORT_KNOBS)
         unknown = sorted(set(knobs) - known)
         if unknown:
@@ -186,6 +196,7 @@ class BookPreset:
         d["train_overrides"] = dict(self.train_overrides)
         d["model_overrides"] = dict(self.model_overrides)
         d["cohort_overrides"] = dict(self.cohort_overrides)
+        d["control_overrides"] = dict(self.control_overrides)
         return d
 
 
@@ -203,8 +214,11 @@ BOOK_PRESETS: dict[str, BookPreset] = {
         seeds=(0, 1, 2), lr_seeds=(0,), learning_rates=(1e-5, 1e-4, 1e-3, 1e-2),
         ablation_lr=1e-3, bootstrap=500,
         # The Controls chapter's code on the ci cohorts, at the least cost: one seed, G on the
-        # null cohort, the two single-branch settings on the single-cue ones.
+        # null cohort, the two single-branch settings on the single-cue ones, and control
+        # cohorts of 40 of the 100 subjects (the three full-size ones took 4 of the ci book's
+        # 17 minutes here); their comparisons are within each control cohort.
         null_settings=("G",), branch_settings=("GA", "LA-CMP+"), control_seeds=(0,),
+        control_overrides=(("n_dev", 8), ("n_test", 8), ("n_train", 24)),
     ),
     # `make book`: the demo cohort and schedule; the ablation rate is selected on Development
     # by the paper's six rates, three seeds each. G, GA and LA-CNN (CMP+) get ten seeds, so that

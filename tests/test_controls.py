@@ -71,7 +71,9 @@ def test_control_cohorts_differ_from_the_book_cohort_only_in_their_cues():
         cp = controls.control_preset(P, name)
         cfg = experiments.cohort_config(cp)
         assert cfg.cues == cues
-        assert cfg.replace(cues=base.cues) == base
+        smaller = dict(P.control_overrides)  # the ci preset's control cohorts are also smaller
+        assert {k: getattr(cfg, k) for k in smaller} == smaller
+        assert cfg.replace(cues=base.cues, **{k: getattr(base, k) for k in smaller}) == base
         dirs.add(experiments.cohort_dir(cp))
     assert len(dirs) == 3 and experiments.cohort_dir(P) not in dirs
     with pytest.raises(ValueError, match="unknown control"):
@@ -121,3 +123,13 @@ def test_controls_conclusion_names_a_leak_and_the_visibility():
     assert "Leak" in text and "GA" in text and "only the global cue" in text and "100%" in text
     text = prose.controls_conclusion(vis.assign(**{"branch separation claimable": False}), _null_table([0.4, 0.3]), [], {})
     assert "finds no leak" in text and "2 of 2 tied" in text and "visible to both branches" in text
+
+
+def test_control_cohort_sizes_are_named_in_the_chapter_note():
+    assert controls.cohort_note("demo") == "The control cohorts are the book's cohort but for their cues."
+    note = controls.cohort_note("ci")
+    assert "n_train 24 (book cohort: 60)" in note and "n_test 8 (book cohort: 20)" in note
+    with pytest.raises(ValueError, match=r"control_overrides \['bogus'\] are not cohort fields"):
+        experiments.BookPreset(name="x", cohort="ci", control_overrides=(("bogus", 1),))
+    with pytest.raises(ValueError, match="control_overrides"):
+        experiments.BookPreset(name="x", cohort="ci", control_overrides=(("cues", ()),))
