@@ -64,6 +64,18 @@ def test_lbp_svr_learns_and_selects_on_development(store):
     assert res.metrics["test"]["rmse"] < mean.metrics["test"]["rmse"]
 
 
+def test_lbp_svr_searches_every_sub_grid_with_its_own_keys(store):
+    grids = [{"kernel": ["rbf"], "C": [1.0], "epsilon": [1.0], "gamma": [0.01, 0.1]},
+             {"kernel": ["linear"], "C": [0.1], "epsilon": [1.0]}]
+    res = baselines.lbp_svr_baseline(store, search=grids)
+    assert len(res.search) == 3
+    assert sorted(res.search["kernel"]) == ["linear", "rbf", "rbf"]
+    assert res.search.loc[res.search["kernel"] == "linear", "gamma"].isna().all()
+    assert ("gamma" in res.params) == (res.params["kernel"] == "rbf")
+    assert [g["kernel"] for g in baselines.DEFAULT_GRID] == [["rbf"], ["linear"]]
+    assert max(baselines.DEFAULT_GRID[1]["C"]) == 10.0  # linear C = 100: minutes per fit in libsvm
+
+
 def test_mean_baseline_predicts_training_mean():
     pred = pd.DataFrame({"video_id": list("abcd"), "session_id": list("abcd"),
                          "partition": ["Training", "Training", "Development", "Testing"],
