@@ -39,6 +39,7 @@ class BenchCase:
     repeats: int = 3
     conv_impl: str = "auto"  # LocalAttention's per-patch convolution
     threads: int = 0  # TensorFlow intra-op threads (0: TensorFlow's default, all cores)
+    fused_adam: bool = True  # False: keras.optimizers.Adam, the first version's optimizer
 
     @property
     def label(self) -> str:
@@ -108,7 +109,7 @@ def measure(case: BenchCase) -> dict:
     if case.train:
         from .train import TrainConfig, make_train_step
 
-        step = make_train_step(model, TrainConfig.preset("paper", jit_compile=False))
+        step = make_train_step(model, TrainConfig.preset("paper", jit_compile=False, fused_adam=case.fused_adam))
         x, y = batch(32), tf.constant(rng.uniform(0, 45, 32).astype("float32"))
         row["train_s_per_step_batch32"] = _time(lambda: float(step(x, y)[0]), case.repeats)
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -144,7 +145,9 @@ def demo_specs(store_dir: str, n: int, baseline: bool) -> list:
     from .runs import RunSpec
     from .train import TrainConfig
 
-    schedule = TrainConfig.preset("demo", max_steps=300, eval_every=50, jit_compile=False)
+    # The baseline keeps the first version's optimizer (Keras's Adam) as well as its threads and
+    # per-patch convolution.
+    schedule = TrainConfig.preset("demo", max_steps=300, eval_every=50, jit_compile=False, fused_adam=not baseline)
     return [RunSpec("G", "tiny", schedule, store_dir, seed=seed, notes="bench baseline" if baseline else "bench")
             for seed in range(n)]
 
@@ -152,8 +155,8 @@ def demo_specs(store_dir: str, n: int, baseline: bool) -> list:
 def measure_runs(n: int, baseline: bool, workdir: str) -> dict:
     """Runs per hour of the demo schedule on a toy store of the demo cohort's size.
 
-    ``baseline``: one process, one run after another, TensorFlow's default threads and the
-    grouped per-patch convolution (the first version's path). Otherwise: the local executor,
+    ``baseline``: one process, one run after another, TensorFlow's default threads, the
+    grouped per-patch convolution and Keras's Adam (the first version's path). Otherwise: the local executor,
     one single-thread worker per core, the default model.
     """
     from data_prep.toystore import make_store
@@ -199,7 +202,7 @@ def _in_subprocess(job: dict, label: str, progress: bool) -> dict:
 
 
 THROUGHPUT_CASES = (
-    BenchCase("tiny", False, repeats=10, conv_impl="grouped", threads=0),  # baseline: the first version's step
+    BenchCase("tiny", False, repeats=10, conv_impl="grouped", threads=0, fused_adam=False),  # baseline: the first version's step
     BenchCase("tiny", False, repeats=10, threads=1),  # what each run of the local executor does
 )
 

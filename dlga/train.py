@@ -93,6 +93,9 @@ class TrainConfig(JsonConfig):
         loss_smoothing: EMA factor of the training loss watched by early stopping.
         eval_batch_size: frames per evaluation batch.
         in_memory: load all frames of a partition into memory (else stream videos).
+        fused_adam: Adam's update in one TensorFlow kernel per variable (:class:`FusedAdam`:
+            the same update to float32 rounding, a tiny G step about 15 % faster on one core);
+            False: ``keras.optimizers.Adam``, the first version's. Not used when ``decoupled``.
     """
 
     learning_rate: float = 1e-6
@@ -110,6 +113,7 @@ class TrainConfig(JsonConfig):
     loss_smoothing: float = 0.9
     eval_batch_size: int = 64
     in_memory: bool = True
+    fused_adam: bool = True
 
     def __post_init__(self) -> None:
         if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 10):
@@ -131,7 +135,7 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if not 0 <= self.loss_smoothing < 1:
             raise ValueError(f"loss_smoothing must be in [0, 1), got {self.loss_smoothing!r}")
-        for name in ("decoupled", "jit_compile", "in_memory"):
+        for name in ("decoupled", "jit_compile", "in_memory", "fused_adam"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
@@ -172,8 +176,54 @@ class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
         return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}
 
 
+class FusedAdam(keras.optimizers.Adam):
+    """``keras.optimizers.Adam`` with one fused TensorFlow kernel per variable.
+
+    Keras's Adam updates each variable with about 28 small ops (two powers, two square roots,
+    three assignments, ...): on the tiny model's 36 variables that is 1,000 ops a step and about
+    18 ms of an 80-115 ms step on one core, op dispatch rather than arithmetic. This subclass
+    applies the same update (Kingma & Ba with the "epsilon hat" form Keras uses:
+    ``m += (g - m)(1 - b1)``, ``v += (g^2 - v)(1 - b2)``,
+    ``w -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)``) with TensorFlow's
+    ``ResourceApplyAdam``, which computes it in one kernel. The variables, their names and
+    checkpoints are Adam's; results agree with Adam to float32 rounding, not bit for bit
+    (test_train). AMSGrad and sparse gradients take Adam's own path.
+    """
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        self._step_scalars = {}  # per dtype, made once per step in the graph being traced
+        try:
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        finally:
+            self._step_scalars = {}
+
+    def _scalars(self, dtype, learning_rate) -> dict:
+        cache = getattr(self, "_step_scalars", None)
+        if cache is None or dtype not in cache:
+            step = tf.cast(self.iterations + 1, dtype)
+            beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+            scalars = {"beta1_power": tf.pow(beta_1, step), "beta2_power": tf.pow(beta_2, step),
+                       "lr": tf.cast(learning_rate, dtype), "beta1": beta_1, "beta2": beta_2,
+                       "epsilon": tf.cast(self.epsilon, dtype)}
+            if cache is None:
+                return scalars
+            cache[dtype] = scalars
+        return cache[dtype]
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.amsgrad or isinstance(gradient, tf.IndexedSlices) or not hasattr(variable, "handle"):
+            return super().update_step(gradient, variable, learning_rate)
+        index = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
+            grad=tf.cast(gradient, variable.dtype), use_locking=False,
+            **self._scalars(variable.dtype, learning_rate),
+        )
+
+
 def make_optimizer(config: TrainConfig, model):
-    """Adam(0.9, 0.999, 1e-8) with the warm-up schedule; AdamW on kernels if ``decoupled``."""
+    """Adam(0.9, 0.999, 1e-8) with the warm-up schedule (:class:`FusedAdam` unless
+    ``fused_adam`` is off); AdamW on kernels if ``decoupled``."""
     schedule = WarmupConstant(config.learning_rate, config.warmup_steps)
     kwargs = dict(learning_rate=schedule, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
     if config.decoupled:
@@ -182,7 +232,7 @@ def make_optimizer(config: TrainConfig, model):
             var_list=[v for v in model.trainable_variables if "kernel" not in v.path]
         )
     else:
-        optimizer = keras.optimizers.Adam(**kwargs)
+        optimizer = (FusedAdam if config.fused_adam else keras.optimizers.Adam)(**kwargs)
     return optimizer
 
 

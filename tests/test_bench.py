@@ -45,5 +45,11 @@ def test_efficiency_is_the_paper_rows_share_of_the_matmul_roof():
 
 def test_matmul_roof_and_the_baseline_step_are_measured():
     assert measure_matmul("float32", n=256, repeats=1)["gflops"] > 0
-    row = measure(BenchCase("tiny", False, train=True, repeats=1, conv_impl="grouped"))
+    row = measure(BenchCase("tiny", False, train=True, repeats=1, conv_impl="grouped", fused_adam=False))
     assert row["train_s_per_step_batch32"] > 0 and row["parameters"] > 756_115  # per-patch weights
+    from dlga.bench import THROUGHPUT_CASES, demo_specs
+
+    base, ours = THROUGHPUT_CASES  # the baseline is the first version's path: Keras's Adam too
+    assert (base.conv_impl, base.threads, base.fused_adam) == ("grouped", 0, False) and ours.fused_adam
+    assert [s.train.fused_adam for s in demo_specs("store", 2, baseline=True)] == [False, False]
+    assert [s.train.fused_adam for s in demo_specs("store", 2, baseline=False)] == [True, True]
