@@ -345,7 +345,7 @@ def main(argv=None) -> int:
     _print_block("goals", result["goals"])
     _print_block("efficiency (model GFLOP/s at batch 32 / matmul GFLOP/s)", result["efficiency"])
     if "throughput" in result:
-        _print_block("throughput (baseline: one process, default threads, grouped convolution)", result["throughput"])
+        _print_block("throughput (baseline: one process, default threads, grouped convolution, Keras Adam)", result["throughput"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
