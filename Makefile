@@ -28,7 +28,7 @@ export KERAS_HOME := $(CURDIR)/.cache/keras
 export XDG_CACHE_HOME := $(CURDIR)/.cache
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
 export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
-# Some machines (this project's CI among them) set PYTHONDONTWRITEBYTECODE=1: then no process
+# Some machines (the one this project is measured on among them) set PYTHONDONTWRITEBYTECODE=1: then no process
 # keeps what it compiled, and each of the ~40 processes a `make test` starts (notebook kernels,
 # run workers, test subprocesses) compiled TensorFlow, Keras and pandas again: about 28 s an
 # import here against 9 s from .cache/pycache.
