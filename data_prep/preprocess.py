@@ -32,7 +32,6 @@ import hashlib
 import inspect
 import json
 import math
-import multiprocessing as mp
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -46,6 +45,7 @@ from tqdm.auto import tqdm
 from . import openface, store
 from .extract import FOUND, extract_faces, make_detector
 from .faces import FALLBACKS, REUSE_MIN_SCORE, LandmarkDetector
+from .workers import spawn_context
 from .openface import OPENFACE_MIN_CONFIDENCE
 from .video import VideoError, source_signature
 
@@ -322,9 +322,9 @@ def preprocess(
                 bar.update()
         else:
 
-            # spawn, not fork: the caller may hold TensorFlow or other threads.
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(int(workers), mp_context=ctx, initializer=_worker_init, initargs=(params,)) as pool:
+            with spawn_context() as ctx, ProcessPoolExecutor(
+                int(workers), mp_context=ctx, initializer=_worker_init, initargs=(params,)
+            ) as pool:
                 futures = [pool.submit(_worker_run, r, str(store_dir), params) for r in todo]
                 for fut in as_completed(futures):
                     rec = fut.result()

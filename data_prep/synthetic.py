@@ -59,7 +59,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -78,6 +77,7 @@ from . import align, morph
 from .extract import extract_faces, make_detector
 from .preprocess import make_params
 from .store import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, sources_hash
+from .workers import spawn_context
 
 PARTITIONS = ("Training", "Development", "Testing")
 TASKS = ("Freeform", "Northwind")
@@ -799,8 +799,7 @@ def make_cohort(
             finished(job[0], render_subject(job))
     else:
 
-        ctx = mp.get_context("spawn")  # never fork a process that may hold TensorFlow or dlib threads
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(bank,)) as pool:
+        with spawn_context() as ctx, ctx.Pool(workers, initializer=_init_worker, initargs=(bank,)) as pool:
             for job, res in zip(todo, pool.imap(render_subject, todo, chunksize=1)):
                 finished(job[0], res)
     bar.close()

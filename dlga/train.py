@@ -25,13 +25,15 @@ Decisions (the book's Decisions chapter, book/decisions.md, "Architecture"):
 
 from __future__ import annotations
 
-import importlib.metadata
 import contextlib
+import importlib.metadata
+import json
 import math
 import os
 import platform
 import random
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -190,34 +192,18 @@ class FusedAdam(keras.optimizers.Adam):
     (test_train). AMSGrad and sparse gradients take Adam's own path.
     """
 
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        self._step_scalars = {}  # per dtype, made once per step in the graph being traced
-        try:
-            return super()._backend_update_step(grads, trainable_variables, learning_rate)
-        finally:
-            self._step_scalars = {}
-
-    def _scalars(self, dtype, learning_rate) -> dict:
-        cache = getattr(self, "_step_scalars", None)
-        if cache is None or dtype not in cache:
-            step = tf.cast(self.iterations + 1, dtype)
-            beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-            scalars = {"beta1_power": tf.pow(beta_1, step), "beta2_power": tf.pow(beta_2, step),
-                       "lr": tf.cast(learning_rate, dtype), "beta1": beta_1, "beta2": beta_2,
-                       "epsilon": tf.cast(self.epsilon, dtype)}
-            if cache is None:
-                return scalars
-            cache[dtype] = scalars
-        return cache[dtype]
-
     def update_step(self, gradient, variable, learning_rate):
         if self.amsgrad or isinstance(gradient, tf.IndexedSlices) or not hasattr(variable, "handle"):
             return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         tf.raw_ops.ResourceApplyAdam(
             var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
-            grad=tf.cast(gradient, variable.dtype), use_locking=False,
-            **self._scalars(variable.dtype, learning_rate),
+            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype), use_locking=False,
         )
 
 
@@ -592,6 +578,56 @@ def _op_determinism(enabled: bool) -> bool:
     return previous
 
 
+class CompiledModel:
+    """A model with its optimizer and its traced training step and predict function.
+
+    Tracing the step and TensorFlow's first optimisation of its graph cost a tiny G run about
+    2.5 s on one core (a ``ci`` run's 80 steps take about 5 s), the predict function about
+    one more. A worker process trains many runs of one architecture and schedule one after
+    another, so it keeps the last few of these (:data:`COMPILED_CACHE_SIZE`, keyed by
+    :func:`compiled_key`) and starts the next run from them: :meth:`start_from` copies in the
+    new run's freshly built initial weights and resets the optimizer's variables to their
+    initial values. The graph holds no random op and nothing of a run but its variables, so a
+    run started this way computes what it computes in a fresh process, bit for bit
+    (test_train checks it).
+    """
+
+    def __init__(self, model, train_config: TrainConfig, input_size: int, strategy=None):
+        self.model = model
+        self.optimizer = make_optimizer(train_config, model)
+        self.optimizer.build(model.trainable_variables)
+        self._optimizer_start = [v.numpy() for v in self.optimizer.variables]
+        self.train_step = make_train_step(model, train_config, self.optimizer, strategy)
+        self.predict = make_predict_fn(model, input_size, train_config.jit_compile)
+
+    def start_from(self, model) -> None:
+        """Take ``model``'s weights (same architecture) and reset the optimizer (step 0, no moments)."""
+        self.model.set_weights(model.get_weights())
+        for variable, value in zip(self.optimizer.variables, self._optimizer_start):
+            variable.assign(value)
+
+
+COMPILED_CACHE_SIZE = 3
+_COMPILED: "OrderedDict[str, CompiledModel]" = OrderedDict()
+# TrainConfig fields that the step's graph holds (the schedule, the loss, the optimizer, the
+# batch); the others (seed, max_steps, eval_every, ...) act outside it.
+_GRAPH_FIELDS = ("learning_rate", "warmup_steps", "weight_decay", "decoupled", "batch_size",
+                 "jit_compile", "fused_adam")
+
+
+def compiled_key(model_config: ModelConfig, train_config: TrainConfig) -> str:
+    """The key of a :class:`CompiledModel`: the architecture (its initial bias aside, which is
+    a weight) and the training fields that enter the step's graph."""
+    arch = model_config.replace(warm_start_bias=0.0).to_dict()
+    graph = {name: getattr(train_config, name) for name in _GRAPH_FIELDS}
+    return json.dumps({"model": arch, "train": graph}, sort_keys=True, default=str)
+
+
+def _default_strategy(strategy) -> bool:
+    # Other strategies hold their own variables and devices: their runs are not cached.
+    return not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy()
+
+
 class _Run:
     """One call of :func:`train`: the data, the model and its state, the loop, the final evaluation."""
 
@@ -603,14 +639,24 @@ class _Run:
         # Cross-dataset runs (train on AVEC2013, test on AVEC2014) take Testing elsewhere.
         sources = {"Training": store_dir, "Development": store_dir, "Testing": test_store_dir or store_dir}
         self.parts = {
-            name: data_lib.load_partition(source, name, in_memory=tc.in_memory)
+            name: data_lib.cached_partition(source, name) if tc.in_memory
+            else data_lib.load_partition(source, name, in_memory=False)
             for name, source in sources.items()
         }
         self.config = model_config.replace(warm_start_bias=float(np.mean(self.parts["Training"].labels)))
         with strategy.scope(), private_default_seeds(tc.seed):
-            self.model = model_fn(self.config)
-            self.optimizer = make_optimizer(tc, self.model)
-            self.optimizer.build(self.model.trainable_variables)
+            fresh = model_fn(self.config)
+            key = compiled_key(self.config, tc) if model_fn is build_model and _default_strategy(strategy) else None
+            compiled = _COMPILED.pop(key, None) if key is not None else None
+            if compiled is None:
+                compiled = CompiledModel(fresh, tc, self.config.input_size, strategy)
+            else:
+                compiled.start_from(fresh)
+            if key is not None:
+                _COMPILED[key] = compiled  # most recently used last
+                while len(_COMPILED) > COMPILED_CACHE_SIZE:
+                    _COMPILED.popitem(last=False)
+            self.model, self.optimizer = compiled.model, compiled.optimizer
             self.state = TrainState()
         self.checkpoints = Checkpoints(run_dir, self.model, self.optimizer, self.state)
         self.history: list[dict] = []
@@ -624,10 +670,9 @@ class _Run:
             # Kept to evaluate a run that diverges before its first checkpoint.
             self.initial_weights = [w.numpy() for w in self.model.weights]
         self.elapsed_before = float(self.state["wall_time"].numpy())
-        self.train_step = make_train_step(self.model, tc, self.optimizer, strategy)
-        predict = make_predict_fn(self.model, self.config.input_size, tc.jit_compile)
+        self.train_step = compiled.train_step
         self.evaluators = {
-            name: _Evaluator(predict, part, self.config.input_size, tc.eval_batch_size)
+            name: _Evaluator(compiled.predict, part, self.config.input_size, tc.eval_batch_size)
             for name, part in self.parts.items()
         }
         self.writer = tf.summary.create_file_writer(str(run_dir / rundir.TENSORBOARD))

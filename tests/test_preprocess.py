@@ -272,3 +272,28 @@ def test_cascade_fallback_when_hog_finds_no_face(tmp_path, face_photos, make_fac
     monkeypatch.setattr(plain, "detect", lambda image: [])
     qc = process_video(row, tmp_path / "s2", make_params(size=64), plain)
     assert qc["status"] == "failed" and qc["none"] == 5 and qc["cascade"] == 0
+
+
+def test_data_workers_do_not_import_the_parents_main(tmp_path):
+    # A parent run as `python -m dlga.book` would make every spawned worker import the book and
+    # TensorFlow; the data path's pools leave __main__ out, and restore it afterwards.
+    script = tmp_path / "heavy_main.py"
+    script.write_text(
+        "import math, multiprocessing, os, sys\n"
+        "from pathlib import Path\n"
+        "if __name__ == '__mp_main__':  # a spawned child importing its parent's main\n"
+        "    Path(os.environ['MARK']).write_text('imported')\n"
+        "if __name__ == '__main__':\n"
+        "    from data_prep.workers import spawn_context\n"
+        "    with spawn_context() as ctx, ctx.Pool(1) as pool:\n"
+        "        assert pool.map(math.sqrt, [4.0]) == [2.0]\n"
+        "    print('after', Path(os.environ['MARK']).exists(), __file__ == sys.argv[0], flush=True)\n"
+        "    with multiprocessing.get_context('spawn').Pool(1) as pool:  # the plain way, for contrast\n"
+        "        pool.map(math.sqrt, [9.0])\n"
+        "    print('plain', Path(os.environ['MARK']).exists(), flush=True)\n"
+    )
+    mark = tmp_path / "mark"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "MARK": str(mark)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["after False True", "plain True"]

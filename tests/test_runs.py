@@ -198,3 +198,18 @@ def test_run_directory_format_is_defined_once_and_read_back(complete_run, tmp_pa
     partial.mkdir()
     with pytest.raises(rundir.RunError, match="resume it with `python -m dlga runs run --id G-abc`"):
         rundir.require_complete(partial)
+
+
+def test_run_chunks_group_runs_of_one_traced_step_largest_first():
+    fast = TrainConfig.preset("ci", max_steps=4)
+
+    def spec(setting="G", seed=0, store="a", **train):
+        return runs.RunSpec(setting=setting, train=fast.replace(**train), store_dir=store, seed=seed)
+
+    g = [spec(seed=s, store="a" if s % 2 else "b") for s in range(4)]  # seeds and stores may differ
+    ga, other_rate = spec("GA"), spec(learning_rate=1e-2)
+    chunks = runs.run_chunks([g[0], ga, g[1], other_rate, g[2], g[3]])
+    assert chunks == [[g[0], g[1], g[2]], [g[3]], [ga], [other_rate]]
+    assert runs.run_chunks(g, size=2) == [[g[0], g[1]], [g[2], g[3]]]
+    with pytest.raises(ValueError, match="positive"):
+        runs.run_chunks(g, size=0)

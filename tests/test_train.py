@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from dlga import data as data_lib
+from dlga import train as train_lib
 from dlga.config import ModelConfig
 from dlga.model import build_model
 from dlga.train import STOP_REASONS, EarlyStopping, TrainConfig, TrainState, train
@@ -81,6 +82,20 @@ def test_training_order_is_a_function_of_step_and_mixes_videos(store):
     assert np.bincount(part.video_of_frame[capped.ravel()], minlength=40).max() <= 2
 
 
+def test_cached_partition_is_shared_read_only_and_reread_when_the_store_changes(tmp_path):
+    store = make_store(tmp_path / "s", {"Training": 3, "Development": 2, "Testing": 2}, seed=1)
+    first = data_lib.cached_partition(store, "Training")
+    assert data_lib.cached_partition(store, "Training") is first
+    with pytest.raises(ValueError, match="read-only"):
+        first.frames[0, 0, 0, 0] = 1
+    manifest = Path(store) / "manifest.csv"
+    manifest.write_text(manifest.read_text() + "\n")  # same rows, another size: a rewritten store
+    again = data_lib.cached_partition(store, "Training")
+    assert again is not first and np.array_equal(again.frames, first.frames)
+    with pytest.raises(data_lib.StoreError, match="manifest"):
+        data_lib.cached_partition(tmp_path / "missing", "Training")
+
+
 def test_streaming_source_gives_the_same_batches(store):
     memory = data_lib.load_partition(store, "Development")
     stream = data_lib.load_partition(store, "Development", in_memory=False)
@@ -141,6 +156,27 @@ def test_same_seed_same_metrics_other_seed_differs(store, tmp_path, uninterrupte
     first = pd.read_csv(tmp_path / "again" / "history.csv")["train_loss"].iloc[:10].to_numpy()
     assert not np.array_equal(first, pd.read_csv(tmp_path / "other" / "history.csv")["train_loss"].to_numpy())
     assert other["steps"] == 10
+
+
+def test_a_run_started_from_the_compiled_cache_matches_a_fresh_one(store, small_store, tmp_path):
+    train_lib._COMPILED.clear()
+    config = SHORT.replace(seed=5, max_steps=20)
+    fresh = train(MODEL, config, store, tmp_path / "fresh", progress=False, bootstrap=0)
+    (compiled,) = train_lib._COMPILED.values()
+    # Another seed on another store (another initial bias) in between, from the same cache.
+    train(MODEL, config.replace(seed=6), small_store, tmp_path / "between", progress=False, bootstrap=0)
+    again = train(MODEL, config, store, tmp_path / "again", progress=False, bootstrap=0)
+    assert list(train_lib._COMPILED.values()) == [compiled]
+    assert compiled.train_step.experimental_get_tracing_count() == 1  # one trace, three runs
+    assert _stable(again) == _stable(fresh)
+    for name in ("history.csv", "predictions.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / name), pd.read_csv(tmp_path / "fresh" / name))
+    # A field of the step's graph (the rate) gets its own entry; a strategy's run none.
+    train(MODEL, config.replace(learning_rate=2e-3, max_steps=2, eval_every=2), store, tmp_path / "rate",
+          progress=False, bootstrap=0)
+    assert len(train_lib._COMPILED) == 2
+    assert train_lib.compiled_key(MODEL, config) == train_lib.compiled_key(MODEL.replace(warm_start_bias=3.0),
+                                                                           config.replace(seed=9, max_steps=7))
 
 
 def test_early_stopping_on_training_loss(store, tmp_path):
