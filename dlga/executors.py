@@ -67,6 +67,14 @@ def _worker_init(threads: int) -> None:
     limit_threads(threads)
 
 
+def worker_count(executor: Executor) -> int:
+    """How many calls ``executor`` runs at once: its workers (a process pool's), 1 for the
+    serial one, else this machine's cores (a Dask client's executor does not say)."""
+    if isinstance(executor, SerialExecutor):
+        return 1
+    return int(getattr(executor, "_max_workers", None) or os.cpu_count() or 1)
+
+
 def local_executor(workers: int | None = None, threads: int = THREADS_PER_RUN) -> ProcessPoolExecutor:
     """Worker processes on this machine (default: one per core), started fresh ("spawn": a
     forked TensorFlow is unsafe), each limited to ``threads`` TensorFlow threads."""

@@ -359,8 +359,10 @@ def execute_all(
         pool = executors.make_executor(executor)
         failures: dict[str, BaseException] = {}
         try:
+            # At least two tasks per worker, so that the cores finish together.
+            size = max(1, min(CHUNK_RUNS, len(todo) // (2 * executors.worker_count(pool))))
             futures = {pool.submit(_execute_chunk, chunk, str(root), threads): chunk
-                       for chunk in run_chunks(list(todo.values()))}
+                       for chunk in run_chunks(list(todo.values()), size)}
             own_bar = bar is None
             if own_bar:
                 bar = tqdm(total=len(todo), desc=desc, unit="run", disable=not progress, dynamic_ncols=True)

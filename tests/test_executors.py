@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from concurrent.futures import Executor
 
 import distributed
@@ -93,3 +94,14 @@ def test_a_failing_run_is_named_and_the_others_complete(specs, tmp_path, monkeyp
 def test_bad_executor_names_say_what_is_allowed(name, message):
     with pytest.raises(ValueError, match=message):
         executors.make_executor(name)
+
+
+def test_worker_count_of_each_executor():
+    assert executors.worker_count(executors.SerialExecutor()) == 1
+    with executors.local_executor(workers=3) as pool:
+        assert executors.worker_count(pool) == 3
+    assert executors.worker_count(Refusing()) == (os.cpu_count() or 1)
+
+
+class Refusing(Executor):
+    """An executor that says nothing about its workers."""
