@@ -1,4 +1,5 @@
-"""Model configuration: one frozen dataclass, named presets and the paper's ten settings.
+"""Configuration: the model's and the training schedule's frozen dataclasses, their named presets
+and the paper's ten settings.
 
 The paper (He, Chan, Wang) leaves many sizes open; the book's Decisions chapter (book/decisions.md, "Architecture") fixes them.
 Every field is validated on construction so that a bad configuration fails at the boundary
@@ -176,3 +177,111 @@ class ModelConfig(JsonConfig):
         if name not in SETTINGS:
             raise ValueError(f"unknown setting {name!r}; choose one of {list(SETTINGS)}")
         return cls.preset(preset, **{**SETTINGS[name], **overrides})
+
+
+# --- training schedules ----------------------------------------------------------------
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's schedule (section 4.2.1); for GPUs and real data.
+    "paper": {"learning_rate": 1e-6, "batch_size": 32, "max_steps": 50_000, "patience": 200,
+              "eval_every": 500, "warmup_steps": 0},
+    # `make book`: hundreds of steps on 2 CPU cores; lr chosen by the learning-rate study.
+    "demo": {"learning_rate": 1e-3, "batch_size": 32, "max_steps": 1000, "patience": 200,
+             "eval_every": 50, "warmup_steps": 100},
+    # Tests and nbval: minutes for everything.
+    "ci": {"learning_rate": 1e-3, "batch_size": 16, "max_steps": 300, "patience": 200,
+           "eval_every": 25, "warmup_steps": 100},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig(JsonConfig):
+    """The training schedule of one run.
+
+    Args:
+        learning_rate: peak Adam learning rate (paper: 1e-6).
+        batch_size: frames per step, over all replicas (paper: 32).
+        max_steps: iteration budget (paper: 50k).
+        patience: early stopping: steps without a new minimum of the smoothed training loss
+            (paper: 200). 0 disables early stopping.
+        eval_every: steps between Development evaluations (and checkpoints).
+        warmup_steps: linear learning-rate warm-up from lr/warmup_steps to lr.
+        weight_decay: L2 factor (paper: 5e-4), see ``decoupled``.
+        decoupled: False: coupled L2 in the loss (paper). True: AdamW decoupled decay.
+        seed: seeds initialisation and the data order.
+        frames_per_video: at most this many frames of each video per epoch (None: all).
+        jit_compile: compile the gradient and predict steps with XLA. Off by default: with the
+            grouped per-patch model, XLA's constant folding compiles a tiny G step on CPU
+            far longer than the uncompiled step takes to run (``make bench``). XLA refuses
+            MaxPoolGrad under TensorFlow's op determinism, so that flag is on only when this
+            is False.
+        shuffle_buffer: 0: uniform shuffle of all frames every epoch. >0: streaming shuffle
+            through a buffer of this many frames (for stores read with ``in_memory=False``).
+        loss_smoothing: EMA factor of the training loss watched by early stopping.
+        eval_batch_size: frames per evaluation batch.
+        in_memory: load all frames of a partition into memory (else stream videos).
+        fused_adam: Adam's update in one TensorFlow kernel per variable (:class:`dlga.train.FusedAdam`:
+            the same update to float32 rounding, a tiny G step about 15 % faster on one core);
+            False: ``keras.optimizers.Adam``, the first version's. Not used when ``decoupled``.
+    """
+
+    learning_rate: float = 1e-6
+    batch_size: int = 32
+    max_steps: int = 50_000
+    patience: int = 200
+    eval_every: int = 500
+    warmup_steps: int = 0
+    weight_decay: float = 5e-4
+    decoupled: bool = False
+    seed: int = 0
+    frames_per_video: int | None = None
+    jit_compile: bool = False
+    shuffle_buffer: int = 0
+    loss_smoothing: float = 0.9
+    eval_batch_size: int = 64
+    in_memory: bool = True
+    fused_adam: bool = True
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 10):
+            raise ValueError(f"learning_rate must be a positive number below 10, got {self.learning_rate!r}")
+        positive = ("batch_size", "max_steps", "eval_every", "eval_batch_size")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("patience", "warmup_steps", "seed", "shuffle_buffer"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.frames_per_video is not None and (
+            not isinstance(self.frames_per_video, int) or self.frames_per_video < 1
+        ):
+            raise ValueError(f"frames_per_video must be None or a positive integer, got {self.frames_per_video!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not 0 <= self.loss_smoothing < 1:
+            raise ValueError(f"loss_smoothing must be in [0, 1), got {self.loss_smoothing!r}")
+        for name in ("decoupled", "jit_compile", "in_memory", "fused_adam"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    @classmethod
+    def preset(cls, name: str = "paper", **overrides: Any) -> "TrainConfig":
+        """A named schedule (``paper``, ``demo``, ``ci``) with optional field overrides."""
+        if name not in TRAIN_PRESETS:
+            raise ValueError(f"unknown training preset {name!r}; choose one of {sorted(TRAIN_PRESETS)}")
+        return cls(**{**TRAIN_PRESETS[name], **overrides})
+
+
+# TrainConfig fields that the step's graph holds (the schedule, the loss, the optimizer, the
+# batch); the others (seed, max_steps, eval_every, ...) act outside it.
+_GRAPH_FIELDS = ("learning_rate", "warmup_steps", "weight_decay", "decoupled", "batch_size",
+                 "jit_compile", "fused_adam")
+
+
+def compiled_key(model_config: ModelConfig, train_config: TrainConfig) -> str:
+    """The key of a :class:`dlga.train.CompiledModel`: the architecture (its initial bias
+    aside, which is a weight) and the training fields that enter the traced step's graph."""
+    arch = model_config.replace(warm_start_bias=0.0).to_dict()
+    graph = {name: getattr(train_config, name) for name in _GRAPH_FIELDS}
+    return json.dumps({"model": arch, "train": graph}, sort_keys=True, default=str)

@@ -19,6 +19,7 @@ Two frame sources give the same batches:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -182,7 +183,6 @@ def load_partition(
 
 
 PARTITION_CACHE_SIZE = 9
-_PARTITIONS: "OrderedDict[tuple, Partition]" = OrderedDict()
 
 
 def cached_partition(store_dir: str | os.PathLike, partition: str) -> Partition:
@@ -197,15 +197,15 @@ def cached_partition(store_dir: str | os.PathLike, partition: str) -> Partition:
     if not (store_dir / "manifest.csv").is_file():
         return load_partition(store_dir, partition)  # its error names the store and the fix
     stat = (store_dir / "manifest.csv").stat()
-    key = (str(store_dir), partition, stat.st_size, stat.st_mtime_ns)
-    part = _PARTITIONS.pop(key, None)
-    if part is None:
-        part = load_partition(store_dir, partition)
-        for array in (part.frames, part.landmarks, part.labels, part.video_of_frame):
-            array.setflags(write=False)
-    _PARTITIONS[key] = part  # most recently used last
-    while len(_PARTITIONS) > PARTITION_CACHE_SIZE:
-        _PARTITIONS.popitem(last=False)
+    return _read_only_partition(str(store_dir), partition, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=PARTITION_CACHE_SIZE)
+def _read_only_partition(store_dir: str, partition: str, _size: int, _mtime_ns: int) -> Partition:
+    # The manifest's size and time are in the arguments only to key the cache.
+    part = load_partition(store_dir, partition)
+    for array in (part.frames, part.landmarks, part.labels, part.video_of_frame):
+        array.setflags(write=False)
     return part
 
 

@@ -46,10 +46,9 @@ from data_prep.preprocess import preprocess
 from data_prep.store import atomic_write_json
 from data_prep.synthetic import CUES, CohortConfig, make_cohort
 from data_prep.synthetic import cohort_key as synthetic_cohort_key
-from dlga.config import MODEL_PRESETS, SETTINGS, ModelConfig
+from dlga.config import MODEL_PRESETS, SETTINGS, ModelConfig, TrainConfig
 from dlga.executors import make_executor
 from dlga.runs import Run, RunSpec, execute_all, is_complete, load_run
-from dlga.train import TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNS_ROOT = PROJECT_ROOT / "runs"
@@ -74,7 +73,7 @@ class BookPreset:
         cohort: the synthetic cohort preset (``data_prep.synthetic.COHORT_PRESETS``); None for
             real data.
         model_preset: :data:`dlga.config.MODEL_PRESETS` name.
-        train_preset: :data:`dlga.train.TRAIN_PRESETS` name.
+        train_preset: :data:`dlga.config.TRAIN_PRESETS` name.
         train_overrides: fields of the training schedule changed for the book.
         model_overrides: fields of the model configuration changed for the book (input size,
             width, ...); empty in the presets, so their runs keep the setting's name.

@@ -14,14 +14,12 @@ import numpy as np
 import pandas as pd
 from IPython.display import HTML
 
-from dlga import data as data_lib
 from dlga.config import SETTING_LABELS, SETTINGS
 from dlga.metrics import (
     BAND_NAMES, RESAMPLED, holm_comparisons, mean_predictor, paired_two_level_bootstrap, severity_band,
     two_level_bootstrap,
 )
 from dlga.rundir import prediction_table
-from dlga.predict import ATTENTION_COLUMNS, predict_frames, restore_run_model
 
 # --- the paper's numbers ("reported") --------------------------------------------------------
 # Tables 3 (AVEC2013) and 4 (AVEC2014): test RMSE, MAE per setting.
@@ -506,7 +504,7 @@ def early_stopping_note(train_config, runs=()) -> str:
     Early stopping (:class:`dlga.train.EarlyStopping`) fires once the smoothed training loss
     has made no new minimum for ``patience`` steps; the first step sets the first minimum, so
     the earliest step it can fire is ``patience + 1``. ``train_config``: a
-    :class:`dlga.train.TrainConfig`; ``runs``: runs of that schedule, whose stop reasons are
+    :class:`dlga.config.TrainConfig`; ``runs``: runs of that schedule, whose stop reasons are
     counted.
     """
     patience, max_steps = int(train_config.patience), int(train_config.max_steps)
@@ -645,6 +643,8 @@ def load_run_model(run):
     ``run``: a :class:`dlga.rundir.Run`. Raises :class:`dlga.rundir.RunError` as
     :func:`dlga.predict.restore_run_model` does.
     """
+    from dlga.predict import restore_run_model  # TensorFlow: only for chapters that load models
+
     model, config, _ = restore_run_model(run.path)
     return model, config
 
@@ -661,6 +661,9 @@ def attention(model, part, input_size: int, batch_size: int = 64) -> pd.DataFram
         input_size: the model's input side.
         batch_size: frames per model call.
     """
+    from dlga import data as data_lib
+    from dlga.predict import ATTENTION_COLUMNS, predict_frames
+
     chunk = 16 * int(batch_size)  # streamed partitions are read this many frames at a time
     tables = []
     for start in range(0, part.n_frames, chunk):

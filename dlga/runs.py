@@ -38,11 +38,9 @@ from tqdm.auto import tqdm
 
 from data_prep.store import sources_hash, store_fingerprint
 from dlga import executors, rundir
-from dlga import train as train_lib
-from dlga.config import MODEL_PRESETS, SETTINGS, ModelConfig
+from dlga.config import MODEL_PRESETS, SETTINGS, TRAIN_PRESETS, ModelConfig, TrainConfig, compiled_key
 from dlga.metrics import paired_two_level_bootstrap
 from dlga.rundir import COMPLETE, Run, is_complete, load_run  # also this module's public names
-from dlga.train import TRAIN_PRESETS, TrainConfig
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -246,6 +244,8 @@ def execute(
     partial.mkdir(parents=True, exist_ok=True)
     rundir.write_params(partial, params)
 
+    from dlga import train as train_lib  # TensorFlow: only where a run trains
+
     metrics = train_lib.train(
         spec.model_config, spec.train_config, spec.store_dir, partial,
         strategy=strategy, progress=progress, model_fn=model_fn, test_store_dir=spec.test_store_dir,
@@ -301,7 +301,7 @@ CHUNK_RUNS = 3
 
 def run_chunks(specs: Sequence[RunSpec], size: int = CHUNK_RUNS) -> list[list[RunSpec]]:
     """The worker tasks of a grid: runs that share a traced training step
-    (:func:`dlga.train.compiled_key`: same architecture and step graph; seeds and stores may
+    (:func:`dlga.config.compiled_key`: same architecture and step graph; seeds and stores may
     differ) in chunks of at most ``size``, largest chunks first.
 
     A worker starts every run of a chunk after the first from the step it traced
@@ -312,7 +312,7 @@ def run_chunks(specs: Sequence[RunSpec], size: int = CHUNK_RUNS) -> list[list[Ru
         raise ValueError(f"size must be a positive integer, got {size!r}")
     groups: dict[str, list[RunSpec]] = {}
     for spec in specs:
-        groups.setdefault(train_lib.compiled_key(spec.model_config, spec.train_config), []).append(spec)
+        groups.setdefault(compiled_key(spec.model_config, spec.train_config), []).append(spec)
     chunks = [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
     return sorted(chunks, key=len, reverse=True)  # stable: the grid's order within one size
 

@@ -66,7 +66,7 @@ def trained_run(tmp_path_factory) -> Path:
     from data_prep.preprocess import make_params
     from data_prep.store import atomic_write_json
     from dlga.runs import RunSpec, execute
-    from dlga.train import TrainConfig
+    from dlga.config import TrainConfig
     from helpers_store import make_store
 
     root = tmp_path_factory.mktemp("trained")

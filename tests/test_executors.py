@@ -11,7 +11,7 @@ import distributed
 import pytest
 
 from dlga import executors, runs
-from dlga.train import TrainConfig
+from dlga.config import TrainConfig
 from helpers_store import make_store
 
 FAST = TrainConfig.preset("ci", max_steps=12, eval_every=6, warmup_steps=4, batch_size=8)

@@ -9,7 +9,7 @@ import pytest
 from dlga import metrics, report, rundir
 from dlga.config import SETTINGS
 from dlga.rundir import Run
-from dlga.train import TrainConfig
+from dlga.config import TrainConfig
 
 N_SUBJECTS = 30
 N_BOOT = 400

@@ -11,7 +11,7 @@ import pytest
 import dlga.train
 from data_prep.store import read_video, store_fingerprint, video_path, write_video
 from dlga import rundir, runs
-from dlga.train import TrainConfig
+from dlga.config import TrainConfig
 from helpers_store import make_store
 
 FAST = TrainConfig.preset("ci", max_steps=10, eval_every=5, warmup_steps=5)

@@ -272,7 +272,7 @@ def test_a_changed_cue_constant_makes_a_new_cohort_store_and_run_id(tmp_path, mo
     from data_prep.preprocess import preprocess
     from data_prep.store import store_fingerprint
     from dlga.runs import RunSpec
-    from dlga.train import TrainConfig
+    from dlga.config import TrainConfig
 
     def build(name: str):
         out = tmp_path / "cohort"
