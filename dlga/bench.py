@@ -142,8 +142,8 @@ DEMO_FRAMES_PER_VIDEO = 6
 
 def demo_specs(store_dir: str, n: int, baseline: bool) -> list:
     """``n`` runs of setting G on the ``demo`` schedule (300 steps at batch 32), seeds 0..n-1."""
+    from .config import TrainConfig
     from .runs import RunSpec
-    from .train import TrainConfig
 
     # The baseline keeps the first version's optimizer (Keras's Adam) as well as its threads and
     # per-patch convolution.

@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 
 from dlga import metrics, report, rundir
-from dlga.config import SETTINGS
+from dlga.config import SETTINGS, TrainConfig
 from dlga.rundir import Run
-from dlga.config import TrainConfig
 
 N_SUBJECTS = 30
 N_BOOT = 400
