@@ -14,6 +14,7 @@ TensorFlow so that it holds no threads or memory beside the one being measured.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -113,6 +114,7 @@ def measure(case: BenchCase) -> dict:
         x, y = batch(32), tf.constant(rng.uniform(0, 45, 32).astype("float32"))
         row["train_s_per_step_batch32"] = _time(lambda: float(step(x, y)[0]), case.repeats)
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    row["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
     return row
 
 
@@ -249,9 +251,9 @@ def efficiency(rows: list[dict], matmul: dict[str, float]) -> dict:
     return out
 
 
-def machine() -> dict:
-    import tensorflow as tf
-
+def machine(gpus: bool = True) -> dict:
+    """The CPU, its cores, the GPUs TensorFlow sees and the versions. ``gpus=False``: without
+    importing TensorFlow (``"gpus"`` is None; its version comes from the installed package)."""
     cpu = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -260,15 +262,59 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "tensorflow": tf.__version__,
+    if gpus:
+        import tensorflow as tf
+
+        devices, version = [d.name for d in tf.config.list_physical_devices("GPU")], tf.__version__
+    else:
+        from importlib.metadata import PackageNotFoundError, version as package_version
+
+        devices, version = None, None
+        for name in ("tensorflow", "tensorflow-cpu"):  # the GPU extra's package, else pyproject's
+            try:
+                version = package_version(name)
+                break
+            except PackageNotFoundError:
+                pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpus": devices, "tensorflow": version,
             "python": platform.python_version()}
 
 
-def run_cases(cases, progress=True) -> list[dict]:
+# The modules whose code a case's timing depends on: a change to any of them is a new measurement.
+TIMED_SOURCES = ("bench.py", "complexity.py", "config.py", "layers.py", "model.py", "patches.py", "train.py")
+
+
+def case_key(case: BenchCase) -> str:
+    """A hash of the case, this machine (CPU, cores, versions, visible GPUs) and the code it times."""
+    here = Path(__file__).resolve().parent
+    code = hashlib.sha256(b"".join((here / name).read_bytes() for name in TIMED_SOURCES)).hexdigest()
+    data = {"case": case.__dict__, "machine": machine(gpus=False), "code": code,
+            "visible_gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_cases(cases, progress=True, cache_dir: str | Path | None = None) -> list[dict]:
+    """One row per case, each measured in a subprocess of its own.
+
+    ``cache_dir``: a row measured earlier for the same case, code and machine
+    (:func:`case_key`) is read from ``cache_dir/<key>.json`` instead of timed again, with
+    ``"reused": True``; a new measurement is written there (failed ones are not). The row's
+    ``"measured"`` says when it was timed.
+    """
     rows = []
     for i, case in enumerate(cases, 1):
-        rows.append(_in_subprocess(dict(case.__dict__), f"[{i}/{len(cases)}] {case.label}", progress))
+        path = None if cache_dir is None else Path(cache_dir) / f"{case_key(case)}.json"
+        if path is not None and path.is_file():
+            rows.append({**json.loads(path.read_text()), "reused": True})
+            continue
+        row = _in_subprocess(dict(case.__dict__), f"[{i}/{len(cases)}] {case.label}", progress)
+        row["measured"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        if path is not None and "error" not in row:
+            from data_prep.store import atomic_write_json
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, row)
+        rows.append({**row, "reused": False})
     return rows
 
 

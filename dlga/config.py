@@ -13,6 +13,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+# The pyramid's windows and its bin counts are geometry, not layers: the analytic complexity
+# (dlga.complexity) counts them without importing TensorFlow.
+WSPP_WINDOWS = (25, 51, 102, 204)
+
+
+def wspp_bins(length: int, windows=WSPP_WINDOWS) -> list[int]:
+    """Bins per pyramid level for a vector of ``length`` (VALID pooling; 0 if skipped)."""
+    return [length // w if w <= length else 0 for w in windows]
+
+
 # Presets scale the input and the conv widths only; vector sizes (64, 512, 2048) stay fixed so
 # that WSPP has the same geometry in every preset (Decisions: Architecture).
 MODEL_PRESETS: dict[str, dict[str, Any]] = {

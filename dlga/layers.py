@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from .config import WSPP_WINDOWS, wspp_bins  # noqa: F401 (part of this module's API)
 from .patches import NUM_LANDMARKS, NUM_PATCHES, centre_matrix, centre_offsets
 
 _TRUNC_STD = 0.87962566103423978  # std of a unit normal truncated at +-2 (Keras' correction)
@@ -512,13 +513,7 @@ class GlobalAttention(keras.layers.Layer):
         }
 
 
-WSPP_WINDOWS = (25, 51, 102, 204)
 WSPP_WEIGHTS = (1 / 2, 1 / 4, 1 / 8, 1 / 8)
-
-
-def wspp_bins(length: int, windows=WSPP_WINDOWS) -> list[int]:
-    """Bins per pyramid level for a vector of ``length`` (VALID pooling; 0 if skipped)."""
-    return [length // w if w <= length else 0 for w in windows]
 
 
 @keras.saving.register_keras_serializable(package="dlga")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -162,6 +163,12 @@ class RunSpec:
     def run_dir(self, runs_root: str | os.PathLike = "runs") -> Path:
         return Path(runs_root) / self.run_id
 
+    def training_twin(self) -> "RunSpec | None":
+        """For a cross-dataset spec, the run that trains exactly what it trains: the same spec
+        tested on its own store (:func:`execute` tests a complete twin's weights elsewhere
+        instead of training again); None for a spec without ``test_store_dir``."""
+        return None if self.test_store_dir is None else dataclasses.replace(self, test_store_dir=None)
+
     def params(self) -> dict[str, Any]:
         """The content of ``params.json``: the identity plus readable fields."""
         return {
@@ -246,10 +253,16 @@ def execute(
 
     from dlga import train as train_lib  # TensorFlow: only where a run trains
 
-    metrics = train_lib.train(
-        spec.model_config, spec.train_config, spec.store_dir, partial,
-        strategy=strategy, progress=progress, model_fn=model_fn, test_store_dir=spec.test_store_dir,
-    )
+    twin = spec.training_twin()
+    trained = None if twin is None else rundir.final_dir(runs_root, twin.run_id)
+    if trained is not None and model_fn is None and strategy is None and is_complete(trained):
+        metrics = train_lib.test_elsewhere(trained, spec.model_config, spec.train_config, spec.store_dir, partial,
+                                           spec.test_store_dir)
+    else:
+        metrics = train_lib.train(
+            spec.model_config, spec.train_config, spec.store_dir, partial,
+            strategy=strategy, progress=progress, model_fn=model_fn, test_store_dir=spec.test_store_dir,
+        )
     metrics.update(run_id=run_id, git_commit=git_commit(), store_fingerprint=params["store_fingerprint"],
                    source=params["source"], finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     rundir.write_metrics(partial, metrics)
@@ -331,6 +344,15 @@ def _execute_chunk(specs: list[RunSpec], runs_root: str, threads: int) -> list[t
     return done
 
 
+def _waves(specs: list[RunSpec]) -> list[list[RunSpec]]:
+    """The runs to train, then the cross-dataset runs whose training twins are among them
+    (they only test the twins' weights, so they start once the twins are complete)."""
+    ids = {spec.run_id for spec in specs}
+    later = [s for s in specs if s.test_store_dir is not None and s.training_twin().run_id in ids]
+    first = [s for s in specs if s not in later]
+    return [wave for wave in (first, later) if wave]
+
+
 def execute_all(
     specs: Sequence[RunSpec] | Iterable[RunSpec],
     runs_root: str | os.PathLike = "runs",
@@ -347,7 +369,9 @@ def execute_all(
     Complete runs are reused; the missing ones are submitted at once, in chunks of runs that
     share a traced step (:func:`run_chunks`), and a progress bar counts them (runs done of runs
     needed, with an ETA); ``bar``: move this bar instead, so that one
-    bar can span several grids. A failing run does not stop the others: they finish and are
+    bar can span several grids. A cross-dataset run whose training twin
+    (:meth:`RunSpec.training_twin`) is in the grid waits for it and then only tests its
+    weights. A failing run does not stop the others: they finish and are
     cached, then one :class:`GridError` names every run that failed.
     """
     specs = list(specs)
@@ -359,23 +383,24 @@ def execute_all(
         pool = executors.make_executor(executor)
         failures: dict[str, BaseException] = {}
         try:
-            # At least two tasks per worker, so that the cores finish together.
-            size = max(1, min(CHUNK_RUNS, len(todo) // (2 * executors.worker_count(pool))))
-            futures = {pool.submit(_execute_chunk, chunk, str(root), threads): chunk
-                       for chunk in run_chunks(list(todo.values()), size)}
             own_bar = bar is None
             if own_bar:
                 bar = tqdm(total=len(todo), desc=desc, unit="run", disable=not progress, dynamic_ncols=True)
             start, done = time.perf_counter(), 0
             with bar if own_bar else contextlib.nullcontext():
-                for future in as_completed(futures):
-                    chunk = futures[future]
-                    exc = future.exception()  # the worker itself failed: every run of its chunk
-                    results = [(spec.run_id, exc) for spec in chunk] if exc is not None else future.result()
-                    failures.update({run_id: e for run_id, e in results if e is not None})
-                    done += len(chunk)
-                    bar.update(len(chunk))
-                    bar.set_postfix(failed=len(failures), s_per_run=f"{(time.perf_counter() - start) / done:.0f}")
+                for wave in _waves(list(todo.values())):
+                    # At least two tasks per worker, so that the cores finish together.
+                    size = max(1, min(CHUNK_RUNS, len(wave) // (2 * executors.worker_count(pool))))
+                    futures = {pool.submit(_execute_chunk, chunk, str(root), threads): chunk
+                               for chunk in run_chunks(wave, size)}
+                    for future in as_completed(futures):
+                        chunk = futures[future]
+                        exc = future.exception()  # the worker itself failed: every run of its chunk
+                        results = [(spec.run_id, exc) for spec in chunk] if exc is not None else future.result()
+                        failures.update({run_id: e for run_id, e in results if e is not None})
+                        done += len(chunk)
+                        bar.update(len(chunk))
+                        bar.set_postfix(failed=len(failures), s_per_run=f"{(time.perf_counter() - start) / done:.0f}")
         finally:
             if owned:
                 pool.shutdown(wait=True)

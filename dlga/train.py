@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -455,6 +456,41 @@ def train(
         _op_determinism(previous_determinism)
 
 
+def test_elsewhere(
+    trained_dir: str | os.PathLike,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    store_dir: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    test_store_dir: str | os.PathLike,
+    *,
+    bootstrap: int = 2000,
+) -> dict[str, Any]:
+    """What :func:`train` returns with ``test_store_dir``, without training again.
+
+    ``trained_dir`` is a complete run of the same model, schedule, seed and ``store_dir``
+    (the same run but for its Testing store: :meth:`dlga.runs.RunSpec.training_twin`). Training
+    is deterministic on one machine, so training again would give its weights bit for bit: its
+    selected weights, history and counters are taken, and every partition is evaluated with
+    them, Testing from ``test_store_dir`` (test_runs checks the result against a run trained
+    anew). The metrics name the run under ``"trained_in"``; ``wall_time_s`` is its training
+    time plus this evaluation.
+    """
+    trained_dir, run_dir = Path(trained_dir), Path(run_dir)
+    best = rundir.checkpoint_dir(trained_dir, rundir.BEST)
+    if best.is_dir():
+        shutil.copytree(best, rundir.checkpoint_dir(run_dir, rundir.BEST), dirs_exist_ok=True)
+    keras.utils.set_random_seed(train_config.seed)  # the initial weights, for a run that diverged at once
+    previous_determinism = _op_determinism(not train_config.jit_compile)
+    try:
+        run = _Run(model_config=model_config, train_config=train_config, store_dir=store_dir, run_dir=run_dir,
+                   strategy=tf.distribute.get_strategy(), model_fn=build_model, test_store_dir=test_store_dir)
+        run.take_training_of(trained_dir)
+        return {**run.finish(bootstrap), "trained_in": trained_dir.name}
+    finally:
+        _op_determinism(previous_determinism)
+
+
 @contextlib.contextmanager
 def private_default_seeds(seed: int):
     """Keras draws the seed of every unseeded initializer from Python's global ``random``;
@@ -671,6 +707,21 @@ class _Run:
 
     def execute(self, *, progress: bool, on_step, bootstrap: int) -> dict[str, Any]:
         self.loop(progress, on_step)
+        return self.finish(bootstrap)
+
+    def take_training_of(self, trained_dir: Path) -> None:
+        """Take the counters and history of the complete run in ``trained_dir`` as this run's
+        own (its best weights were copied in before the checkpoints were opened)."""
+        metrics = rundir.read_metrics(trained_dir)
+        for name, value in (("step", metrics["steps"]), ("best_step", metrics["best_step"]),
+                            ("best_dev_rmse", metrics["best_dev_rmse"])):
+            self.state[name].assign(value)
+        self.state.set_stop_reason(metrics["stop_reason"])
+        self.elapsed_before = float(metrics["wall_time_s"])
+        self.history = rundir.read_history(trained_dir).to_dict("records")
+
+    def finish(self, bootstrap: int) -> dict[str, Any]:
+        """Select the final weights, evaluate every partition once, write the predictions."""
         self.select_final_weights()
         videos = {name: ev.videos() for name, ev in self.evaluators.items()}
         predictions = pd.concat([videos[p] for p in ("Training", "Development", "Testing")], ignore_index=True)

@@ -53,3 +53,46 @@ def test_matmul_roof_and_the_baseline_step_are_measured():
     assert (base.conv_impl, base.threads, base.fused_adam) == ("grouped", 0, False) and ours.fused_adam
     assert [s.train.fused_adam for s in demo_specs("store", 2, baseline=True)] == [False, False]
     assert [s.train.fused_adam for s in demo_specs("store", 2, baseline=False)] == [True, True]
+
+
+def test_a_row_is_read_back_for_the_same_case_code_and_machine(tmp_path, monkeypatch):
+    from dlga import bench
+
+    timed = []
+
+    def fake(job, label, progress):
+        timed.append(job["preset"])
+        return {"case": label, "infer_ms_batch32": 1.5 * len(timed)}
+
+    monkeypatch.setattr(bench, "_in_subprocess", fake)
+    cases = (BenchCase("tiny", False), BenchCase("tiny", True))
+    first = bench.run_cases(cases, progress=False, cache_dir=tmp_path)
+    again = bench.run_cases(cases, progress=False, cache_dir=tmp_path)
+    assert len(timed) == 2 and len(list(tmp_path.glob("*.json"))) == 2
+    assert [r["infer_ms_batch32"] for r in again] == [r["infer_ms_batch32"] for r in first] == [1.5, 3.0]
+    assert [r["reused"] for r in first] == [False, False] and [r["reused"] for r in again] == [True, True]
+    assert again[0]["measured"] == first[0]["measured"]
+    # Another case, or another machine, is timed afresh; so is every case without a cache.
+    bench.run_cases((BenchCase("small", False),), progress=False, cache_dir=tmp_path)
+    monkeypatch.setattr(bench, "machine", lambda gpus=True: {"cpu": "another", "cores": 64})
+    bench.run_cases(cases[:1], progress=False, cache_dir=tmp_path)
+    bench.run_cases(cases[:1], progress=False)
+    assert timed == ["tiny", "tiny", "small", "tiny", "tiny"]
+
+
+def test_a_failed_measurement_is_not_kept(tmp_path, monkeypatch):
+    from dlga import bench
+
+    monkeypatch.setattr(bench, "_in_subprocess", lambda job, label, progress: {"case": label, "error": ["boom"]})
+    (row,) = bench.run_cases((BenchCase("tiny"),), progress=False, cache_dir=tmp_path)
+    assert row["error"] == ["boom"] and not list(tmp_path.glob("*.json"))
+
+
+def test_machine_without_gpus_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; from dlga.bench import machine; m = machine(gpus=False); "
+            "print(m['gpus'], bool(m['tensorflow']), 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["None", "True", "False"]

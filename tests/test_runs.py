@@ -213,3 +213,35 @@ def test_run_chunks_group_runs_of_one_traced_step_largest_first():
     assert runs.run_chunks(g, size=2) == [[g[0], g[1]], [g[2], g[3]]]
     with pytest.raises(ValueError, match="positive"):
         runs.run_chunks(g, size=0)
+
+
+def test_a_cross_dataset_run_tests_its_twins_weights_as_a_new_run_would(store, tmp_path):
+    """With its training twin complete, a cross-dataset run is not trained again: the twin's
+    weights are tested on the other store, and every number is what training anew gives."""
+    other = make_store(tmp_path / "other", {"Training": 2, "Development": 2, "Testing": 5},
+                       frames_per_video=2, seed=8)
+    cross = runs.RunSpec(setting="G", train=FAST, store_dir=str(store), seed=2, test_store_dir=str(other))
+    twin = cross.training_twin()
+    assert twin.test_store_dir is None and twin.run_id == runs.RunSpec(setting="G", train=FAST, store_dir=str(store),
+                                                                        seed=2).run_id
+    assert twin.training_twin() is None
+    anew = runs.load_run(runs.execute(cross, tmp_path / "anew", progress=False))
+    assert "trained_in" not in anew.metrics
+    # Twin and cross run in one grid, the cross run first: it waits for the twin.
+    submitted = []
+
+    class Recording(runs.executors.SerialExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            submitted.append([s.run_id for s in args[0]])
+            return super().submit(fn, *args, **kwargs)
+
+    paths = runs.execute_all([cross, twin], tmp_path / "grid", Recording(), progress=False)
+    assert submitted == [[twin.run_id], [cross.run_id]]
+    tested = runs.load_run(paths[0])
+    assert tested.metrics["trained_in"] == twin.run_id
+    volatile = {"wall_time_s", "versions", "finished", "trained_in", "git_commit"}
+    assert {k: v for k, v in tested.metrics.items() if k not in volatile} == {
+        k: v for k, v in anew.metrics.items() if k not in volatile}
+    pd.testing.assert_frame_equal(tested.predictions, anew.predictions)
+    pd.testing.assert_frame_equal(rundir.read_history(paths[0]), rundir.read_history(anew.path))
+    assert sorted(p.name for p in paths[0].iterdir()) == sorted(p.name for p in anew.path.iterdir())
