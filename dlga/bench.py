@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 PAPER_SECONDS_PER_IMAGE = 2.12
 GOALS_MS = {"paper_batch32": 70.0, "paper_batch1": 150.0}
@@ -284,38 +285,51 @@ def machine(gpus: bool = True) -> dict:
 TIMED_SOURCES = ("bench.py", "complexity.py", "config.py", "layers.py", "model.py", "patches.py", "train.py")
 
 
-def case_key(case: BenchCase) -> str:
-    """A hash of the case, this machine (CPU, cores, versions, visible GPUs) and the code it times."""
-    here = Path(__file__).resolve().parent
-    code = hashlib.sha256(b"".join((here / name).read_bytes() for name in TIMED_SOURCES)).hexdigest()
-    data = {"case": case.__dict__, "machine": machine(gpus=False), "code": code,
-            "visible_gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+def code_hash(package_dir: str | Path, names: Sequence[str]) -> str:
+    """A hash of the files ``names`` of ``package_dir``: the code a measurement timed."""
+    return hashlib.sha256(b"".join((Path(package_dir) / name).read_bytes() for name in names)).hexdigest()
+
+
+def measured_once(cache_dir: str | Path | None, key: dict, measure: Callable[[], dict]) -> dict:
+    """``measure()``'s result (a JSON dict) with ``"measured"`` (when it was timed) and
+    ``"reused"``: read back from ``cache_dir`` when the same ``key`` (what was measured, the
+    code, this machine: CPU, cores, versions, visible GPUs) was measured before; else measured
+    and kept there, unless it holds an ``"error"``. ``cache_dir=None``: always measured."""
+    path = None
+    if cache_dir is not None:
+        data = {**key, "machine": machine(gpus=False), "visible_gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
+        path = Path(cache_dir) / (hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16] + ".json")
+        if path.is_file():
+            return {**json.loads(path.read_text()), "reused": True}
+    row = {**measure(), "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if path is not None and "error" not in row:
+        from data_prep.store import atomic_write_json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, row)
+    return {**row, "reused": False}
 
 
 def run_cases(cases, progress=True, cache_dir: str | Path | None = None) -> list[dict]:
-    """One row per case, each measured in a subprocess of its own.
+    """One row per case, each measured in a subprocess of its own; ``cache_dir``: a row
+    measured earlier for the same case, code (:data:`TIMED_SOURCES`) and machine is read back
+    (:func:`measured_once`)."""
+    code = code_hash(Path(__file__).resolve().parent, TIMED_SOURCES)
+    return [measured_once(cache_dir, {"case": case.__dict__, "code": code},
+                          lambda i=i, case=case: _in_subprocess(dict(case.__dict__), f"[{i}/{len(cases)}] {case.label}",
+                                                                progress))
+            for i, case in enumerate(cases, 1)]
 
-    ``cache_dir``: a row measured earlier for the same case, code and machine
-    (:func:`case_key`) is read from ``cache_dir/<key>.json`` instead of timed again, with
-    ``"reused": True``; a new measurement is written there (failed ones are not). The row's
-    ``"measured"`` says when it was timed.
-    """
-    rows = []
-    for i, case in enumerate(cases, 1):
-        path = None if cache_dir is None else Path(cache_dir) / f"{case_key(case)}.json"
-        if path is not None and path.is_file():
-            rows.append({**json.loads(path.read_text()), "reused": True})
-            continue
-        row = _in_subprocess(dict(case.__dict__), f"[{i}/{len(cases)}] {case.label}", progress)
-        row["measured"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        if path is not None and "error" not in row:
-            from data_prep.store import atomic_write_json
 
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(path, row)
-        rows.append({**row, "reused": False})
-    return rows
+def preprocessing_bench(frames: int = 30, cache_dir: str | Path | None = None) -> dict:
+    """:func:`data_prep.bench.run_bench` on one worker (``frames`` frames of a 640x480 video),
+    read back from ``cache_dir`` while the code it times and the machine are unchanged
+    (:func:`measured_once`)."""
+    from data_prep import bench as prep
+
+    key = {"data_prep_bench": {"frames": int(frames), "workers": [1]},
+           "code": code_hash(Path(prep.__file__).resolve().parent, prep.TIMED_SOURCES)}
+    return measured_once(cache_dir, key, lambda: prep.run_bench(frames=int(frames), workers=(1,), show=False))
 
 
 def format_table(rows: list[dict]) -> str:

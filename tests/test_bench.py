@@ -96,3 +96,23 @@ def test_machine_without_gpus_does_not_import_tensorflow():
             "print(m['gpus'], bool(m['tensorflow']), 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["None", "True", "False"]
+
+
+def test_the_preprocessing_bench_is_read_back_and_printed(tmp_path, monkeypatch):
+    from data_prep import bench as prep
+
+    from dlga import bench
+
+    calls = []
+    result = {"throughput": [{"workers": 1, "frames": 30, "seconds": 0.5, "fps": 60.0}],
+              "full_resolution_fps_1_worker": 25.0,
+              "landmark_disagreement": {"mean_iod": 0.015, "p95_iod": 0.02, "frames_compared": 30}}
+    monkeypatch.setattr(prep, "run_bench", lambda **kw: calls.append(kw) or result)
+    first = bench.preprocessing_bench(30, cache_dir=tmp_path)
+    again = bench.preprocessing_bench(30, cache_dir=tmp_path)
+    bench.preprocessing_bench(60, cache_dir=tmp_path)
+    assert [c["frames"] for c in calls] == [30, 60] and calls[0]["workers"] == (1,) and not calls[0]["show"]
+    assert (first["reused"], again["reused"]) == (False, True) and again["throughput"] == result["throughput"]
+    text = prep.format_results(again).splitlines()
+    assert text[2].split() == ["1", "30", "0.50", "60.0"]
+    assert "mean 1.50 % IOD, 95th percentile 2.00 % IOD over 30 frames" in text[4]
