@@ -344,13 +344,12 @@ def _execute_chunk(specs: list[RunSpec], runs_root: str, threads: int) -> list[t
     return done
 
 
-def _waves(specs: list[RunSpec]) -> list[list[RunSpec]]:
-    """The runs to train, then the cross-dataset runs whose training twins are among them
-    (they only test the twins' weights, so they start once the twins are complete)."""
-    ids = {spec.run_id for spec in specs}
-    later = [s for s in specs if s.test_store_dir is not None and s.training_twin().run_id in ids]
-    first = [s for s in specs if s not in later]
-    return [wave for wave in (first, later) if wave]
+def _waves(todo: dict[str, RunSpec]) -> list[list[RunSpec]]:
+    """The runs of ``todo`` (by id) to train, then the cross-dataset runs whose training twins
+    are among them (they only test the twins' weights, so they start once the twins are complete)."""
+    later = {run_id for run_id, s in todo.items() if s.test_store_dir is not None and s.training_twin().run_id in todo}
+    waves = ([s for run_id, s in todo.items() if run_id not in later], [todo[run_id] for run_id in todo if run_id in later])
+    return [wave for wave in waves if wave]
 
 
 def execute_all(
@@ -388,7 +387,7 @@ def execute_all(
                 bar = tqdm(total=len(todo), desc=desc, unit="run", disable=not progress, dynamic_ncols=True)
             start, done = time.perf_counter(), 0
             with bar if own_bar else contextlib.nullcontext():
-                for wave in _waves(list(todo.values())):
+                for wave in _waves(todo):
                     # At least two tasks per worker, so that the cores finish together.
                     size = max(1, min(CHUNK_RUNS, len(wave) // (2 * executors.worker_count(pool))))
                     futures = {pool.submit(_execute_chunk, chunk, str(root), threads): chunk

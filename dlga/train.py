@@ -443,15 +443,24 @@ def train(
             f"use a multiple of {replicas}"
         )
 
-    keras.utils.set_random_seed(train_config.seed)
-    # XLA refuses MaxPoolGrad while op determinism is on (even on CPU), so the flag is set only
-    # for the uncompiled path; XLA's CPU code is deterministic on one machine (tested).
-    previous_determinism = _op_determinism(not train_config.jit_compile)
-    try:
+    with _seeded(train_config):
         return _Run(
             model_config=model_config, train_config=train_config, store_dir=store_dir, run_dir=run_dir,
             strategy=strategy, model_fn=model_fn or build_model, test_store_dir=test_store_dir,
         ).execute(progress=progress, on_step=on_step, bootstrap=bootstrap)
+
+
+@contextlib.contextmanager
+def _seeded(train_config: TrainConfig):
+    """The run's seed, and op determinism for the uncompiled path, for the block's duration.
+
+    XLA refuses MaxPoolGrad while op determinism is on (even on CPU), so the flag is set only
+    for the uncompiled path; XLA's CPU code is deterministic on one machine (tested).
+    """
+    keras.utils.set_random_seed(train_config.seed)
+    previous_determinism = _op_determinism(not train_config.jit_compile)
+    try:
+        yield
     finally:
         _op_determinism(previous_determinism)
 
@@ -480,15 +489,11 @@ def test_elsewhere(
     best = rundir.checkpoint_dir(trained_dir, rundir.BEST)
     if best.is_dir():
         shutil.copytree(best, rundir.checkpoint_dir(run_dir, rundir.BEST), dirs_exist_ok=True)
-    keras.utils.set_random_seed(train_config.seed)  # the initial weights, for a run that diverged at once
-    previous_determinism = _op_determinism(not train_config.jit_compile)
-    try:
+    with _seeded(train_config):  # the seed builds the initial weights, for a run that diverged at once
         run = _Run(model_config=model_config, train_config=train_config, store_dir=store_dir, run_dir=run_dir,
                    strategy=tf.distribute.get_strategy(), model_fn=build_model, test_store_dir=test_store_dir)
         run.take_training_of(trained_dir)
         return {**run.finish(bootstrap), "trained_in": trained_dir.name}
-    finally:
-        _op_determinism(previous_determinism)
 
 
 @contextlib.contextmanager
