@@ -69,6 +69,9 @@ def test_pipeline_resizes_and_scales_landmarks(store):
     np.testing.assert_allclose(inputs["landmarks"].numpy(), part.landmarks[idx] * 0.5, rtol=1e-6)
     np.testing.assert_array_equal(labels.numpy(), part.labels[idx])
     assert float(inputs["image"].numpy().max()) > 1.0  # raw 0-255 pixels: the model rescales
+    # tf.data's autotuning thread would compete with a one-core worker's training step.
+    for pipeline in (ds, data_lib.evaluation_dataset(part, 32, 16)):
+        assert pipeline.options().autotune.enabled is False and pipeline.options().deterministic is True
 
 
 def test_training_order_is_a_function_of_step_and_mixes_videos(store):
@@ -118,12 +121,34 @@ def test_tiny_model_learns_the_synthetic_cue(store, tmp_path):
     assert metrics["dev"]["rmse"] < metrics["mean_predictor"]["dev"]["rmse"]
     assert metrics["test"]["rmse_low"] <= metrics["test"]["rmse"] <= metrics["test"]["rmse_high"]
     assert metrics["stop_reason"] == "max_steps" and metrics["steps"] == 100
+    assert metrics["dev"]["rmse"] == metrics["best_dev_rmse"] == history["dev_rmse"].min()
     assert np.asarray(metrics["test_band_confusion"]).sum() == 15
     predictions = pd.read_csv(tmp_path / "predictions.csv")
     assert predictions["partition"].value_counts().to_dict() == {"Training": 40, "Development": 15, "Testing": 15}
     assert predictions["prediction"].std() > 1.0  # not a constant output
-    assert any((tmp_path / "tb").iterdir())
     json.dumps(metrics)  # JSON-serialisable
+    # TensorBoard has every step's training scalars and every evaluation's Development RMSE.
+    import tensorflow as tf
+
+    events = [e for f in sorted((tmp_path / "tb").iterdir()) for e in tf.compat.v1.train.summary_iterator(str(f))]
+    scalars = {}
+    for event in events:
+        for value in event.summary.value:
+            scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    assert sorted(scalars) == ["dev/mae", "dev/rmse", "train/l2", "train/loss", "train/lr"]
+    assert list(scalars["train/loss"]) == list(range(1, 101)) and list(scalars["dev/rmse"]) == [50, 100]
+    np.testing.assert_allclose(list(scalars["train/loss"].values()), history["train_loss"], rtol=1e-6)
+    np.testing.assert_allclose(list(scalars["train/lr"].values()), history["lr"], rtol=1e-6)
+    # The logged rate is the warm-up schedule's value at each update (step 1 used step 0's).
+    schedule = train_lib.WarmupConstant(config.learning_rate, config.warmup_steps)
+    assert history["lr"].tolist() == [float(schedule(s - 1)) for s in history["step"]]
+    assert history["lr"].iloc[0] == pytest.approx(1e-5) and history["lr"].iloc[-1] == pytest.approx(1e-3)
+
+
+def test_warmup_schedule_value_is_the_tensor_schedule_to_the_bit():
+    for lr, warmup in ((1e-3, 100), (3e-4, 7), (1e-6, 0), (0.1, 1)):
+        schedule = train_lib.WarmupConstant(lr, warmup)
+        assert [schedule.value(s) for s in range(0, 250, 3)] == [float(schedule(s)) for s in range(0, 250, 3)]
 
 
 @pytest.fixture(scope="module")
