@@ -631,7 +631,9 @@ class _Run:
         self.checkpoints = Checkpoints(run_dir, self.model, self.optimizer, self.state)
         self.history: list[dict] = []
         self.initial_weights = None
-        self.best_dev_videos: tuple[int, pd.DataFrame] | None = None  # (best step, its Development videos)
+        # The Development videos of the best checkpoint, set where it is saved: the final
+        # evaluation restores those weights and would compute them again.
+        self.best_dev_videos: pd.DataFrame | None = None
         if self.checkpoints.resume():
             history_path = run_dir / rundir.HISTORY
             if history_path.is_file():
@@ -725,8 +727,7 @@ class _Run:
             self.state["best_dev_rmse"].assign(dev_rmse)
             self.state["best_step"].assign(step)
             self.checkpoints.save_best(step)
-            # The final evaluation of these weights on Development would compute these again.
-            self.best_dev_videos = (step, videos)
+            self.best_dev_videos = videos
 
     def select_final_weights(self) -> None:
         """Load the best Development weights; after a divergence without any, the initial ones."""
@@ -758,10 +759,8 @@ class _Run:
     def finish(self, bootstrap: int) -> dict[str, Any]:
         """Select the final weights, evaluate every partition once, write the predictions."""
         self.select_final_weights()
-        known = {}
-        if self.best_dev_videos is not None and self.best_dev_videos[0] == self.state.best_step:
-            known["Development"] = self.best_dev_videos[1]
-        videos = {name: known[name] if name in known else ev.videos() for name, ev in self.evaluators.items()}
+        videos = {name: self.best_dev_videos if name == "Development" and self.best_dev_videos is not None
+                  else ev.videos() for name, ev in self.evaluators.items()}
         predictions = pd.concat([videos[p] for p in ("Training", "Development", "Testing")], ignore_index=True)
         rundir.write_predictions(self.run_dir, predictions)
         rundir.write_history(self.run_dir, self.history)
