@@ -19,6 +19,7 @@ module only. Writes are atomic (temporary name, then ``os.replace``) and nothing
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
@@ -208,19 +209,38 @@ def _file_digest(path: Path) -> bytes:
     digest = _FILE_DIGESTS.get(key)
     if digest is None:
         h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        if path.name == "manifest.csv":
+            h.update(_manifest_bytes(path))
+        else:
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
         digest = _FILE_DIGESTS[key] = h.digest()
     return digest
+
+
+# Manifest columns that say where a source video was found, not what training reads: a store
+# copied to another checkout (other absolute paths) keeps its fingerprint, and so its run ids.
+_PROVENANCE_COLUMNS = ("path",)
+
+
+def _manifest_bytes(path: Path) -> bytes:
+    """The manifest's CSV without :data:`_PROVENANCE_COLUMNS`, one row per line."""
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return b""
+    keep = [i for i, name in enumerate(rows[0]) if name not in _PROVENANCE_COLUMNS]
+    return "\n".join("\0".join(row[i] for i in keep if i < len(row)) for row in rows).encode()
 
 
 def store_fingerprint(store_dir: str | os.PathLike) -> str:
     """A short hash of everything in a store that training reads: identifies the data of a run.
 
-    Covers ``params.json``, ``manifest.csv`` and the bytes of every ``videos/*.npz`` (frames,
-    landmarks, labels), so a store rewritten with other frames under the same parameters has
-    another fingerprint. Each file's hash is cached by path, inode, size and modification time: the
+    Covers ``params.json``, ``manifest.csv`` (less the source videos' ``path``, so a store moved
+    or made in another checkout keeps its fingerprint) and the bytes of every ``videos/*.npz``
+    (frames, landmarks, labels), so a store rewritten with other frames under the same
+    parameters has another fingerprint. Each file's hash is cached by path, inode, size and modification time: the
     first call in a process reads the store once, later calls only list it.
     """
     store_dir = Path(store_dir)

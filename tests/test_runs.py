@@ -245,3 +245,25 @@ def test_a_cross_dataset_run_tests_its_twins_weights_as_a_new_run_would(store, t
     pd.testing.assert_frame_equal(tested.predictions, anew.predictions)
     pd.testing.assert_frame_equal(rundir.read_history(paths[0]), rundir.read_history(anew.path))
     assert sorted(p.name for p in paths[0].iterdir()) == sorted(p.name for p in anew.path.iterdir())
+
+
+def test_a_moved_store_keeps_its_fingerprint_and_a_changed_label_does_not(tmp_path):
+    """The source videos' absolute paths are provenance: a store copied to another checkout (its
+    manifest naming other paths) keeps its fingerprint and run ids; a changed score does not."""
+    import shutil
+
+    import pandas as pd
+
+    store = make_store(tmp_path / "a" / "s", {"Training": 3, "Development": 2, "Testing": 2}, frames_per_video=2, seed=3)
+    moved = tmp_path / "b" / "s"
+    shutil.copytree(store, moved)
+    manifest = pd.read_csv(moved / "manifest.csv", dtype=str)
+    manifest["path"] = [f"/elsewhere/checkout/{i}.mp4" for i in range(len(manifest))]
+    manifest.to_csv(moved / "manifest.csv", index=False)
+    assert (moved / "manifest.csv").read_bytes() != (store / "manifest.csv").read_bytes()
+    assert store_fingerprint(moved) == store_fingerprint(store)
+    spec = runs.RunSpec(setting="G", train=FAST, store_dir=str(store), seed=0)
+    assert runs.RunSpec(setting="G", train=FAST, store_dir=str(moved), seed=0).run_id == spec.run_id
+    manifest.loc[0, "bdi"] = str(float(manifest.loc[0, "bdi"]) + 1)
+    manifest.to_csv(moved / "manifest.csv", index=False)
+    assert store_fingerprint(moved) != store_fingerprint(store)
