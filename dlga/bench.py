@@ -143,24 +143,26 @@ DEMO_STORE_SIZES = {"Training": 200, "Development": 50, "Testing": 90}  # sessio
 DEMO_FRAMES_PER_VIDEO = 6
 
 
-def demo_specs(store_dir: str, n: int, baseline: bool) -> list:
-    """``n`` runs of setting G on the ``demo`` schedule (300 steps at batch 32), seeds 0..n-1."""
+def demo_specs(store_dir: str, n: int, baseline: bool, precision: str = "float32") -> list:
+    """``n`` runs of setting G on the ``demo`` schedule (300 steps at batch 32), seeds 0..n-1,
+    in ``precision`` (:attr:`dlga.config.TrainConfig.precision`; the baseline's is float32)."""
     from .config import TrainConfig
     from .runs import RunSpec
 
     # The baseline keeps the first version's optimizer (Keras's Adam) as well as its threads and
     # per-patch convolution.
-    schedule = TrainConfig.preset("demo", max_steps=300, eval_every=50, jit_compile=False, fused_adam=not baseline)
+    schedule = TrainConfig.preset("demo", max_steps=300, eval_every=50, jit_compile=False, fused_adam=not baseline,
+                                  precision="float32" if baseline else precision)
     return [RunSpec("G", "tiny", schedule, store_dir, seed=seed, notes="bench baseline" if baseline else "bench")
             for seed in range(n)]
 
 
-def measure_runs(n: int, baseline: bool, workdir: str) -> dict:
+def measure_runs(n: int, baseline: bool, workdir: str, precision: str = "float32") -> dict:
     """Runs per hour of the demo schedule on a toy store of the demo cohort's size.
 
     ``baseline``: one process, one run after another, TensorFlow's default threads, the
     grouped per-patch convolution and Keras's Adam (the first version's path). Otherwise: the local executor,
-    one single-thread worker per core, the default model.
+    one-thread worker per core, the default model, training in ``precision``.
     """
     from data_prep.toystore import make_store
 
@@ -171,8 +173,8 @@ def measure_runs(n: int, baseline: bool, workdir: str) -> dict:
     if not (store / "manifest.csv").is_file():
         make_store(store, DEMO_STORE_SIZES, frames_per_video=DEMO_FRAMES_PER_VIDEO,
                    tasks=("Freeform", "Northwind"), seed=0)
-    specs = demo_specs(str(store), n, baseline)
-    runs_root = root / ("runs-baseline" if baseline else "runs")
+    specs = demo_specs(str(store), n, baseline, precision)
+    runs_root = root / ("runs-baseline" if baseline else "runs" if precision == "float32" else f"runs-{precision}")
     start = time.perf_counter()
     if baseline:
         for spec in specs:
@@ -180,7 +182,7 @@ def measure_runs(n: int, baseline: bool, workdir: str) -> dict:
     else:
         execute_all(specs, runs_root, "local", progress=False)
     wall = time.perf_counter() - start
-    return {"case": "demo runs" + (" (baseline)" if baseline else ""), "runs": n, "wall_s": wall,
+    return {"case": "demo runs" + (" (baseline)" if baseline else f" ({precision})"), "runs": n, "wall_s": wall,
             "runs_per_hour": 3600 * n / wall}
 
 
@@ -208,6 +210,7 @@ THROUGHPUT_CASES = (
     BenchCase("tiny", False, repeats=10, conv_impl="grouped", threads=0, fused_adam=False),  # baseline: the first version's step
     BenchCase("tiny", False, repeats=10, threads=0),  # today's step on the same threads as the baseline
     BenchCase("tiny", False, repeats=10, threads=1),  # what each run of the local executor does
+    BenchCase("tiny", False, "mixed_bfloat16", repeats=10, threads=0),  # TrainConfig(precision="mixed_bfloat16")
 )
 
 
@@ -218,9 +221,11 @@ def throughput(workdir: str, progress: bool = True, runs: int | None = None) -> 
     The two steps are compared on the same threads (TensorFlow's default: every core); the
     one-thread step of a local-executor worker is reported beside them. Both run counts are
     ``runs`` (default: four per core), so that worker start-up and each process's first
-    traces weigh the same on both sides.
+    traces weigh the same on both sides. The bfloat16 keys are the same measurements with
+    ``TrainConfig(precision="mixed_bfloat16")``, an option (float32 is the default and the
+    goals' measure).
     """
-    base_step, step, one_thread = (
+    base_step, step, one_thread, bf16_step = (
         _in_subprocess({**c.__dict__}, f"train step {c.label} {c.conv_impl} threads={c.threads or 'all'}", progress)
         for c in THROUGHPUT_CASES)
     cores = os.cpu_count() or 1
@@ -229,15 +234,19 @@ def throughput(workdir: str, progress: bool = True, runs: int | None = None) -> 
                           f"{runs} demo runs, local executor", progress)
     base_runs = _in_subprocess({"kind": "runs", "n": runs, "baseline": True, "workdir": workdir},
                                f"{runs} demo runs, baseline", progress)
+    bf16_runs = _in_subprocess({"kind": "runs", "n": runs, "baseline": False, "workdir": workdir,
+                                "precision": "mixed_bfloat16"}, f"{runs} demo runs, local executor, mixed bfloat16", progress)
     out = {
         "tiny_G_train_step_s_batch32": step.get("train_s_per_step_batch32"),
         "tiny_G_train_step_s_batch32_baseline": base_step.get("train_s_per_step_batch32"),
         "tiny_G_train_step_s_batch32_one_thread": one_thread.get("train_s_per_step_batch32"),
         "demo_runs_per_hour": ours.get("runs_per_hour"),
         "demo_runs_per_hour_baseline": base_runs.get("runs_per_hour"),
+        "tiny_G_train_step_s_batch32_bfloat16": bf16_step.get("train_s_per_step_batch32"),
+        "demo_runs_per_hour_bfloat16": bf16_runs.get("runs_per_hour"),
         "runs": runs,
         "workers": cores,
-        "errors": [r for r in (base_step, step, one_thread, ours, base_runs) if "error" in r],
+        "errors": [r for r in (base_step, step, one_thread, bf16_step, ours, base_runs, bf16_runs) if "error" in r],
     }
     if all(out[k] for k in ("tiny_G_train_step_s_batch32", "tiny_G_train_step_s_batch32_baseline")):
         out["step_speedup"] = out["tiny_G_train_step_s_batch32_baseline"] / out["tiny_G_train_step_s_batch32"]
@@ -245,6 +254,10 @@ def throughput(workdir: str, progress: bool = True, runs: int | None = None) -> 
     if all(out[k] for k in ("demo_runs_per_hour", "demo_runs_per_hour_baseline")):
         out["runs_per_hour_ratio"] = out["demo_runs_per_hour"] / out["demo_runs_per_hour_baseline"]
         out["runs_goal_met"] = out["runs_per_hour_ratio"] >= 3.0
+    if out["tiny_G_train_step_s_batch32_bfloat16"] and out["tiny_G_train_step_s_batch32_baseline"]:
+        out["step_speedup_bfloat16"] = out["tiny_G_train_step_s_batch32_baseline"] / out["tiny_G_train_step_s_batch32_bfloat16"]
+    if out["demo_runs_per_hour_bfloat16"] and out["demo_runs_per_hour_baseline"]:
+        out["runs_per_hour_ratio_bfloat16"] = out["demo_runs_per_hour_bfloat16"] / out["demo_runs_per_hour_baseline"]
     return out
 
 
@@ -409,6 +422,7 @@ def main(argv=None) -> int:
     if not (args.quick or args.no_throughput):
         shutil.rmtree(Path(args.workdir) / "runs", ignore_errors=True)  # measure training, not the cache
         shutil.rmtree(Path(args.workdir) / "runs-baseline", ignore_errors=True)
+        shutil.rmtree(Path(args.workdir) / "runs-mixed_bfloat16", ignore_errors=True)
         result["throughput"] = {**throughput(args.workdir), "commit": result["commit"]}
     print(f"DLGA-CNN benchmark on {result['machine']['cpu']} ({result['machine']['cores']} cores), "
           f"TensorFlow {result['machine']['tensorflow']}, commit {result['commit']}")

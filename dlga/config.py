@@ -203,6 +203,10 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Keras dtype policies a run may train under (TrainConfig.precision).
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
 @dataclass(frozen=True)
 class TrainConfig(JsonConfig):
     """The training schedule of one run.
@@ -232,6 +236,11 @@ class TrainConfig(JsonConfig):
         fused_adam: Adam's update in one TensorFlow kernel per variable (:class:`dlga.train.FusedAdam`:
             the same update to float32 rounding, a tiny G step about 15 % faster on one core);
             False: ``keras.optimizers.Adam``, the first version's. Not used when ``decoupled``.
+        precision: ``"float32"`` (default: the book's numbers) or ``"mixed_bfloat16"``: the
+            model computes in bfloat16 and keeps float32 weights, loss, score and landmark
+            geometry (Keras mixed precision). Faster where the CPU has bfloat16 instructions
+            (AVX512-BF16, AMX) or on a GPU; its metrics differ from float32's within training
+            noise (test_train checks a tolerance), so compare runs of one precision only.
     """
 
     learning_rate: float = 1e-6
@@ -250,6 +259,7 @@ class TrainConfig(JsonConfig):
     eval_batch_size: int = 64
     in_memory: bool = True
     fused_adam: bool = True
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 10):
@@ -271,6 +281,8 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if not 0 <= self.loss_smoothing < 1:
             raise ValueError(f"loss_smoothing must be in [0, 1), got {self.loss_smoothing!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("decoupled", "jit_compile", "in_memory", "fused_adam"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -286,7 +298,7 @@ class TrainConfig(JsonConfig):
 # TrainConfig fields that the step's graph holds (the schedule, the loss, the optimizer, the
 # batch); the others (seed, max_steps, eval_every, ...) act outside it.
 _GRAPH_FIELDS = ("learning_rate", "warmup_steps", "weight_decay", "decoupled", "batch_size",
-                 "jit_compile", "fused_adam")
+                 "jit_compile", "fused_adam", "precision")
 
 
 def compiled_key(model_config: ModelConfig, train_config: TrainConfig) -> str:

@@ -110,6 +110,8 @@ class PatchCentres(keras.layers.Layer):
     """
 
     def __init__(self, input_size: int = 224, mirror_mouth_offsets: bool = False, **kwargs):
+        # Geometry stays float32 under a mixed policy: bfloat16 holds a 150 px centre to 1 px.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.input_size = int(input_size)
         self.mirror_mouth_offsets = bool(mirror_mouth_offsets)
@@ -156,6 +158,9 @@ class PatchCrop(keras.layers.Layer):
     """
 
     def __init__(self, patch_size: int = 6, stride: int = 8, **kwargs):
+        # Not autocast: the centres arrive in float32 whatever the features' dtype, so a
+        # mixed-precision model cuts the windows float32 cuts.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         if int(patch_size) < 1 or int(stride) < 1:
             raise ValueError(f"patch_size and stride must be >= 1, got {patch_size}, {stride}")

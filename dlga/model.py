@@ -77,7 +77,7 @@ def build_model(config: ModelConfig, conv_impl: str = "auto", name: str | None =
             name="local_attention",
         )(patches)
         parts.append(rho)
-        outputs["local_attention"] = keras.layers.Identity(name="local_alpha")(alpha)
+        outputs["local_attention"] = keras.layers.Identity(name="local_alpha", dtype="float32")(alpha)
     if config.global_:
         rho_g, alpha_g = GlobalAttention(
             units=config.psi_units,
@@ -86,7 +86,7 @@ def build_model(config: ModelConfig, conv_impl: str = "auto", name: str | None =
             name="global_attention",
         )(features)
         parts.append(rho_g)
-        outputs["global_attention"] = keras.layers.Identity(name="global_alpha")(alpha_g)
+        outputs["global_attention"] = keras.layers.Identity(name="global_alpha", dtype="float32")(alpha_g)
 
     lga = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="lga")(parts)
     z = WeightedSpatialPyramidPooling(name="wspp")(lga) if config.wspp else lga

@@ -525,6 +525,19 @@ def test_elsewhere(
 
 
 @contextlib.contextmanager
+def dtype_policy(name: str):
+    """Build layers under the Keras dtype policy ``name`` (``"float32"``, ``"mixed_bfloat16"``)
+    within this block. A layer keeps the policy it was built with, so only building needs it;
+    the process's global policy is restored after, for whatever runs next in the worker."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+@contextlib.contextmanager
 def private_default_seeds(seed: int):
     """Keras draws the seed of every unseeded initializer from Python's global ``random``;
     within this block it draws them from a generator of its own, seeded with ``seed``.
@@ -623,7 +636,7 @@ class _Run:
             for name, source in sources.items()
         }
         self.config = model_config.replace(warm_start_bias=float(np.mean(self.parts["Training"].labels)))
-        with strategy.scope(), private_default_seeds(tc.seed):
+        with strategy.scope(), private_default_seeds(tc.seed), dtype_policy(tc.precision):
             compiled = CompiledModel.for_run(model_fn(self.config), self.config, tc, strategy,
                                              cacheable=model_fn is build_model and _default_strategy(strategy))
             self.model, self.optimizer = compiled.model, compiled.optimizer

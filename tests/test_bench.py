@@ -49,12 +49,17 @@ def test_matmul_roof_and_the_baseline_step_are_measured():
     assert row["train_s_per_step_batch32"] > 0 and row["parameters"] > 756_115  # per-patch weights
     from dlga.bench import THROUGHPUT_CASES, demo_specs
 
-    base, ours, worker = THROUGHPUT_CASES  # the baseline is the first version's path: Keras's Adam too
+    base, ours, worker, bf16 = THROUGHPUT_CASES  # the baseline is the first version's path: Keras's Adam too
     assert (base.conv_impl, base.threads, base.fused_adam) == ("grouped", 0, False) and ours.fused_adam
     # The steps compare on the same threads; the one-thread step is a worker's.
     assert (ours.conv_impl, ours.threads, worker.conv_impl, worker.threads) == ("auto", 0, "auto", 1)
     assert [s.train.fused_adam for s in demo_specs("store", 2, baseline=True)] == [False, False]
     assert [s.train.fused_adam for s in demo_specs("store", 2, baseline=False)] == [True, True]
+    # The bfloat16 option is timed beside them; the baseline and the default stay float32.
+    assert (base.precision, ours.precision, bf16.precision, bf16.threads) == ("float32", "float32", "mixed_bfloat16", 0)
+    assert [s.train.precision for s in demo_specs("store", 1, baseline=True, precision="mixed_bfloat16")] == ["float32"]
+    assert [s.train.precision for s in demo_specs("store", 1, baseline=False, precision="mixed_bfloat16")] == ["mixed_bfloat16"]
+    assert demo_specs("store", 1, baseline=False)[0].train.precision == "float32"
 
 
 def test_a_row_is_read_back_for_the_same_case_code_and_machine(tmp_path, monkeypatch):

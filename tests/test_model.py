@@ -287,3 +287,31 @@ def test_small_patch_convolutions_run_under_mixed_bfloat16(impl):
     layer = LocalAttention(units=5, attention_channels=4, attention_units=3, conv_impl=impl, dtype="mixed_bfloat16")
     rho, alpha = layer(x)
     assert rho.dtype == tf.bfloat16 and rho.shape == (2, 120) and np.all(np.isfinite(alpha.numpy().astype(float)))
+
+
+def test_a_mixed_bfloat16_model_keeps_geometry_score_and_attention_in_float32():
+    """Under ``mixed_bfloat16`` the convolutions compute in bfloat16, but the patch centres
+    and windows are float32's (bfloat16 would round a 150 px centre to 1 px) and every output
+    is float32, close to the float32 model's with the same weights."""
+    from dlga.train import dtype_policy
+
+    config = ModelConfig.setting("G", preset="small")
+    with dtype_policy("mixed_bfloat16"):
+        mixed = build_model(config)
+    reference = build_model(config)
+    reference.set_weights(mixed.get_weights())
+    assert mixed.get_layer("conv1").compute_dtype == "bfloat16"
+    assert mixed.get_layer("patch_centres").compute_dtype == "float32"
+    rng = np.random.default_rng(1)
+    s = config.input_size
+    x = {"image": rng.uniform(0, 255, (3, s, s, 3)).astype("float32"),
+         "landmarks": rng.uniform(0.2 * s, 0.8 * s, (3, 68, 2)).astype("float32") + 0.4}
+    centres = mixed.get_layer("patch_centres")(x["landmarks"])
+    np.testing.assert_array_equal(centres, reference.get_layer("patch_centres")(x["landmarks"]))
+    feature = tf.reshape(tf.range(s // 8 * s // 8, dtype=tf.float32), (1, s // 8, s // 8, 1))
+    crop = mixed.get_layer("patch_crop")
+    np.testing.assert_array_equal(crop([tf.cast(feature, tf.bfloat16), centres[:1]]),
+                                  tf.cast(reference.get_layer("patch_crop")([feature, centres[:1]]), tf.bfloat16))
+    out, ref = mixed(x), reference(x)
+    assert {k: v.dtype for k, v in out.items()} == {k: tf.float32 for k in ref}
+    np.testing.assert_allclose(out["score"], ref["score"], atol=0.1)
