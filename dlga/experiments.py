@@ -46,7 +46,7 @@ from data_prep.preprocess import preprocess
 from data_prep.store import atomic_write_json
 from data_prep.synthetic import CUES, CohortConfig, make_cohort
 from data_prep.synthetic import cohort_key as synthetic_cohort_key
-from dlga.config import MODEL_PRESETS, SETTINGS, ModelConfig, TrainConfig
+from dlga.config import MODEL_PRESETS, PRECISIONS, SETTINGS, ModelConfig, TrainConfig
 from dlga.executors import make_executor
 from dlga.runs import Run, RunSpec, execute_all, is_complete, load_run
 
@@ -606,6 +606,7 @@ KNOBS: dict[str, Knob] = {
     "warmup_steps": Knob(int, "steps of linear learning-rate warm-up", low=0),
     "eval_every": Knob(int, "steps between Development evaluations", low=1),
     "patience": Knob(int, "early stopping: steps without a new minimum of the training loss (0: off)", low=0),
+    "precision": Knob(str, "float32 or mixed_bfloat16: the precision runs train in", choices=PRECISIONS),
     "model_preset": Knob(str, "the model's size preset", choices=tuple(sorted(MODEL_PRESETS))),
     "input_size": Knob(int, "side of the model's input, pixels (a multiple of 16)", low=32),
     "width": Knob(float, "multiplier on the conv channels", low=0, high=4, open_low=True),

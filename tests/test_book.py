@@ -150,7 +150,7 @@ def test_notebooks_open_with_a_parameters_cell():
         assert "experiments.chapter_preset(**params)" in code[1].source, c
         assert "rerun_command" in code[-1].source, c
         if c in book.RUN_CHAPTERS:
-            for k in ("learning_rate", "max_steps", "batch_size", "warmup_steps", "eval_every", "patience",
+            for k in ("learning_rate", "max_steps", "batch_size", "warmup_steps", "eval_every", "patience", "precision",
                       "model_preset", "input_size", "width", "share_local_weights", "seeds", "cues",
                       "local_strength", "pitch_deg", "n_train"):
                 if c == "11_controls" and k == "cues":
@@ -173,6 +173,9 @@ def test_chapter_preset_validates_once_with_one_message():
         experiments.chapter_preset("ci", settings="GA")
     with pytest.raises(ValueError, match=r"parameter cues='face' is out of range: it must be one of \['local', 'global'\]"):
         experiments.chapter_preset("ci", cues="face")
+    with pytest.raises(ValueError, match=r"parameter precision='fp16' is out of range: it must be one of \['float32', 'mixed_bfloat16'\]"):
+        experiments.chapter_preset("ci", precision="fp16")
+    assert experiments.chapter_preset("ci", precision="mixed_bfloat16").train_config().precision == "mixed_bfloat16"
     with pytest.raises(ValueError, match=r"change the synthetic cohort; dataset 'avec2014'"):
         experiments.chapter_preset("ci", "avec2014", n_train=10)
     ci = experiments.get_preset("ci")
