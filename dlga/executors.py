@@ -69,7 +69,7 @@ def _worker_init(threads: int) -> None:
 
 def worker_count(executor: Executor) -> int:
     """How many calls ``executor`` runs at once: its workers (a process pool's), 1 for the
-    serial one, else this machine's cores (a Dask client's executor does not say)."""
+    serial one, a Dask cluster's threads (:func:`dask_executor`), else this machine's cores."""
     if isinstance(executor, SerialExecutor):
         return 1
     return int(getattr(executor, "_max_workers", None) or os.cpu_count() or 1)
@@ -97,6 +97,23 @@ def dask_executor(address: str) -> Executor:
         raise ImportError("executor 'dask://...' needs the `distributed` package: pip install 'dask[distributed]'") from exc
     if "://" not in address:
         address = f"tcp://{address}"
+    from distributed.cfexecutor import ClientExecutor
+
+    class DaskExecutor(ClientExecutor):
+        """The executor of a client made for it: ``shutdown`` closes the client too (left open,
+        it outlived the cluster and logged CommClosedError at exit), and ``_max_workers`` is
+        the cluster's thread count, which sizes the grid's chunks."""
+
+        @property
+        def _max_workers(self) -> int:
+            return max(1, sum(self._client.nthreads().values()))
+
+        def shutdown(self, wait=True):
+            try:
+                super().shutdown(wait=wait)
+            finally:
+                self._client.close()
+
     try:
         client = Client(address, timeout="20s")
     except OSError as exc:
@@ -104,7 +121,7 @@ def dask_executor(address: str) -> Executor:
             f"no Dask scheduler answered at {address}; start one (`dask scheduler`, dask-jobqueue) "
             "or use --executor local"
         ) from exc
-    return client.get_executor()
+    return DaskExecutor(client)
 
 
 def make_executor(executor: str | Executor | None = "local") -> Executor:

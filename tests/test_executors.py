@@ -67,6 +67,10 @@ def test_dask_local_cluster_gives_the_same_ids_and_metrics(specs, local_results,
                                   silence_logs=logging.ERROR) as cluster:
         address = cluster.scheduler_address
         paths = runs.execute_all(specs, tmp_path, f"dask://{address.split('://', 1)[1]}", progress=False)
+        pool = executors.make_executor(f"dask://{address.split('://', 1)[1]}")
+        assert executors.worker_count(pool) == 2  # the cluster's threads, which size the chunks
+        pool.shutdown()
+        assert pool._client.status == "closed"  # closed with its executor, before the cluster
     assert [p.name for p in paths] == [p.name for p in local_results]
     assert _metrics(paths) == _metrics(local_results)
 
