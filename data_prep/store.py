@@ -25,7 +25,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -198,23 +198,27 @@ def data_source_hash() -> str:
     return sources_hash(DATA_SOURCES)
 
 
-# (path, inode, size, mtime_ns) -> sha256 of the file: a store is hashed once per process, then
-# only stat'ed. An atomic rewrite makes a new file (another inode) even within one clock tick.
-_FILE_DIGESTS: dict[tuple[str, int, int, int], bytes] = {}
+# (reader, path, inode, size, mtime_ns) -> sha256 of what the reader gives: a store is hashed once
+# per process, then only stat'ed. An atomic rewrite makes a new file (another inode) even within
+# one clock tick.
+_FILE_DIGESTS: dict[tuple[str, str, int, int, int], bytes] = {}
 
 
-def _file_digest(path: Path) -> bytes:
+def _raw_bytes(path: Path):
+    """A file's bytes in 1 MiB blocks: the reader of every store file but the manifest."""
+    with open(path, "rb") as fh:
+        yield from iter(lambda: fh.read(1 << 20), b"")
+
+
+def _file_digest(path: Path, reader: Callable[[Path], Iterable[bytes]] = _raw_bytes) -> bytes:
+    """sha256 of the blocks ``reader(path)`` yields, cached per reader and file version."""
     st = path.stat()
-    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    key = (reader.__name__, str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
     digest = _FILE_DIGESTS.get(key)
     if digest is None:
         h = hashlib.sha256()
-        if path.name == "manifest.csv":
-            h.update(_manifest_bytes(path))
-        else:
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
+        for block in reader(path):
+            h.update(block)
         digest = _FILE_DIGESTS[key] = h.digest()
     return digest
 
@@ -224,14 +228,14 @@ def _file_digest(path: Path) -> bytes:
 _PROVENANCE_COLUMNS = ("path",)
 
 
-def _manifest_bytes(path: Path) -> bytes:
+def _manifest_bytes(path: Path) -> Iterable[bytes]:
     """The manifest's CSV without :data:`_PROVENANCE_COLUMNS`, one row per line."""
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
     if not rows:
-        return b""
+        return []
     keep = [i for i, name in enumerate(rows[0]) if name not in _PROVENANCE_COLUMNS]
-    return "\n".join("\0".join(row[i] for i in keep if i < len(row)) for row in rows).encode()
+    return ["\n".join("\0".join(row[i] for i in keep if i < len(row)) for row in rows).encode()]
 
 
 def store_fingerprint(store_dir: str | os.PathLike) -> str:
@@ -245,10 +249,10 @@ def store_fingerprint(store_dir: str | os.PathLike) -> str:
     """
     store_dir = Path(store_dir)
     h = hashlib.sha256()
-    for name in ("params.json", "manifest.csv"):
+    for name, reader in (("params.json", _raw_bytes), ("manifest.csv", _manifest_bytes)):
         p = store_dir / name
         if p.is_file():
-            h.update(name.encode() + b"\0" + _file_digest(p))
+            h.update(name.encode() + b"\0" + _file_digest(p, reader))
     videos = store_dir / "videos"
     for p in sorted(videos.glob("*.npz")) if videos.is_dir() else []:
         h.update(p.name.encode() + b"\0" + _file_digest(p))
