@@ -76,14 +76,15 @@ def measure(case: BenchCase) -> dict:
     from .complexity import flops_per_image
     from .config import ModelConfig
     from .model import build_model
+    from .train import dtype_policy
 
     if case.threads:
         tf.config.threading.set_intra_op_parallelism_threads(case.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-    keras.mixed_precision.set_global_policy(case.precision)
     keras.utils.set_random_seed(0)
     cfg = ModelConfig.setting("G", preset=case.preset, share_local_weights=case.shared)
-    model = build_model(cfg, conv_impl=case.conv_impl)
+    with dtype_policy(case.precision):
+        model = build_model(cfg, conv_impl=case.conv_impl)
     rng = np.random.default_rng(0)
     s = cfg.input_size
 
@@ -157,6 +158,12 @@ def demo_specs(store_dir: str, n: int, baseline: bool, precision: str = "float32
             for seed in range(n)]
 
 
+def runs_folder(workdir: str | Path, baseline: bool, precision: str = "float32") -> Path:
+    """Where the throughput table's runs of one side (baseline or ``precision``) are written."""
+    name = "runs-baseline" if baseline else "runs" if precision == "float32" else f"runs-{precision}"
+    return Path(workdir) / name
+
+
 def measure_runs(n: int, baseline: bool, workdir: str, precision: str = "float32") -> dict:
     """Runs per hour of the demo schedule on a toy store of the demo cohort's size.
 
@@ -174,7 +181,7 @@ def measure_runs(n: int, baseline: bool, workdir: str, precision: str = "float32
         make_store(store, DEMO_STORE_SIZES, frames_per_video=DEMO_FRAMES_PER_VIDEO,
                    tasks=("Freeform", "Northwind"), seed=0)
     specs = demo_specs(str(store), n, baseline, precision)
-    runs_root = root / ("runs-baseline" if baseline else "runs" if precision == "float32" else f"runs-{precision}")
+    runs_root = runs_folder(root, baseline, precision)
     start = time.perf_counter()
     if baseline:
         for spec in specs:
@@ -214,6 +221,11 @@ THROUGHPUT_CASES = (
 )
 
 
+# The demo-runs sides of the throughput table, in the order they are measured: ours, the
+# first version's path, ours in mixed bfloat16.
+THROUGHPUT_SIDES = ((False, "float32"), (True, "float32"), (False, "mixed_bfloat16"))
+
+
 def throughput(workdir: str, progress: bool = True, runs: int | None = None) -> dict:
     """The throughput table: the tiny G training step and demo runs per hour, against the
     first version's path measured in the same call.
@@ -230,12 +242,10 @@ def throughput(workdir: str, progress: bool = True, runs: int | None = None) -> 
         for c in THROUGHPUT_CASES)
     cores = os.cpu_count() or 1
     runs = runs or 4 * cores
-    ours = _in_subprocess({"kind": "runs", "n": runs, "baseline": False, "workdir": workdir},
-                          f"{runs} demo runs, local executor", progress)
-    base_runs = _in_subprocess({"kind": "runs", "n": runs, "baseline": True, "workdir": workdir},
-                               f"{runs} demo runs, baseline", progress)
-    bf16_runs = _in_subprocess({"kind": "runs", "n": runs, "baseline": False, "workdir": workdir,
-                                "precision": "mixed_bfloat16"}, f"{runs} demo runs, local executor, mixed bfloat16", progress)
+    ours, base_runs, bf16_runs = (
+        _in_subprocess({"kind": "runs", "n": runs, "baseline": baseline, "workdir": workdir, "precision": precision},
+                       f"{runs} demo runs, " + ("baseline" if baseline else f"local executor, {precision}"), progress)
+        for baseline, precision in THROUGHPUT_SIDES)
     out = {
         "tiny_G_train_step_s_batch32": step.get("train_s_per_step_batch32"),
         "tiny_G_train_step_s_batch32_baseline": base_step.get("train_s_per_step_batch32"),
@@ -420,9 +430,8 @@ def main(argv=None) -> int:
               "paper_seconds_per_image": PAPER_SECONDS_PER_IMAGE,
               "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if not (args.quick or args.no_throughput):
-        shutil.rmtree(Path(args.workdir) / "runs", ignore_errors=True)  # measure training, not the cache
-        shutil.rmtree(Path(args.workdir) / "runs-baseline", ignore_errors=True)
-        shutil.rmtree(Path(args.workdir) / "runs-mixed_bfloat16", ignore_errors=True)
+        for baseline, precision in THROUGHPUT_SIDES:  # measure training, not the cache
+            shutil.rmtree(runs_folder(args.workdir, baseline, precision), ignore_errors=True)
         result["throughput"] = {**throughput(args.workdir), "commit": result["commit"]}
     print(f"DLGA-CNN benchmark on {result['machine']['cpu']} ({result['machine']['cores']} cores), "
           f"TensorFlow {result['machine']['tensorflow']}, commit {result['commit']}")

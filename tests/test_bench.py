@@ -62,6 +62,19 @@ def test_matmul_roof_and_the_baseline_step_are_measured():
     assert demo_specs("store", 1, baseline=False)[0].train.precision == "float32"
 
 
+def test_a_mixed_case_builds_in_bfloat16_and_leaves_the_process_policy_alone(tmp_path):
+    import keras
+
+    from dlga.bench import THROUGHPUT_SIDES, runs_folder
+
+    row = measure(BenchCase("tiny", shared=True, repeats=1, precision="mixed_bfloat16"))
+    assert row["precision"] == "mixed_bfloat16" and row["infer_ms_batch32"] > 0
+    assert keras.config.dtype_policy().name == "float32"  # scoped to the model's building
+    # Each side of the demo-runs table has a folder of its own, and the clean-up finds them all.
+    folders = [runs_folder(tmp_path, baseline, precision) for baseline, precision in THROUGHPUT_SIDES]
+    assert [f.name for f in folders] == ["runs", "runs-baseline", "runs-mixed_bfloat16"]
+
+
 def test_a_row_is_read_back_for_the_same_case_code_and_machine(tmp_path, monkeypatch):
     from dlga import bench
 
