@@ -122,10 +122,15 @@ class FusedAdam(keras.optimizers.Adam):
         )
 
 
+def make_schedule(config: TrainConfig) -> WarmupConstant:
+    """The learning-rate schedule of ``config``: the optimizer's, and the one the loop logs."""
+    return WarmupConstant(config.learning_rate, config.warmup_steps)
+
+
 def make_optimizer(config: TrainConfig, model):
-    """Adam(0.9, 0.999, 1e-8) with the warm-up schedule (:class:`FusedAdam` unless
+    """Adam(0.9, 0.999, 1e-8) with :func:`make_schedule` (:class:`FusedAdam` unless
     ``fused_adam`` is off); AdamW on kernels if ``decoupled``."""
-    schedule = WarmupConstant(config.learning_rate, config.warmup_steps)
+    schedule = make_schedule(config)
     kwargs = dict(learning_rate=schedule, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
     if config.decoupled:
         optimizer = keras.optimizers.AdamW(weight_decay=config.weight_decay, **kwargs)
@@ -691,7 +696,7 @@ class _Run:
         )
         early = EarlyStopping(tc.patience, tc.loss_smoothing)
         early.load(self.state)
-        schedule = WarmupConstant(tc.learning_rate, tc.warmup_steps)
+        schedule = make_schedule(tc)
         step_scalars = _StepScalars(self.writer, ("train/loss", "train/l2", "train/lr"))
         bar = tqdm(total=tc.max_steps, initial=start, disable=not progress, desc="train", unit="step",
                    dynamic_ncols=True)
