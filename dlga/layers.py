@@ -272,9 +272,9 @@ class LocalAttention(keras.layers.Layer):
             neighbouring cells and tap; no kernel is rebuilt and no activation transposed
             inside the module) or ``"auto"``: taps for crops up to 3 cells (the tiny and
             small presets: about 2.8x faster than dense for forward plus backward at batch
-            32 on one core); otherwise grouped from batch 8 up and einsum below, and einsum
-            where the grouped gradient is missing (TensorFlow's CPU kernels without oneDNN).
-            All compute the same function.
+            32 on one core); otherwise einsum, except in training from batch 8 up, where
+            grouped (its gradient is the faster one), unless the grouped gradient is missing
+            (TensorFlow's CPU kernels without oneDNN). All compute the same function.
 
     Input shape: ``(B, N, P, P, C)`` patches.
     Output shape: ``[(B, N * units) rho, (B, N) alpha]``.
@@ -329,7 +329,7 @@ class LocalAttention(keras.layers.Layer):
         self.att_fc2_kernel, self.att_fc2_bias = weight("att_fc2_kernel", (h, 1), glorot), bias("att_fc2_bias", 1)
 
     # -- batched per-patch primitives; x is (B, N, P, P, C) -----------------------------
-    def _conv(self, x, kernel, bias):
+    def _conv(self, x, kernel, bias, training=None):
         """'same' convolution of each patch with its own kernel (g, k, k, Cin, Cout)."""
         if self.shared:
             b, n, p = tf.unstack(tf.shape(x)[:3])
@@ -340,12 +340,20 @@ class LocalAttention(keras.layers.Layer):
             return y + bias[None, :, None, None, :]
         if self.conv_impl != "auto":
             return self._conv_impl(x, kernel, bias, self.conv_impl)
-        if x.shape[2] is not None and x.shape[2] <= self.AUTO_DENSE_MAX_PATCH:
-            return self._conv_impl(x, kernel, bias, "dense")
-        if not grouped_gradient_available():
+        # No "dense" here: its (q*q*C, q*q*C') matrices are rebuilt at every call, which for
+        # the attention conv of a 6-cell crop (3 cells pooled, C = 640) is 637 MB a call:
+        # 100 ms of paper G's 168 ms an image at batch 1.
+        if not training or not grouped_gradient_available():
+            # Forward only, im2col + batched matmul is the faster one at every batch (paper G on
+            # 2 Zen 5 cores: 20.6 against 25.4 ms/image for the 3x3 convolutions at batch 32,
+            # 24 against 168 at batch 1); the grouped kernel pays for its gradient.
             return self._conv_impl(x, kernel, bias, "einsum")
-        # The grouped kernel wins at large batches; at batch 1 im2col + batched matmul is
-        # several times faster (make bench prints both).
+        batch = x.shape[0]
+        if batch is not None:  # known when traced: choose here, no tf.cond in the graph
+            impl = "grouped" if batch >= self.AUTO_GROUPED_MIN_BATCH else "einsum"
+            return self._conv_impl(x, kernel, bias, impl)
+        # A tf.cond costs more than the choice it makes (paper G at batch 1: 172 against 70
+        # ms/image), so only a graph traced without a batch size takes it.
         return tf.cond(
             tf.shape(x)[0] >= self.AUTO_GROUPED_MIN_BATCH,
             lambda: self._conv_impl(x, kernel, bias, "grouped"),
@@ -388,12 +396,12 @@ class LocalAttention(keras.layers.Layer):
     def _uses_taps(self) -> bool:
         return self.conv_impl == "taps" or (self.conv_impl == "auto" and self.patch_size <= self.AUTO_DENSE_MAX_PATCH)
 
-    def call(self, patches):
+    def call(self, patches, training=None):
         if self._uses_taps():
             return self._call_patch_major(patches)
         b = tf.shape(patches)[0]
         n = self.num_patches
-        x = tf.nn.relu(self._conv(patches, self.conv1_kernel, self.conv1_bias))
+        x = tf.nn.relu(self._conv(patches, self.conv1_kernel, self.conv1_bias, training))
         x = tf.nn.relu(self._conv(x, self.conv2_kernel, self.conv2_bias))
         phi = self._dense(tf.reshape(x, (b, n, -1)), self.phi_kernel, self.phi_bias)  # Eq. 1
         a = x
@@ -402,7 +410,7 @@ class LocalAttention(keras.layers.Layer):
             q = p // 2
             a = tf.reshape(a[:, :, : 2 * q, : 2 * q, :], (b, n, q, 2, q, 2, self.channels))
             a = tf.reduce_max(a, axis=(3, 5))
-        a = tf.nn.relu(self._conv(a, self.att_conv_kernel, self.att_conv_bias))
+        a = tf.nn.relu(self._conv(a, self.att_conv_kernel, self.att_conv_bias, training))
         a = tf.nn.relu(self._dense(tf.reshape(a, (b, n, -1)), self.att_fc1_kernel, self.att_fc1_bias))
         alpha = tf.sigmoid(self._dense(a, self.att_fc2_kernel, self.att_fc2_bias))[..., 0]  # Eq. 2
         rho = alpha[..., None] * phi  # Eq. 3

@@ -145,6 +145,22 @@ def test_local_attention_gradients_agree_between_conv_impls(p):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("batch, training, grouped, cond", [
+    (9, False, False, False),  # forward only: im2col at every batch
+    (1, False, False, False),
+    (9, True, True, False),  # training from batch 8 up: the grouped kernel, chosen at trace time
+    (1, True, False, False),
+    (None, True, False, True),  # batch unknown when traced: the choice is a tf.cond
+])
+def test_auto_per_patch_convolution_is_chosen_when_traced(batch, training, grouped, cond):
+    layer = LocalAttention(units=5, attention_channels=4, attention_units=3, conv_impl="auto")
+    layer.build((None, 24, 6, 6, 8))
+    fn = tf.function(lambda x: layer(x, training=training)[0])
+    ops = {op.type for op in fn.get_concrete_function(tf.TensorSpec((batch, 24, 6, 6, 8))).graph.get_operations()}
+    assert ("Conv2D" in ops) == grouped
+    assert bool(ops & {"If", "StatelessIf"}) == cond
+
+
 def test_grouped_convolution_gradient_is_available_under_the_project_environment():
     # dlga/__init__.py turns oneDNN on: without it TensorFlow's CPU kernels cannot take the
     # gradient of a grouped convolution and `auto` falls back to im2col.
