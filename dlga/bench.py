@@ -102,6 +102,7 @@ def measure(case: BenchCase) -> dict:
         "precision": case.precision,
         "input": s,
         "parameters": int(model.count_params()),
+        "weight_mb": sum(v.numpy().nbytes for v in model.weights) / 1e6,
         "gflops_per_image": flops_per_image(cfg)["total"] / 1e9,
     }
     for n in (1, 32):
@@ -138,6 +139,17 @@ def measure_matmul(dtype: str = "float32", n: int = 4096, repeats: int = 5) -> d
     matmul = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b)[:1, :1], tf.float32)))
     sec = _time(lambda: float(matmul()), repeats)
     return {"case": f"matmul/{n}/{dtype}", "dtype": dtype, "gflops": 2 * n**3 / sec / 1e9}
+
+
+def measure_bandwidth(gib: float = 1.0, repeats: int = 5) -> dict:
+    """GB/s of reading a ``gib`` GiB float32 tensor on every core: the roof of batch 1, where
+    each weight is read once per image."""
+    import tensorflow as tf
+
+    x = tf.ones((int(gib * 2**28),), tf.float32)
+    total = tf.function(lambda: tf.reduce_sum(x))
+    sec = _time(lambda: float(total()), repeats)
+    return {"case": f"read/{gib:g}GiB", "gb_per_s": x.shape[0] * 4 / sec / 1e9}
 
 
 DEMO_STORE_SIZES = {"Training": 200, "Development": 50, "Testing": 90}  # sessions, as the demo cohort
@@ -197,6 +209,8 @@ def _worker(job: dict) -> dict:
     kind = job.pop("kind", "case")
     if kind == "matmul":
         return measure_matmul(**job)
+    if kind == "bandwidth":
+        return measure_bandwidth(**job)
     if kind == "runs":
         return measure_runs(**job)
     return measure(BenchCase(**job))
@@ -271,9 +285,15 @@ def throughput(workdir: str, progress: bool = True, runs: int | None = None) -> 
     return out
 
 
-def efficiency(rows: list[dict], matmul: dict[str, float]) -> dict:
-    """The paper preset's GFLOP/s at batch 32 as a fraction of the machine's matmul roof."""
-    out = {"matmul_gflops_float32": matmul.get("float32"), "matmul_gflops_bfloat16": matmul.get("bfloat16")}
+BATCH1_GOAL = 1.3  # batch 1 at most this many times batch 32's time per image
+
+
+def efficiency(rows: list[dict], matmul: dict[str, float], read_gb_per_s: float | None = None) -> dict:
+    """The paper preset's GFLOP/s at batch 32 as a fraction of the machine's matmul roof, and
+    its batch-1 time per image against batch 32's and against the time to read its weights
+    once at ``read_gb_per_s`` (a floor for batch 1, where no weight is reused across images)."""
+    out = {"matmul_gflops_float32": matmul.get("float32"), "matmul_gflops_bfloat16": matmul.get("bfloat16"),
+           "memory_read_gb_per_s": read_gb_per_s}
     for precision, key, goal in (("float32", "float32", 0.75), ("mixed_bfloat16", "bfloat16", 0.6)):
         paper = [r for r in rows if r.get("preset") == "paper" and r.get("weights") == "per-patch"
                  and r.get("precision") == precision and "gflops_per_s_batch32" in r]
@@ -283,6 +303,11 @@ def efficiency(rows: list[dict], matmul: dict[str, float]) -> dict:
             out[f"paper_fraction_{key}_goal"] = goal
             out[f"paper_fraction_{key}_met"] = out[f"paper_fraction_{key}"] >= goal
             out[f"paper_batch1_over_batch32_{key}"] = best["infer_ms_batch1"] / best["infer_ms_batch32"]
+            if key == "float32":
+                out["paper_batch1_over_batch32_float32_met"] = out["paper_batch1_over_batch32_float32"] <= BATCH1_GOAL
+                out["paper_batch1_goal_ms_float32"] = BATCH1_GOAL * best["infer_ms_batch32"]
+                if read_gb_per_s and best.get("weight_mb"):
+                    out["paper_batch1_weight_read_floor_ms_float32"] = best["weight_mb"] / read_gb_per_s
     return out
 
 
@@ -418,15 +443,16 @@ def main(argv=None) -> int:
         print(json.dumps(_worker(json.loads(args.worker))))
         return 0
     rows = run_cases(QUICK_CASES if args.quick else DEFAULT_CASES)
-    matmul = {}
+    matmul, read_gb_per_s = {}, None
     if not args.quick:
         for dtype in ("float32", "bfloat16"):
             row = _in_subprocess({"kind": "matmul", "dtype": dtype}, f"matmul 4096 {dtype}", True)
             matmul[dtype] = row.get("gflops")
+        read_gb_per_s = _in_subprocess({"kind": "bandwidth"}, "read 1 GiB", True).get("gb_per_s")
     from .runs import git_commit
 
     result = {"machine": machine(), "commit": git_commit(), "rows": rows, "goals": goals(rows),
-              "efficiency": efficiency(rows, matmul),
+              "efficiency": efficiency(rows, matmul, read_gb_per_s),
               "paper_seconds_per_image": PAPER_SECONDS_PER_IMAGE,
               "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if not (args.quick or args.no_throughput):

@@ -8,6 +8,7 @@ from dlga.bench import BenchCase, efficiency, format_table, goals, measure, meas
 def test_measure_tiny_reports_every_column():
     row = measure(BenchCase("tiny", shared=True, repeats=1))
     assert row["parameters"] == 756_115
+    assert row["weight_mb"] == pytest.approx(756_115 * 4 / 1e6, rel=0.01)  # float32, plus a few int counters
     assert row["gflops_per_image"] == pytest.approx(0.0317, rel=0.05)
     for key in ("infer_ms_batch1", "infer_ms_batch32", "train_s_per_step_batch32", "peak_rss_mb"):
         assert row[key] > 0
@@ -30,21 +31,29 @@ def test_goals_compare_the_best_paper_rows():
 def test_efficiency_is_the_paper_rows_share_of_the_matmul_roof():
     rows = [
         {"preset": "paper", "weights": "per-patch", "precision": "float32", "gflops_per_s_batch32": 150.0,
-         "infer_ms_batch1": 130.0, "infer_ms_batch32": 100.0},
+         "infer_ms_batch1": 130.0, "infer_ms_batch32": 100.0, "weight_mb": 850.0},
         {"preset": "paper", "weights": "per-patch", "precision": "mixed_bfloat16", "gflops_per_s_batch32": 300.0,
          "infer_ms_batch1": 80.0, "infer_ms_batch32": 50.0},
         {"preset": "tiny", "weights": "per-patch", "precision": "float32", "gflops_per_s_batch32": 900.0,
          "infer_ms_batch1": 1.0, "infer_ms_batch32": 1.0},
     ]
-    e = efficiency(rows, {"float32": 200.0, "bfloat16": 600.0})
+    e = efficiency(rows, {"float32": 200.0, "bfloat16": 600.0}, read_gb_per_s=10.0)
     assert e["paper_fraction_float32"] == pytest.approx(0.75) and e["paper_fraction_float32_met"]
     assert e["paper_fraction_bfloat16"] == pytest.approx(0.5) and not e["paper_fraction_bfloat16_met"]
-    assert e["paper_batch1_over_batch32_float32"] == pytest.approx(1.3)
-    assert efficiency([], {}) == {"matmul_gflops_float32": None, "matmul_gflops_bfloat16": None}
+    assert e["paper_batch1_over_batch32_float32"] == pytest.approx(1.3) and e["paper_batch1_over_batch32_float32_met"]
+    assert e["paper_batch1_goal_ms_float32"] == pytest.approx(130.0)
+    # 850 MB of weights read once at 10 GB/s: batch 1 cannot take under 85 ms an image.
+    assert e["paper_batch1_weight_read_floor_ms_float32"] == pytest.approx(85.0)
+    assert "paper_batch1_weight_read_floor_ms_float32" not in efficiency(rows, {"float32": 200.0})
+    assert efficiency([], {}) == {"matmul_gflops_float32": None, "matmul_gflops_bfloat16": None,
+                                  "memory_read_gb_per_s": None}
 
 
 def test_matmul_roof_and_the_baseline_step_are_measured():
     assert measure_matmul("float32", n=256, repeats=1)["gflops"] > 0
+    from dlga.bench import measure_bandwidth
+
+    assert measure_bandwidth(gib=1 / 64, repeats=1)["gb_per_s"] > 0
     row = measure(BenchCase("tiny", False, train=True, repeats=1, conv_impl="grouped", fused_adam=False))
     assert row["train_s_per_step_batch32"] > 0 and row["parameters"] > 756_115  # per-patch weights
     from dlga.bench import THROUGHPUT_CASES, demo_specs
