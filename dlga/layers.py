@@ -352,8 +352,8 @@ class LocalAttention(keras.layers.Layer):
         if batch is not None:  # known when traced: choose here, no tf.cond in the graph
             impl = "grouped" if batch >= self.AUTO_GROUPED_MIN_BATCH else "einsum"
             return self._conv_impl(x, kernel, bias, impl)
-        # A tf.cond costs more than the choice it makes (paper G at batch 1: 172 against 70
-        # ms/image), so only a graph traced without a batch size takes it.
+        # Only a graph traced without a batch size decides at run time (training batches have a
+        # fixed size, so the training step never does).
         return tf.cond(
             tf.shape(x)[0] >= self.AUTO_GROUPED_MIN_BATCH,
             lambda: self._conv_impl(x, kernel, bias, "grouped"),
