@@ -282,7 +282,7 @@ class LocalAttention(keras.layers.Layer):
 
     CONV_IMPLS = ("auto", "grouped", "einsum", "dense", "taps")
     AUTO_GROUPED_MIN_BATCH = 8
-    AUTO_DENSE_MAX_PATCH = 3
+    AUTO_TAPS_MAX_PATCH = 3
 
     def __init__(
         self,
@@ -394,7 +394,7 @@ class LocalAttention(keras.layers.Layer):
         return tf.einsum("bnk,nku->bnu", x, kernel) + bias
 
     def _uses_taps(self) -> bool:
-        return self.conv_impl == "taps" or (self.conv_impl == "auto" and self.patch_size <= self.AUTO_DENSE_MAX_PATCH)
+        return self.conv_impl == "taps" or (self.conv_impl == "auto" and self.patch_size <= self.AUTO_TAPS_MAX_PATCH)
 
     def call(self, patches, training=None):
         if self._uses_taps():
