@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -29,6 +30,9 @@ from typing import Callable, Sequence
 
 PAPER_SECONDS_PER_IMAGE = 2.12
 GOALS_MS = {"paper_batch32": 70.0, "paper_batch1": 150.0}
+# Calls are repeated for at least this long (seconds): fast ones (batch 1, the tiny step) get
+# tens of calls, so their median stands on more than the few a slow one can afford.
+TIMING_MIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,24 @@ DEFAULT_CASES = (
 QUICK_CASES = (BenchCase("tiny", False, repeats=2), BenchCase("tiny", True, repeats=2))
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # trace and warm up
+def _time(fn, repeats: int, min_seconds: float = TIMING_MIN_SECONDS) -> float:
+    """Median seconds of one call of ``fn``: after one untimed call (trace, warm-up), at least
+    ``repeats`` timed calls and as many more as fit in ``min_seconds``.
+
+    The median, not the mean: on a shared machine one call now and then runs long (paper G's
+    batch-1 calls ranged from 66 to 120 ms within one minute here), and a mean of two calls
+    could be a third off.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats!r}")
+    fn()
+    times: list[float] = []
     start = time.perf_counter()
-    for _ in range(repeats):
+    while len(times) < repeats or time.perf_counter() - start < min_seconds:
+        began = time.perf_counter()
         fn()
-    return (time.perf_counter() - start) / repeats
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
 
 
 def measure(case: BenchCase) -> dict:

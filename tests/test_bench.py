@@ -145,3 +145,38 @@ def test_the_preprocessing_bench_is_read_back_and_printed(tmp_path, monkeypatch)
     text = prep.format_results(again).splitlines()
     assert text[2].split() == ["1", "30", "0.50", "60.0"]
     assert "mean 1.50 % IOD, 95th percentile 2.00 % IOD over 30 frames" in text[4]
+
+
+class _FakeClock:
+    """``perf_counter`` for a function whose calls take the given seconds, one after another."""
+
+    def __init__(self, durations):
+        self.now, self.durations, self.calls = 0.0, list(durations), 0
+
+    def perf_counter(self):
+        return self.now
+
+    def call(self):
+        self.now += self.durations[self.calls]
+        self.calls += 1
+
+
+def test_timing_is_the_median_call_after_a_warm_up(monkeypatch):
+    from dlga import bench
+
+    # One call slowed by a neighbour (10 s) must not move the figure: a mean would give 2.8.
+    clock = _FakeClock([50.0, 1.0, 1.0, 10.0, 1.0, 1.0])
+    monkeypatch.setattr(bench.time, "perf_counter", clock.perf_counter)
+    assert bench._time(clock.call, 5, min_seconds=0) == 1.0
+    assert clock.calls == 6  # the untimed warm-up (trace) and five timed calls
+
+
+def test_fast_calls_are_repeated_until_the_time_budget_is_spent(monkeypatch):
+    from dlga import bench
+
+    clock = _FakeClock([9.0] + [0.5, 0.75] * 10)
+    monkeypatch.setattr(bench.time, "perf_counter", clock.perf_counter)
+    assert bench._time(clock.call, 2, min_seconds=3.0) == 0.5
+    assert clock.calls == 1 + 5  # 0.5 + 0.75 + 0.5 + 0.75 + 0.5 = 3.0 s timed
+    with pytest.raises(ValueError, match="repeats"):
+        bench._time(clock.call, 0)
