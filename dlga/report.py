@@ -110,9 +110,13 @@ def data_notice(dataset: str, preset: str):
 
 
 # --- tables -------------------------------------------------------------------------------------
-def styled(frame: pd.DataFrame, caption: str | None = None, precision: int = 2, hide_index: bool = True):
-    """A pandas Styler with a caption and fixed precision (how the book shows tables)."""
+def styled(frame: pd.DataFrame, caption: str | None = None, precision: int = 2, hide_index: bool = True,
+           formats: dict[str, str] | None = None):
+    """A pandas Styler with a caption and fixed precision (how the book shows tables);
+    ``formats`` maps columns to their own format strings (e.g. ``"{:,.0f}"`` for a count)."""
     sty = frame.style.format(precision=precision, na_rep="–")
+    if formats:
+        sty = sty.format({c: f for c, f in formats.items() if c in frame.columns}, na_rep="–")
     if hide_index:
         sty = sty.hide(axis="index")
     if caption:

@@ -1,8 +1,10 @@
 """The benchmark's table and goals (numbers are printed by `make bench`, never asserted on time)."""
 
+import pandas as pd
 import pytest
 
-from dlga.bench import BenchCase, efficiency, format_table, goals, measure, measure_matmul
+from dlga import report
+from dlga.bench import ROW_FORMATS, BenchCase, efficiency, format_table, goals, measure, measure_matmul
 
 
 def test_measure_tiny_reports_every_column():
@@ -180,3 +182,15 @@ def test_fast_calls_are_repeated_until_the_time_budget_is_spent(monkeypatch):
     assert clock.calls == 1 + 5  # 0.5 + 0.75 + 0.5 + 0.75 + 0.5 = 3.0 s timed
     with pytest.raises(ValueError, match="repeats"):
         bench._time(clock.call, 0)
+
+
+def test_tables_print_counts_as_integers_and_small_times_with_their_digits():
+    row = {"case": "tiny/per-patch/float32", "parameters": 3066810, "gflops_per_image": 0.031873,
+           "infer_ms_batch1": 2.5, "train_s_per_step_batch32": 0.02537, "peak_rss_mb": 1006.46}
+    text = format_table([row, {"case": "paper, i7-6700 (reported)", "infer_ms_batch1": 2120.0}])
+    assert "3,066,810 " in text and "3,066,810.00" not in text
+    assert "0.032" in text and "0.0254" in text and "1,006" in text
+    # the reported row has only its one number; the others read as a dash, not NaN
+    assert "nan" not in text.lower() and "–" in text
+    html = report.styled(pd.DataFrame([row]), formats=ROW_FORMATS).to_html()
+    assert "3,066,810<" in html and "0.0254<" in html and "0.032<" in html
