@@ -62,6 +62,54 @@ def learning_rate_conclusion(table: pd.DataFrame, chosen: float) -> str:
             f"(the smallest rate, {smallest:g}, is best) {holds} at this schedule.")
 
 
+def _names(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def seed_counts(settings: list[str]) -> str:
+    """How many seeds each setting has, from one setting name per run: "10 seeds for G, GA and
+    LA-CMP+; 1 for the other 7" (settings in order of first appearance within a count)."""
+    if not settings:
+        return "no runs"
+    counts = pd.Series(settings).value_counts(sort=False)
+    groups = {}
+    for name, n in counts.items():
+        groups.setdefault(int(n), []).append(str(name))
+    parts = []
+    for i, (n, names) in enumerate(sorted(groups.items(), reverse=True)):
+        unit = "seed" if n == 1 else "seeds"
+        if i and i == len(groups) - 1 and len(names) > 1:
+            parts.append(f"{n} for the other {len(names)}")
+        else:
+            parts.append(f"{n} {unit} for {_names(names)}")
+    return "; ".join(parts)
+
+
+def learning_check_sentence(check: pd.DataFrame) -> str:
+    """One sentence on :func:`dlga.report.learning_check`'s table: that every setting learned
+    on every seed, or which did not (a seed with constant Development predictions or an RMSE
+    not below the training mean's), and what that means for its comparisons."""
+    failed = check.loc[~check["learned (all seeds)"].astype(bool), "setting"].astype(str).tolist()
+    if not failed:
+        return "Every setting learned on every seed (Development)."
+    verb = "does" if len(failed) == 1 else "do"
+    return (f"**{_names(failed)}** {verb} not learn on every seed (Development predictions constant, or "
+            f"an RMSE not below the training mean's, on at least one seed): "
+            f"the comparisons that involve {'it' if len(failed) == 1 else 'them'} include a seed no better than the "
+            f"training mean, so a tie there may be a tie with a model that partly failed to train.")
+
+
+def failed_checks(checks: pd.DataFrame) -> str:
+    """One sentence on a QC table (columns ``check``, ``value``, ``target``, ``ok``; ``ok`` None
+    for a value that is only reported): that every check with a target passed, or which failed."""
+    judged = checks[checks["ok"].notna()]
+    failed = judged[~judged["ok"].astype(bool)]
+    if failed.empty:
+        return f"All {len(judged)} checks with a target pass."
+    items = "; ".join(f"{r['check']}: {r['value']} against {r['target']}" for _, r in failed.iterrows())
+    return f"**{len(failed)} of {len(judged)}** checks with a target fail: {items}."
+
+
 def comparison_conclusion(results: Mapping[str, Mapping[str, float]], name: str = "DLGA-CNN G") -> str:
     """The closing sentence of the comparison chapter: ``results`` maps each measured
     baseline to the paired two-level result of ``name`` minus it (``estimate``, ``lo``, ``hi``:

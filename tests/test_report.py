@@ -136,6 +136,12 @@ def test_lr_and_cross_dataset_tables_name_the_resampled_unit():
     assert table["learning rate"].tolist() == ["0.0001", "0.001", "0.01"]
     assert table["seeds"].tolist() == [2, 2, 1] and table["diverged"].tolist() == [0, 0, 1]
     assert table["selected on Development"].tolist() == ["", "yes", ""]
+    # A run whose Development RMSE blew up and came back shows in the worst column, not in "diverged".
+    spike = fake_run("G", 3, lr=1e-2)
+    spike.history = pd.DataFrame({"step": [50, 100, 150], "dev_rmse": [9.0, 5091.0, 8.5]})
+    table = report.lr_table(runs + [spike], "synthetic", chosen=1e-3, n_boot=N_BOOT)
+    assert table["worst Dev RMSE measured"].iloc[2] == 5091.0 and table["diverged"].tolist() == [0, 0, 1]
+    assert table["worst Dev RMSE measured"].iloc[0] == max(r.metrics["dev"]["rmse"] for r in runs[:2])
     assert table["RMSE 95% CI (seeds x subjects)"].str.match(r"^\[\d+\.\d\d, \d+\.\d\d\]$").all()
     cross = report.cross_dataset_table(runs[:2], runs[2:4], "synthetic", "synthetic, seed 1", n_boot=N_BOOT)
     assert cross["tested on"].tolist() == ["synthetic", "synthetic, seed 1"]
@@ -184,13 +190,38 @@ def test_power_table_gives_half_widths_and_counts_kept_checkpoints():
     assert report.kept_before_last(runs) == (11, 12)
 
 
-def test_difficulty_table_puts_the_best_setting_first_and_adds_the_floor():
+def test_difficulty_table_puts_the_lowest_setting_first_and_adds_the_floor():
     runs = [fake_run("G", k) for k in range(2)] + [fake_run("GA", k, shift=3.0) for k in range(2)]
     floor = {"rmse_cues": 5.0, "rmse_mean": 10.0, "ratio": 0.5}
     table = report.difficulty_table(runs, floor)
-    assert table["reader"].tolist()[:2] == ["G (measured, best)", "GA (measured)"]
+    assert table["reader"].tolist()[:2] == ["G (measured, lowest)", "GA (measured)"]
     g = [r.metrics["test"]["rmse"] for r in runs[:2]]
     assert table.loc[0, "Testing RMSE"] == pytest.approx(np.mean(g))
     assert table.loc[0, "ratio"] == pytest.approx(np.mean(g) / runs[0].metrics["mean_predictor"]["test"]["rmse"])
     assert table.iloc[-1]["ratio"] == 0.5 and table.iloc[-1]["seeds"] == 0
     assert report.difficulty_table([], floor)["reader"].tolist() == ["the cues themselves (least squares on cue values + offsets)"]
+
+
+def test_seed_counts_and_the_learning_check_sentence_say_what_the_runs_say():
+    from dlga import prose
+
+    names = ["G"] * 10 + ["GA"] * 10 + ["LA-CMP+"] * 10 + ["A", "B", "C", "D", "E", "F", "LA-CMP-"]
+    assert prose.seed_counts(names) == "10 seeds for G, GA and LA-CMP+; 1 for the other 7"
+    assert prose.seed_counts(["G", "G", "GA"]) == "2 seeds for G; 1 seed for GA"
+    assert prose.seed_counts(["G"]) == "1 seed for G"
+    runs = [fake_run(s, k) for s in ("G", "GA") for k in (0, 1)]
+    assert prose.learning_check_sentence(report.learning_check(runs)) == "Every setting learned on every seed (Development)."
+    runs[3] = fake_run("GA", 1, constant=("Development",))
+    text = prose.learning_check_sentence(report.learning_check(runs))
+    assert text.startswith("**GA** does not learn on every seed") and "G," not in text
+
+
+def test_failed_checks_names_each_failed_check_with_its_value_and_target():
+    from dlga import prose
+
+    checks = pd.DataFrame({"check": ["frames", "Spearman(BDI, mouth_corner_drop)", "error"],
+                           "value": ["40/40", 0.341, 0.02], "target": ["all", ">= 0.5", "reported"],
+                           "ok": [True, False, None]})
+    assert prose.failed_checks(checks) == "**1 of 2** checks with a target fail: Spearman(BDI, mouth_corner_drop): 0.341 against >= 0.5."
+    checks.loc[1, "ok"] = True
+    assert prose.failed_checks(checks) == "All 2 checks with a target pass."
