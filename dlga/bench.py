@@ -412,8 +412,8 @@ def preprocessing_bench(frames: int = 30, cache_dir: str | Path | None = None) -
 # tiny preset's 0.03 GFLOPs and 0.025 s steps with the digits that tell them apart.
 ROW_COLUMNS = ("case", "parameters", "gflops_per_image", "infer_ms_batch1", "infer_ms_batch32",
                "gflops_per_s_batch32", "train_s_per_step_batch32", "peak_rss_mb")
-ROW_FORMATS = {"parameters": "{:,.0f}", "gflops_per_image": "{:,.3f}", "infer_ms_batch1": "{:,.2f}",
-               "infer_ms_batch32": "{:,.2f}", "gflops_per_s_batch32": "{:,.1f}",
+ROW_FORMATS = {"parameters": "{:,.0f}", "gflops_per_image": "{:,.3f}", "infer_ms_batch1": "{:.2f}",
+               "infer_ms_batch32": "{:.2f}", "gflops_per_s_batch32": "{:,.1f}",
                "train_s_per_step_batch32": "{:,.4f}", "peak_rss_mb": "{:,.0f}"}
 
 
