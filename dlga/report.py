@@ -305,11 +305,9 @@ def lr_table(runs, dataset: str, chosen: float, n_boot: int = 2000) -> pd.DataFr
 
 
 def _worst_dev_rmse(run) -> float:
-    """The highest Development RMSE of a run's evaluations (its final one if it has no history)."""
-    history = getattr(run, "history", None)
-    if history is not None and "dev_rmse" in history and history["dev_rmse"].notna().any():
-        return float(history["dev_rmse"].max())
-    return float(run.metrics["dev"]["rmse"])
+    """The highest Development RMSE of a run's evaluations (its final one if none is recorded)."""
+    evaluated = run.history["dev_rmse"].dropna()
+    return float(evaluated.max()) if len(evaluated) else float(run.metrics["dev"]["rmse"])
 
 
 def backbone_table(model) -> pd.DataFrame:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from myst_nb.ext.glue import GLUE_PREFIX as glue_prefix
 
-from dlga import book, experiments, prose, report
+from dlga import book, experiments, prose, report, rundir
 from dlga.config import SETTING_LABELS, SETTINGS, ModelConfig
 from dlga.metrics import mae, rmse
 from dlga.model import build_model
@@ -366,6 +366,7 @@ class FakeRunWithPredictions:
         self.predictions = pd.DataFrame({"video_id": [f"v{i}" for i in range(len(bdi))],
                                          "session_id": [f"s{i}" for i in range(len(bdi))],
                                          "partition": "Testing", "bdi": bdi, "prediction": predictions})
+        self.history = pd.DataFrame(columns=rundir.HISTORY_COLUMNS)  # no evaluation recorded
 
 
 def _labels_and_noise(n=60):

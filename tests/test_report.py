@@ -44,7 +44,7 @@ def fake_run(setting: str, seed: int, shift: float = 0.0, lr: float = 1e-3, nois
          "dev": scores("Development"), "test": scores("Testing"),
          "mean_predictor": {"dev": scores("Development", "mean"), "test": scores("Testing", "mean")}}
     params = {"run_id": f"{setting}-{seed}-{lr:g}", "setting": setting, "train": {"learning_rate": lr, "seed": seed}}
-    return Run(path=None, params=params, metrics=m, predictions=pred, history=pd.DataFrame())
+    return Run(path=None, params=params, metrics=m, predictions=pred, history=pd.DataFrame(columns=rundir.HISTORY_COLUMNS))
 
 
 def study(seeds=(0, 1, 2, 3, 4), worse: dict | None = None) -> list[Run]:
