@@ -8,6 +8,7 @@ section 4.3.3; measured numbers come from the runs under ``runs/``.
 from __future__ import annotations
 
 import html
+from functools import partial
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -110,11 +111,32 @@ def data_notice(dataset: str, preset: str):
 
 
 # --- tables -------------------------------------------------------------------------------------
+# Columns of p-values in the book's tables: formatted by p_value_text when the table knows
+# its resolution (attrs["p_floor"]).
+P_COLUMNS = ("p", "p (Holm)")
+
+
+def p_value_text(p: float, floor: float) -> str:
+    """A bootstrap p-value as text: three decimals, or ``"< floor"`` when no draw crossed 0
+    (``p`` is 0 then, but only as far as the draws resolve: ``floor`` says how far)."""
+    if not np.isfinite(p):
+        return "–"
+    return f"< {floor:.2g}" if p == 0 else f"{p:.3f}"
+
+
+def _p_value_html(p: float, floor: float) -> str:
+    return html.escape(p_value_text(p, floor))  # the Styler writes cells as they are: "<" must be escaped
+
+
 def styled(frame: pd.DataFrame, caption: str | None = None, precision: int = 2, hide_index: bool = True,
            formats: dict[str, str] | None = None):
     """A pandas Styler with a caption and fixed precision (how the book shows tables);
-    ``formats`` maps columns to their own format strings (e.g. ``"{:,.0f}"`` for a count)."""
+    ``formats`` maps columns to their own format strings (e.g. ``"{:,.0f}"`` for a count).
+    A table whose ``attrs`` carry ``p_floor`` shows its p-values with :func:`p_value_text`."""
     sty = frame.style.format(precision=precision, na_rep="–")
+    if "p_floor" in frame.attrs:
+        p_html = partial(_p_value_html, floor=frame.attrs["p_floor"])
+        formats = {**{c: p_html for c in P_COLUMNS}, **(formats or {})}
     if formats:
         sty = sty.format({c: f for c, f in formats.items() if c in frame.columns}, na_rep="–")
     if hide_index:
@@ -275,7 +297,8 @@ def ablation_table(runs, dataset: str, n_boot: int = 2000) -> pd.DataFrame:
             "setting": "training-mean predictor", "RMSE reported": np.nan, "MAE reported": np.nan,
             "RMSE measured": f"{r_['estimate']:.2f}", f"RMSE {CI_LABEL}": interval_text(r_["lo"], r_["hi"]),
             "MAE measured": f"{m_['estimate']:.2f}", f"MAE {CI_LABEL}": interval_text(m_["lo"], m_["hi"]),
-            f"RMSE {ENSEMBLE_CI_LABEL}": "", "Dev RMSE measured": f"{runs[0].metrics['mean_predictor']['dev']['rmse']:.2f}",
+            # One model: its seed-averaged ensemble is itself, so the interval is the same.
+            f"RMSE {ENSEMBLE_CI_LABEL}": interval_text(r_["lo"], r_["hi"]), "Dev RMSE measured": f"{runs[0].metrics['mean_predictor']['dev']['rmse']:.2f}",
             "seeds": 1, "_rmse": r_["estimate"],
         })
     return pd.DataFrame(rows)
@@ -390,9 +413,9 @@ def verdict(res, name_a: str, name_b: str, unit: str = "BDI points") -> str:
     return f"{name_a} vs {name_b}: {ci}: **{label.removesuffix(' better')}** has the lower error."
 
 
-def _holm_table(holm: pd.DataFrame, reference: str, sign: float, column: str) -> tuple[pd.DataFrame, list[str]]:
-    """The book's view of a :func:`dlga.metrics.holm_comparisons` family (``sign`` -1 flips
-    reference - other into other - reference)."""
+def _holm_table(holm: pd.DataFrame, reference: str, sign: float, column: str, n: int) -> tuple[pd.DataFrame, list[str]]:
+    """The book's view of a :func:`dlga.metrics.holm_comparisons` family of ``n`` draws
+    (``sign`` -1 flips reference - other into other - reference)."""
     k = len(holm)
     ci_name = f"95% CI (Holm, {k} comparisons; {RESAMPLED})"
     rows, lines = [], []
@@ -404,7 +427,8 @@ def _holm_table(holm: pd.DataFrame, reference: str, sign: float, column: str) ->
                      "p (Holm)": row["p_holm"], "seeds": row["n_seeds"], "verdict": verdict_label(res, a, b)})
         lines.append(verdict(res, a, b))
     out = pd.DataFrame(rows)
-    out.attrs.update(resampled=RESAMPLED, adjustment=f"Holm, {k} comparisons")
+    # A raw p of 0 (no draw crossed 0) is below about 2/n; Holm multiplies it by at most k.
+    out.attrs.update(resampled=RESAMPLED, adjustment=f"Holm, {k} comparisons", p_floor=min(1.0, 2 * k / n))
     return out, lines
 
 
@@ -426,7 +450,7 @@ def comparisons_with(runs, reference: str = "G", n: int = 2000, seed: int = 0) -
     if not others:
         return pd.DataFrame(columns=[f"{reference} minus", "diff RMSE", "low", "high", "p (Holm)", "seeds", "verdict"]), []
     holm = holm_comparisons(prediction_table(by[reference]), others, n=n, seed=seed)
-    return _holm_table(holm, reference, 1.0, f"{reference} minus")
+    return _holm_table(holm, reference, 1.0, f"{reference} minus", n)
 
 
 def comparisons_with_mean(runs, n: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
@@ -440,7 +464,7 @@ def comparisons_with_mean(runs, n: int = 2000, seed: int = 0) -> tuple[pd.DataFr
     if not settings:
         raise ValueError("no runs to compare with the training-mean predictor")
     holm = holm_comparisons(mean_predictor_table(runs[0]), settings, n=n, seed=seed)
-    return _holm_table(holm, "training mean", -1.0, "setting")
+    return _holm_table(holm, "training mean", -1.0, "setting", n)
 
 
 def compare_with_predictions(runs, predictions: pd.DataFrame, n: int = 2000, seed: int = 0,

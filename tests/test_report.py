@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import numpy as np
 import pandas as pd
 import pytest
@@ -71,6 +72,8 @@ def test_ablation_table_uses_the_two_level_interval_and_names_it():
     mean_row = table.iloc[-1]
     assert mean_row["seeds"] == 1 and mean_row["_rmse"] == pytest.approx(g[0].metrics["mean_predictor"]["test"]["rmse"])
     assert mean_row["RMSE measured"] == f"{mean_row['_rmse']:.2f}"
+    # One model, one seed: its ensemble is itself, so both intervals are the subjects' one.
+    assert mean_row["RMSE 95% CI (seed-averaged ensemble, subjects)"] == mean_row[ci] != ""
 
 
 def test_comparisons_with_g_are_one_holm_family_and_ties_are_not_ranked():
@@ -88,6 +91,14 @@ def test_comparisons_with_g_are_one_holm_family_and_ties_are_not_ranked():
     assert ((table["verdict"] == "tie") == contains_zero).all()
     ga = table.set_index("G minus").loc["GA"]
     assert ga["verdict"] == "G better" and ga["high"] < 0 and ga["diff RMSE"] < -1
+    # No draw of 2000 crossed 0: the book says the p-value is below what 2000 draws resolve
+    # (2/2000 before Holm, times at most 9 after it), never "0.00".
+    assert ga["p (Holm)"] == 0 and table.attrs["p_floor"] == pytest.approx(9 * 2 / 2000)
+    html = report.styled(table).to_html()
+    col = f"col{list(table.columns).index('p (Holm)')}"
+    p_cells = re.findall(rf'class="data row\d+ {col}" >([^<]*)<', html)
+    assert len(p_cells) == len(table) and "&lt; 0.009" in p_cells and "0.00" not in p_cells
+    assert f"{table['p (Holm)'].max():.3f}" in p_cells
     # Same distribution, nothing to tell apart: most of the eight others tie.
     assert (table["verdict"] == "tie").sum() >= 6
     text = dict(zip(table["G minus"], lines))
