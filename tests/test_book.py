@@ -8,6 +8,7 @@ page exists and holds its table. The run-level checks read the runs' ``metrics.j
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import time
@@ -159,6 +160,38 @@ def test_notebooks_open_with_a_parameters_cell():
                 assert k in knobs, (c, k)
     assert "learning_rates" in book.chapter_parameter_names("06_learning_rate")
     assert {"settings", "bootstrap"} <= set(book.chapter_parameter_names("05_ablations"))
+
+
+def _discarded_tables(source: str) -> list[str]:
+    """The ``report.styled(...)`` calls of a cell whose table nobody sees: an expression
+    statement that is not the cell's last (IPython displays only the last one)."""
+    body = ast.parse(source).body
+    found = []
+    for node in ast.walk(ast.Module(body=body, type_ignores=[])):
+        for field in ("body", "orelse", "finalbody"):
+            stmts = getattr(node, field, None)
+            if not isinstance(stmts, list):
+                continue
+            for st in stmts:
+                last_of_cell = stmts is body and st is body[-1]
+                if (isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) and not last_of_cell
+                        and ast.unparse(st.value.func).endswith("styled")):
+                    found.append(ast.unparse(st)[:80])
+    return found
+
+
+def test_discarded_table_check_finds_a_table_that_is_not_last():
+    assert _discarded_tables('report.styled(a, "x")\nglue("k", 1)') == ["report.styled(a, 'x')"]
+    assert _discarded_tables('if s:\n    report.styled(a, "x")\nb = 1') == ["report.styled(a, 'x')"]
+    assert _discarded_tables('display(report.styled(a, "x"))\nreport.styled(b, "y")') == []
+
+
+def test_every_table_a_chapter_makes_is_shown():
+    for c in book.CHAPTERS:
+        nb = nbformat.read(book.BOOK_DIR / f"{c}.ipynb", as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code":
+                assert not _discarded_tables(cell.source), f"{c} cell {i}: wrap the table in display(...)"
 
 
 def test_chapter_preset_validates_once_with_one_message():
