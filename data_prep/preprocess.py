@@ -40,7 +40,7 @@ from typing import Any
 
 import cv2
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
 from . import openface, store
 from .extract import FOUND, extract_faces, make_detector

@@ -71,7 +71,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 from sklearn.linear_model import Ridge
-from tqdm.auto import tqdm
+from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
 from . import align, morph
 from .extract import extract_faces, make_detector

@@ -49,7 +49,7 @@ import nbformat
 import pandas as pd
 import papermill as pm
 import yaml
-from tqdm.auto import tqdm
+from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
 from data_prep.store import store_fingerprint
 from dlga.experiments import (

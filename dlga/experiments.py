@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
 from data_prep.datasets import load_dataset
 from data_prep.preprocess import preprocess

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
 from data_prep.store import sources_hash, store_fingerprint
 from dlga import executors, rundir

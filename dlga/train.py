@@ -45,7 +45,7 @@ from keras import ops
 from keras.src.random import seed_generator as keras_seed_generator
 from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
-from tqdm.auto import tqdm
+from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
 from dlga import data as data_lib
 from dlga import metrics as metrics_lib

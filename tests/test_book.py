@@ -194,6 +194,15 @@ def test_every_table_a_chapter_makes_is_shown():
                 assert not _discarded_tables(cell.source), f"{c} cell {i}: wrap the table in display(...)"
 
 
+def test_progress_bars_do_not_warn_in_a_notebook():
+    # tqdm.auto prints "TqdmWarning: IProgress not found" into every chapter run without ipywidgets.
+    sources = sorted(book.PROJECT_ROOT.glob("dlga/*.py")) + sorted(book.PROJECT_ROOT.glob("data_prep/*.py"))
+    assert len(sources) > 20
+    offenders = [p.name for p in sources if re.search(r"^\s*(from tqdm\.auto|import tqdm\.auto|from tqdm\.autonotebook)",
+                                                      p.read_text(), re.M)]
+    assert offenders == []
+
+
 def test_chapter_preset_validates_once_with_one_message():
     with pytest.raises(ValueError, match=r"unknown parameter 'learnig_rate' \(did you mean 'learning_rate'\?\); "
                                          r"known parameters: .*learning_rate, learning_rates, .*max_steps"):
