@@ -137,8 +137,10 @@ def styled(frame: pd.DataFrame, caption: str | None = None, precision: int = 2, 
     if "p_floor" in frame.attrs:
         p_html = partial(_p_value_html, floor=frame.attrs["p_floor"])
         formats = {**{c: p_html for c in P_COLUMNS}, **(formats or {})}
-    if formats:
-        sty = sty.format({c: f for c, f in formats.items() if c in frame.columns}, na_rep="–")
+    own = {c: f for c, f in (formats or {}).items() if c in frame.columns}
+    if own:
+        # subset: a format call without one sets every other column back to pandas' 6 decimals.
+        sty = sty.format(own, subset=list(own), na_rep="–")
     if hide_index:
         sty = sty.hide(axis="index")
     if caption:

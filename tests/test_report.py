@@ -76,6 +76,14 @@ def test_ablation_table_uses_the_two_level_interval_and_names_it():
     assert mean_row["RMSE 95% CI (seed-averaged ensemble, subjects)"] == mean_row[ci] != ""
 
 
+def test_styled_formats_some_columns_and_keeps_the_precision_of_the_others():
+    frame = pd.DataFrame({"rmse": [9.781234], "parameters": [212438490], "p (Holm)": [0.0]})
+    frame.attrs["p_floor"] = 0.009
+    html = report.styled(frame, precision=2, formats={"parameters": "{:,}"}).to_html()
+    cells = re.findall(r'class="data row0 col\d" >([^<]*)<', html)
+    assert cells == ["9.78", "212,438,490", "&lt; 0.009"]
+
+
 def test_comparisons_with_g_are_one_holm_family_and_ties_are_not_ranked():
     runs = study(worse={"GA": 6.0})
     table, lines = report.comparisons_with(runs, "G", n=2000)
