@@ -148,6 +148,12 @@ def styled(frame: pd.DataFrame, caption: str | None = None, precision: int = 2, 
     return sty.set_table_attributes('class="dataframe"')
 
 
+def styled_comparisons(table: pd.DataFrame, caption: str):
+    """:func:`styled` for a table of :func:`comparisons_with` or :func:`comparisons_with_mean`:
+    the interval shown once, as its text column (``low``/``high`` stay in the frame for code)."""
+    return styled(table.drop(columns=["low", "high"], errors="ignore"), caption)
+
+
 def mean_sd(values: Iterable[float]) -> str:
     v = np.asarray(list(values), dtype=float)
     if len(v) == 0:

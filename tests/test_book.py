@@ -163,7 +163,7 @@ def test_notebooks_open_with_a_parameters_cell():
 
 
 def _discarded_tables(source: str) -> list[str]:
-    """The ``report.styled(...)`` calls of a cell whose table nobody sees: an expression
+    """The ``report.styled*(...)`` calls of a cell whose table nobody sees: an expression
     statement that is not the cell's last (IPython displays only the last one)."""
     body = ast.parse(source).body
     found = []
@@ -175,7 +175,7 @@ def _discarded_tables(source: str) -> list[str]:
             for st in stmts:
                 last_of_cell = stmts is body and st is body[-1]
                 if (isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) and not last_of_cell
-                        and ast.unparse(st.value.func).endswith("styled")):
+                        and ast.unparse(st.value.func).split(".")[-1].startswith("styled")):
                     found.append(ast.unparse(st)[:80])
     return found
 
@@ -184,6 +184,7 @@ def test_discarded_table_check_finds_a_table_that_is_not_last():
     assert _discarded_tables('report.styled(a, "x")\nglue("k", 1)') == ["report.styled(a, 'x')"]
     assert _discarded_tables('if s:\n    report.styled(a, "x")\nb = 1') == ["report.styled(a, 'x')"]
     assert _discarded_tables('display(report.styled(a, "x"))\nreport.styled(b, "y")') == []
+    assert _discarded_tables('report.styled_comparisons(a, "x")\nb = 1') == ["report.styled_comparisons(a, 'x')"]
 
 
 def test_every_table_a_chapter_makes_is_shown():

@@ -107,6 +107,9 @@ def test_comparisons_with_g_are_one_holm_family_and_ties_are_not_ranked():
     p_cells = re.findall(rf'class="data row\d+ {col}" >([^<]*)<', html)
     assert len(p_cells) == len(table) and "&lt; 0.009" in p_cells and "0.00" not in p_cells
     assert f"{table['p (Holm)'].max():.3f}" in p_cells
+    shown = report.styled_comparisons(table, "G minus each setting").to_html()
+    assert ">low<" not in shown and ">high<" not in shown and ">95% CI (Holm, 9 comparisons; seeds x subjects)<" in shown
+    assert "&lt; 0.009" in shown and "low" in table.columns  # the frame keeps what code reads
     # Same distribution, nothing to tell apart: most of the eight others tie.
     assert (table["verdict"] == "tie").sum() >= 6
     text = dict(zip(table["G minus"], lines))
