@@ -111,32 +111,29 @@ def data_notice(dataset: str, preset: str):
 
 
 # --- tables -------------------------------------------------------------------------------------
-# Columns of p-values in the book's tables: formatted by p_value_text when the table knows
+# Columns of p-values in the book's tables: formatted by p_value_cell when the table knows
 # its resolution (attrs["p_floor"]).
 P_COLUMNS = ("p", "p (Holm)")
 
 
-def p_value_text(p: float, floor: float) -> str:
-    """A bootstrap p-value as text: three decimals, or ``"< floor"`` when no draw crossed 0
-    (``p`` is 0 then, but only as far as the draws resolve: ``floor`` says how far)."""
+def p_value_cell(p: float, floor: float) -> str:
+    """A bootstrap p-value as a table cell (HTML): three decimals, or ``"&lt; floor"`` when no
+    draw crossed 0 (``p`` is 0 then, but only as far as the draws resolve: ``floor`` says how
+    far). Escaped here because the Styler writes cells as they are."""
     if not np.isfinite(p):
         return "–"
-    return f"< {floor:.2g}" if p == 0 else f"{p:.3f}"
-
-
-def _p_value_html(p: float, floor: float) -> str:
-    return html.escape(p_value_text(p, floor))  # the Styler writes cells as they are: "<" must be escaped
+    return html.escape(f"< {floor:.2g}") if p == 0 else f"{p:.3f}"
 
 
 def styled(frame: pd.DataFrame, caption: str | None = None, precision: int = 2, hide_index: bool = True,
            formats: dict[str, str] | None = None):
     """A pandas Styler with a caption and fixed precision (how the book shows tables);
     ``formats`` maps columns to their own format strings (e.g. ``"{:,.0f}"`` for a count).
-    A table whose ``attrs`` carry ``p_floor`` shows its p-values with :func:`p_value_text`."""
+    A table whose ``attrs`` carry ``p_floor`` shows its p-values with :func:`p_value_cell`."""
     sty = frame.style.format(precision=precision, na_rep="–")
     if "p_floor" in frame.attrs:
-        p_html = partial(_p_value_html, floor=frame.attrs["p_floor"])
-        formats = {**{c: p_html for c in P_COLUMNS}, **(formats or {})}
+        p_cell = partial(p_value_cell, floor=frame.attrs["p_floor"])
+        formats = {**{c: p_cell for c in P_COLUMNS}, **(formats or {})}
     own = {c: f for c, f in (formats or {}).items() if c in frame.columns}
     if own:
         # subset: a format call without one sets every other column back to pandas' 6 decimals.
@@ -301,12 +298,13 @@ def ablation_table(runs, dataset: str, n_boot: int = 2000) -> pd.DataFrame:
     if runs:
         table = mean_predictor_table(runs[0])
         r_, m_ = (two_level_bootstrap(table, metric, n=n_boot) for metric in ("rmse", "mae"))
+        rmse_ci = interval_text(r_["lo"], r_["hi"])
         rows.append({
             "setting": "training-mean predictor", "RMSE reported": np.nan, "MAE reported": np.nan,
-            "RMSE measured": f"{r_['estimate']:.2f}", f"RMSE {CI_LABEL}": interval_text(r_["lo"], r_["hi"]),
+            "RMSE measured": f"{r_['estimate']:.2f}", f"RMSE {CI_LABEL}": rmse_ci,
             "MAE measured": f"{m_['estimate']:.2f}", f"MAE {CI_LABEL}": interval_text(m_["lo"], m_["hi"]),
             # One model: its seed-averaged ensemble is itself, so the interval is the same.
-            f"RMSE {ENSEMBLE_CI_LABEL}": interval_text(r_["lo"], r_["hi"]), "Dev RMSE measured": f"{runs[0].metrics['mean_predictor']['dev']['rmse']:.2f}",
+            f"RMSE {ENSEMBLE_CI_LABEL}": rmse_ci, "Dev RMSE measured": f"{runs[0].metrics['mean_predictor']['dev']['rmse']:.2f}",
             "seeds": 1, "_rmse": r_["estimate"],
         })
     return pd.DataFrame(rows)

@@ -165,9 +165,10 @@ def test_notebooks_open_with_a_parameters_cell():
 def _discarded_tables(source: str) -> list[str]:
     """The ``report.styled*(...)`` calls of a cell whose table nobody sees: an expression
     statement that is not the cell's last (IPython displays only the last one)."""
-    body = ast.parse(source).body
+    tree = ast.parse(source)
+    body = tree.body
     found = []
-    for node in ast.walk(ast.Module(body=body, type_ignores=[])):
+    for node in ast.walk(tree):
         for field in ("body", "orelse", "finalbody"):
             stmts = getattr(node, field, None)
             if not isinstance(stmts, list):
