@@ -516,8 +516,7 @@ def paired_with_predictions(pooled: pd.DataFrame, predictions: pd.DataFrame, n: 
 
 
 # --- checks of the runs themselves ---------------------------------------------------------------
-LEARNED_MIN_SD = 0.1
-"""BDI points: Development predictions with a smaller sd over videos are taken as constant."""
+from dlga.rate_rule import LEARNED_MIN_SD  # one threshold for the learning check and the rate rule
 
 
 def learning_check(runs) -> pd.DataFrame:

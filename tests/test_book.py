@@ -48,20 +48,30 @@ def test_presets_are_consistent():
 
 
 class FakeRun:
-    """What rate selection reads from a Run: the rate, and Development and Testing RMSE."""
+    """What the rate rule reads from a Run: rate, seed, Development and Testing RMSE, the
+    training mean's, the stop reason and the Development predictions."""
 
-    def __init__(self, lr, dev, test):
-        self.params = {"train": {"learning_rate": lr}}
-        self.metrics = {"dev": {"rmse": dev}, "test": {"rmse": test}}
+    def __init__(self, lr, dev, test, seed=0):
+        self.params = {"train": {"learning_rate": lr, "seed": seed}}
+        self.metrics = {"dev": {"rmse": dev}, "test": {"rmse": test}, "stop_reason": "max_steps",
+                        "mean_predictor": {"dev": {"rmse": 12.0}}}
+        self.predictions = pd.DataFrame({"partition": ["Development"] * 3, "prediction": [5.0, 10.0, 15.0]})
 
 
-def test_select_learning_rate_uses_development_only():
-    runs = [FakeRun(1e-3, 5.0, 9.0), FakeRun(1e-3, 6.0, 9.0), FakeRun(1e-4, 5.4, 1.0), FakeRun(1e-2, 7.0, 0.5)]
-    assert experiments.select_learning_rate(runs) == 1e-4  # mean dev 5.4 beats 5.5; Testing is ignored
-    runs.append(FakeRun(1e-4, 5.8, 1.0))  # mean dev of 1e-4 becomes 5.6
-    assert experiments.select_learning_rate(runs) == 1e-3
+def test_the_rate_rule_reads_development_only():
+    # 1e-4 beats the default 1e-3 by 1.0 on Development on each seed; Testing favours 1e-2.
+    runs = [FakeRun(1e-3, 9.0 + 0.1 * s, 9.0, s) for s in range(3)] + \
+           [FakeRun(1e-4, 8.0 + 0.1 * s + 0.05 * (s == 1), 1.0, s) for s in range(3)] + \
+           [FakeRun(1e-2, 9.2, 0.5, s) for s in range(3)]
+    demo = experiments.get_preset("demo")
+    assert experiments.ablation_learning_rate(demo, runs)[0] == 1e-4
+    choice = experiments.rate_choice(demo, runs)
+    assert choice.default == 1e-3 and set(choice.comparisons["rate"]) == {1e-4, 1e-3, 1e-2}
+    for r in runs:
+        r.metrics["test"]["rmse"] = 0.0 if r.params["train"]["learning_rate"] == 1e-3 else 99.0
+    assert experiments.ablation_learning_rate(demo, runs)[0] == 1e-4  # Testing changes nothing
     with pytest.raises(ValueError, match="no learning-rate study runs"):
-        experiments.select_learning_rate([])
+        experiments.rate_choice(demo, [])
 
 
 def test_ablation_rate_is_passed_in_and_planning_never_trains(tmp_path, monkeypatch):
@@ -75,7 +85,7 @@ def test_ablation_rate_is_passed_in_and_planning_never_trains(tmp_path, monkeypa
     assert experiments.ablation_learning_rate(ci) == (1e-3, "fixed by the preset")
     study = experiments.rate_selection_specs(demo, store)
     assert [s.train.learning_rate for s in study] == [lr for lr in demo.learning_rates for _ in demo.lr_seeds]
-    assert demo.learning_rates == (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1) and len(demo.lr_seeds) == 3
+    assert demo.learning_rates == (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1) and demo.lr_seeds == demo.seeds
     assert {s.setting for s in study} == {"G"} and {s.seed for s in study} == set(demo.lr_seeds)
     chosen = experiments.ablation_learning_rate(demo, [FakeRun(1e-4, 5.0, 9.0), FakeRun(1e-3, 6.0, 1.0)])
     assert chosen == (1e-4, "selected by the learning-rate study on Development")
