@@ -227,7 +227,21 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def status_page(executed: dict[str, Path]) -> str:
+def reference_section(preset: str, dataset: str, root=None, overrides: dict | None = None) -> str:
+    """The Status page's "Reference" section: whether this build matches the preset's shipped
+    reference numbers (:mod:`dlga.reference`), and the CPU instruction set it ran on. A build
+    with changed parameters or another dataset has no reference to match."""
+    from dlga import reference
+    head = [f"CPU instruction set (oneDNN): {reference.cpu_isa()}.", ""]
+    if overrides or not is_synthetic(dataset) or not reference.reference_path(preset).is_file():
+        why = ("its parameters were changed" if overrides else "it is not the synthetic cohort" if not is_synthetic(dataset)
+               else f"no reference ships for preset {preset!r}")
+        return "\n".join(["## Reference", "", *head, f"This build is not compared with a reference: {why}.", ""])
+    matches, diffs, _ = reference.verify(preset, dataset, root)
+    return "\n".join(["## Reference", "", *head, reference.verify_text(preset, matches, diffs), ""])
+
+
+def status_page(executed: dict[str, Path], extra: str = "") -> str:
     """The status page (Markdown): per chapter when it ran, how long it took, its parameters
     and the library versions, read from the executed notebooks' metadata."""
     rows, versions = [], {}
@@ -248,11 +262,13 @@ def status_page(executed: dict[str, Path]) -> str:
         "| chapter | executed | seconds | parameters |", "|---|---|---|---|", *rows, "",
         "## Library versions", "",
         "| library | version (chapters, where they differ) |", "|---|---|", *lib_rows, "",
+        extra,
     ])
 
 
-def stage(executed: dict[str, Path], staging: Path) -> None:
-    """Copy the executed notebooks, the Markdown pages, the config and the toc into ``staging``."""
+def stage(executed: dict[str, Path], staging: Path, status_extra: str = "") -> None:
+    """Copy the executed notebooks, the Markdown pages, the config and the toc into ``staging``;
+    ``status_extra``: Markdown appended to the status page (:func:`reference_section`)."""
     staging.mkdir(parents=True, exist_ok=True)
     wanted = {"_config.yml", "_toc.yml"}
     for name in wanted:
@@ -265,7 +281,7 @@ def stage(executed: dict[str, Path], staging: Path) -> None:
     for name, path in executed.items():
         _copy_if_changed(path, staging / "book" / f"{name}.ipynb")
     status = staging / "book" / "status.md"
-    text = status_page(executed)
+    text = status_page(executed, status_extra)
     if not status.is_file() or status.read_text() != text:
         status.write_text(text)
     # Anything staged earlier that is no longer part of the book goes.
@@ -368,7 +384,8 @@ def build(
                                     fingerprint, force=force, jobs=jobs, progress=progress, log=log)
     staging = build_dir / "src"
     write_toc(chapters, staging)
-    stage(executed, staging)
+    extra = reference_section(p.name, dataset, root, overrides) if len(chapters) == len(CHAPTERS) else ""
+    stage(executed, staging, extra)
     write_toc(chapters, staging)
     html = build_dir / "html"
     jupyter_book_build(staging, html, log=log, strict=len(chapters) == len(CHAPTERS))
@@ -531,12 +548,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     for name, text in (("data", "make (if synthetic) and preprocess the dataset; print the store"),
                        ("build", "execute the chapters (cached) and build the HTML"),
-                       ("runs", "dry run: the runs the book needs and which are missing")):
+                       ("runs", "dry run: the runs the book needs and which are missing"),
+                       ("reference", "write book/reference/<preset>.json from this build's runs"),
+                       ("verify", "compare this build's runs with book/reference/<preset>.json")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--preset", default="demo", choices=sorted(BOOK_PRESETS))
         p.add_argument("--dataset", default="synthetic",
                        help="synthetic, avec2013, avec2014, or the path of a manifest CSV")
         p.add_argument("--root", default=None, help="the dataset folder for avec2013/avec2014")
+        if name == "reference":
+            p.add_argument("--rmse-tolerance", type=float, default=None,
+                           help="BDI a setting's mean RMSE may move between CPUs (default: keep the file's, else 0.5)")
         if name in ("build", "runs"):
             p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the preset's)")
         if name == "build":
@@ -560,6 +582,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data":
         print(prepare_data(args.preset, args.dataset, args.root, progress=True))
         return 0
+    if args.command in ("reference", "verify"):
+        from dlga import reference
+        if args.command == "reference":
+            old = reference.reference_path(args.preset)
+            tol = {"rmse_bdi": args.rmse_tolerance} if args.rmse_tolerance is not None else (
+                json.loads(old.read_text()).get("tolerances") if old.is_file() else None)
+            print(reference.write_reference(reference.headline(args.preset, args.dataset, args.root), tol))
+            return 0
+        matches, diffs, _head = reference.verify(args.preset, args.dataset, args.root)
+        print(reference.verify_text(args.preset, matches, diffs))
+        return 0 if matches else 1
     if args.command == "runs":
         with pd.option_context("display.width", 200, "display.max_rows", 500):
             print(runs_plan(args.preset, args.dataset, args.root, args.seeds).to_string(index=False))

@@ -3,10 +3,20 @@
 Three cohorts identical to the book's synthetic cohort but for their label cues. They share its
 seed, so they hold the same subjects, labels, offsets, poses and lighting; only the cue differs:
 
-* ``null`` (``cues=()``): no label cue at all. Every setting must tie with the training-mean
-  predictor; a setting that beats it has found a leak (identity, lighting, file order, video
-  length, face loss that depends on the label) and the book says so.
+* ``null`` (``cues=()``): no label cue at all. Its images carry no path from the label, so it
+  can only catch a pipeline bug (labels joined to the wrong files, ids, file order, the
+  evaluation); every setting must tie with the training-mean predictor.
 * ``local only`` and ``global only``: which settings read which cue.
+
+Two stores derived from stores the book already has (no new cohort is drawn):
+
+* ``permuted labels``: the book's store with its Training labels shuffled across sessions
+  (Development and Testing untouched): whatever a model learns there cannot carry over, so
+  every setting must tie with (or do worse than) the training-mean predictor.
+* ``leak L`` (the positive control): the null store with a whole-frame brightness shift of
+  ``L * bdi / 63`` grey levels (:data:`LEAK_UNIT`), in every partition: a leak of known size
+  that the null control's procedure must flag. The smallest level flagged says how large a
+  leak the null control would have seen.
 
 Whether a branch *can* see a cue is geometry, not training: the 24 patch windows see the
 union of their units' receptive fields (:func:`dlga.patches.field_union_mask`).
@@ -20,13 +30,17 @@ Planning only describes runs (:func:`control_specs`); the chapter trains them wi
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
+from data_prep.store import (atomic_write_csv, atomic_write_json, read_manifest, read_video, store_fingerprint,
+                             video_path, write_video)
 from data_prep.synthetic import CUES, cue_stills
 from dlga import report
 from dlga.config import FEATURE_STRIDE, SETTINGS
@@ -36,6 +50,16 @@ from dlga.runs import RunSpec
 
 CONTROLS: dict[str, tuple[str, ...]] = {"null": (), "local only": ("local",), "global only": ("global",)}
 """The control cohorts and their cues."""
+
+PERMUTED = "permuted labels"
+LEAK_UNIT = 63.0
+"""BDI at which a leak level's brightness shift is reached in full (the label cap)."""
+DERIVED_VERSION = 1
+"""Bump when the way a derived store is made changes (its directory and fingerprint follow)."""
+
+
+def leak_name(level: float) -> str:
+    return f"leak {level:g}"
 
 SEPARATION_MAX_SHARE = 0.5
 """A cue is outside the local branch's view only if at most this share of its pixel change
@@ -68,21 +92,132 @@ def cohort_note(preset: str | BookPreset) -> str:
 
 
 def control_stores(preset: str | BookPreset, progress: bool = False) -> dict[str, Path]:
-    """The preprocessed store of every control cohort, made first where missing."""
-    return {c: prepare_data(control_preset(preset, c), "synthetic", progress=progress) for c in CONTROLS}
+    """The preprocessed store of every control, made first where missing: the three control
+    cohorts, the permuted-label store (from the book's store) and one leak store per
+    ``leak_levels`` (from the null store)."""
+    preset = get_preset(preset)
+    stores = {c: prepare_data(control_preset(preset, c), "synthetic", progress=progress) for c in CONTROLS}
+    if preset.permuted_settings:
+        stores[PERMUTED] = permuted_store(prepare_data(preset, "synthetic", progress=progress))
+    for level in preset.leak_levels:
+        stores[leak_name(level)] = leak_store(stores["null"], level)
+    return stores
+
+
+def _derived(source: Path, kind: str, make) -> Path:
+    """``<source>-<kind>``: a store made from ``source`` by ``make(manifest, read, write)``,
+    reused while the source's fingerprint and :data:`DERIVED_VERSION` match. Frames are read
+    and written through :mod:`data_prep.store`; the ``derived.json`` stamp is written last,
+    so an interrupted derivation is redone."""
+    source = Path(source)
+    key = {"source": store_fingerprint(source), "kind": kind, "version": DERIVED_VERSION}
+    dst = source.parent / f"{source.name}-{kind.replace(' ', '')}"
+    stamp = dst / "derived.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == key:
+        return dst
+    if dst.exists():
+        shutil.rmtree(dst)
+    (dst / "videos").mkdir(parents=True)
+    params = json.loads((source / "params.json").read_text()) if (source / "params.json").is_file() else {}
+    atomic_write_json(dst / "params.json", {**params, "derived": key})
+    for name in ("qc.csv",):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, dst / name)
+    manifest = read_manifest(source)
+    atomic_write_csv(dst / "manifest.csv", make(manifest, source, dst))
+    atomic_write_json(stamp, key)
+    return dst
+
+
+def _link_videos(manifest: pd.DataFrame, source: Path, dst: Path) -> None:
+    for vid in manifest["video_id"]:
+        src = video_path(source, vid)
+        if src.is_file():
+            try:
+                os.link(src, video_path(dst, vid))
+            except OSError:  # another file system: copy
+                shutil.copyfile(src, video_path(dst, vid))
+
+
+def permuted_store(source: str | os.PathLike, seed: int = 0) -> Path:
+    """The store ``source`` with its Training labels shuffled across sessions (a session's
+    videos keep one label; Development and Testing keep theirs); frames are shared."""
+    def make(manifest, src, dst):
+        train = manifest["partition"] == "Training"
+        sessions = manifest.loc[train].drop_duplicates("session_id")[["session_id", "bdi"]]
+        shuffled = np.random.default_rng(seed).permutation(sessions["bdi"].to_numpy())
+        new = dict(zip(sessions["session_id"], shuffled))
+        out = manifest.copy()
+        out.loc[train, "bdi"] = out.loc[train, "session_id"].map(new)
+        _link_videos(manifest, src, dst)
+        return out
+    return _derived(Path(source), f"permuted{seed}", make)
+
+
+def leak_store(source: str | os.PathLike, level: float) -> Path:
+    """The store ``source`` with every frame brightened by ``round(level * bdi / LEAK_UNIT)``
+    grey levels (clipped to 255), ``bdi`` being the video's label: a label leak of known size."""
+    if not level > 0:
+        raise ValueError(f"a leak level must be a positive number of grey levels, got {level!r}")
+
+    def make(manifest, src, dst):
+        for vid, bdi in zip(manifest["video_id"], manifest["bdi"]):
+            path = video_path(src, vid)
+            if not path.is_file():
+                continue
+            v = read_video(path)
+            shift = int(round(level * float(bdi) / LEAK_UNIT))
+            frames = np.clip(v["frames"].astype(np.int16) + shift, 0, 255).astype(np.uint8)
+            write_video(video_path(dst, vid), frames, v["landmarks"], v["frame_index"], v["score"], v["how"])
+        return manifest
+    return _derived(Path(source), f"leak{level:g}", make)
 
 
 def control_specs(preset: str | BookPreset, stores: Mapping[str, os.PathLike], learning_rate: float
                   ) -> dict[str, list[RunSpec]]:
-    """The runs of each control: the null cohort trains ``null_settings``, the single-cue
-    cohorts ``branch_settings``, all at the book's ablation rate with ``control_seeds``."""
+    """The runs of each control at the book's ablation rate with ``control_seeds``: the null
+    cohort trains ``null_settings``, the single-cue cohorts ``branch_settings``, the
+    permuted-label store ``permuted_settings`` and each leak store ``leak_settings``."""
     preset = get_preset(preset)
     out = {}
     for control, store in stores.items():
-        settings = preset.null_settings if control == "null" else preset.branch_settings
-        out[control] = run_specs(control_preset(preset, control), store, settings, [learning_rate],
-                                 preset.control_seeds)
+        if control == "null":
+            settings, schedule = preset.null_settings, control_preset(preset, control)
+        elif control in CONTROLS:
+            settings, schedule = preset.branch_settings, control_preset(preset, control)
+        elif control == PERMUTED:
+            settings, schedule = preset.permuted_settings, preset
+        else:
+            settings, schedule = preset.leak_settings, control_preset(preset, "null")
+        out[control] = run_specs(schedule, store, settings, [learning_rate], preset.control_seeds)
     return out
+
+
+def leak_table(comparisons: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The positive control: per leak level (``{control name: comparisons_with_mean table}``),
+    the setting, its gain over the training-mean predictor (BDI; mean minus setting), the
+    Holm-adjusted interval of the difference, and whether the null-control procedure flagged it."""
+    rows = []
+    for name, table in comparisons.items():
+        for row in table.to_dict("records"):
+            rows.append({"leak (grey levels at BDI 63)": float(name.split()[-1]), "setting": row["setting"],
+                         "gain over the training mean (BDI)": -row["diff RMSE"], "low": row["low"], "high": row["high"],
+                         "flagged as a leak": bool(row["high"] < 0)})
+    return pd.DataFrame(rows)
+
+
+def smallest_flagged(table: pd.DataFrame) -> dict | None:
+    """The smallest leak level of :func:`leak_table` flagged by every setting trained on it,
+    with the smallest gain it produced (BDI); None when no level was flagged."""
+    if table.empty:
+        return None
+    by = table.groupby("leak (grey levels at BDI 63)")
+    flagged = [lvl for lvl, t in by if t["flagged as a leak"].all()]
+    if not flagged:
+        return None
+    level = min(flagged)
+    gain = float(table.loc[table["leak (grey levels at BDI 63)"] == level, "gain over the training mean (BDI)"].min())
+    return {"level": level, "gain": gain}
 
 
 def cue_visibility(preset: str | BookPreset, index: int = 0) -> tuple[pd.DataFrame, dict]:
@@ -139,8 +274,11 @@ def leaks(comparisons: pd.DataFrame) -> list[str]:
 
 def setting_table(runs, n: int = 2000) -> pd.DataFrame:
     """One row per setting among ``runs`` (in :data:`dlga.config.SETTINGS` order): seeds,
-    Testing RMSE mean ± sd over seeds with its two-level 95 % interval (seeds x subjects), the
-    training-mean predictor's Testing RMSE and the ratio of the two."""
+    Testing RMSE mean ± sd over seeds with its two-level 95 % interval (seeds x subjects; with
+    one seed, subjects only, and the column says so), the training-mean predictor's Testing
+    RMSE, the ratio of the two, and the seeds that diverged or did not learn (constant
+    Development predictions, or no better than the training mean on Development): a collapsed
+    seed pulls a setting toward the training mean, and the prose says so."""
     rows = []
     for setting in SETTINGS:
         mine = [r for r in runs if r.params["setting"] == setting]
@@ -148,8 +286,10 @@ def setting_table(runs, n: int = 2000) -> pd.DataFrame:
             continue
         res = report.seed_subject_interval(mine, n=n)
         mean = mine[0].metrics["mean_predictor"]["test"]["rmse"]
+        diverged = sum(r.metrics.get("stop_reason") == "diverged" for r in mine)
         rows.append({"setting": setting, "seeds": len(mine),
                      "Testing RMSE": report.mean_sd(r.metrics["test"]["rmse"] for r in mine),
-                     report.CI_LABEL: report.interval_text(res["lo"], res["hi"]),
-                     "training mean RMSE": round(mean, 2), "ratio to mean": round(res["estimate"] / mean, 3)})
+                     report.CI_LABEL: report.interval_text(res["lo"], res["hi"]) + ("" if len(mine) > 1 else f" ({report.ONE_SEED})"),
+                     "training mean RMSE": round(mean, 2), "ratio to mean": round(res["estimate"] / mean, 3),
+                     "diverged or did not learn": diverged + sum(not report.learned(r) and r.metrics.get("stop_reason") != "diverged" for r in mine)})
     return pd.DataFrame(rows)

@@ -23,21 +23,38 @@ def difference_sentence(a: str, b: str, diff: float, low: float, high: float, un
     return f"{b} beats {a} by {diff:.2f} {unit} [{low:.2f}, {high:.2f}]"
 
 
+def verdict_counts(comparisons: pd.DataFrame, reference: str = "G") -> str:
+    """How a Holm family's comparisons read, in words: differences each way, ties split into
+    equivalent within 1 BDI and inconclusive, comparisons without a verdict (one seed), and the
+    fragile ones (an interval end near a boundary, :func:`dlga.report.is_fragile`)."""
+    verdicts = comparisons["verdict"]
+    readings = comparisons["reading"] if "reading" in comparisons else pd.Series("", index=comparisons.index)
+    better = int((verdicts == f"{reference} better").sum())
+    tied = verdicts == "tie"
+    equivalent = int((tied & readings.str.startswith("equivalent")).sum())
+    inconclusive = int((tied & (readings == "inconclusive")).sum())
+    none = int((readings == "no verdict").sum())
+    worse = len(comparisons) - better - int(tied.sum()) - none
+    text = (f"{reference} has the lower error than **{better}**, the higher error than **{worse}**, and ties with "
+            f"**{int(tied.sum())}** of the {len(comparisons)} ({equivalent} equivalent within 1 BDI, {inconclusive} "
+            "inconclusive: wider than +-1 BDI, so neither a difference nor an equivalence is shown)")
+    if none:
+        text += f"; {none} have one seed and get no verdict"
+    fragile = comparisons.loc[comparisons.get("fragile", pd.Series(False, index=comparisons.index)).astype(bool)]
+    if len(fragile):
+        col = comparisons.columns[0]
+        text += (f". Fragile (an interval end within the cross-CPU spread of its boundary, so another CPU may "
+                 f"read it otherwise): {', '.join(str(v) for v in fragile[col])}")
+    return text + "."
+
+
 def ablation_conclusion(comparisons: pd.DataFrame, reference: str = "G") -> str:
     """The closing sentence of the ablation chapter from :func:`dlga.report.comparisons_with`'s
     table (one row per other setting: ``"<reference> minus"``, ``diff RMSE``, ``low``,
-    ``high``, ``verdict``)."""
-    col = f"{reference} minus"
-    verdicts = comparisons["verdict"]
-    better = int((verdicts == f"{reference} better").sum())
-    tied = int((verdicts == "tie").sum())
-    worse = len(comparisons) - better - tied
-    parts = [difference_sentence(reference, row[col], row["diff RMSE"], row["low"], row["high"])
-             for _, row in comparisons.iterrows()]
+    ``high``, ``verdict``, ``reading``, ``fragile``). The table carries the numbers; this says
+    what they add up to, without ranking ties."""
     return (f"On Testing RMSE (paired two-level bootstrap over seeds x subjects, 95 % intervals Holm-adjusted "
-            f"over the {len(comparisons)} comparisons), {reference} has the lower error than "
-            f"**{better}** of the {len(comparisons)} other settings, is tied with **{tied}** and has the higher "
-            f"error than **{worse}**: " + "; ".join(parts) + ".")
+            f"over the {len(comparisons)} comparisons), " + verdict_counts(comparisons, reference))
 
 
 def training_conclusion(metrics: Mapping) -> str:
@@ -50,16 +67,21 @@ def training_conclusion(metrics: Mapping) -> str:
             f"training-mean predictor's {mean_dev:.2f}; on Testing it scored **{test:.2f}** against {mean_test:.2f}.")
 
 
-def learning_rate_conclusion(table: pd.DataFrame, chosen: float) -> str:
+def learning_rate_conclusion(table: pd.DataFrame, chosen: float, choice=None) -> str:
     """The closing sentence of the learning-rate chapter from :func:`dlga.report.runs_table`
-    of the study (columns ``lr``, ``dev_rmse``, ``test_rmse``) and the rate selected."""
+    of the study (columns ``lr``, ``dev_rmse``, ``test_rmse``), the rate chosen and, when
+    given, the rule's :class:`dlga.rate_rule.RateChoice` (how, and the rates tied with it)."""
     by = table.groupby("lr")[["dev_rmse", "test_rmse"]].mean().sort_index()
     smallest = float(by.index.min())
     best_test = float(by["test_rmse"].idxmin())
     holds = "holds" if best_test == smallest else "does not hold"
-    return (f"Selected on Development: **{chosen:g}** (Development RMSE {by.loc[chosen, 'dev_rmse']:.2f}). "
-            f"The lowest Testing RMSE, {by['test_rmse'].min():.2f}, is at {best_test:g}, so the paper's ordering "
-            f"(the smallest rate, {smallest:g}, is best) {holds} at this schedule.")
+    text = f"Chosen on Development: **{chosen:g}** (mean Development RMSE {by.loc[chosen, 'dev_rmse']:.2f})"
+    if choice is not None:
+        tied = [r for r in choice.tied if r != chosen]
+        text += f", {choice.how}" + (f"; tied with it on Development: {', '.join(f'{r:g}' for r in tied)}" if tied else "")
+    return (text + f". The paper's ordering (the smallest rate, {smallest:g}, is best) {holds} at this schedule: "
+            f"the lowest mean Testing RMSE, {by['test_rmse'].min():.2f}, is at {best_test:g} (reported for the "
+            "comparison with the paper only; Testing chose nothing).")
 
 
 def _names(items: list[str]) -> str:
@@ -150,17 +172,47 @@ def controls_conclusion(visibility: pd.DataFrame, null_comparisons: pd.DataFrame
     k = len(null_comparisons)
     if leaks:
         text += (f" **Leak: on the cohort without a cue, {', '.join(leaks)} beat{'s' if len(leaks) == 1 else ''} the "
-                 f"training-mean predictor** (Holm-adjusted over {k} settings): something other than the cues carries "
-                 "the label, and the other chapters' differences cannot be trusted until it is found.")
+                 f"training-mean predictor** (Holm-adjusted over {k} settings): the pipeline lets the label through "
+                 "(file order, ids or the evaluation), and the other chapters' differences cannot be trusted until it is found.")
     else:
-        tied = int((null_comparisons["verdict"] == "tie").sum())
-        text += (f" On the cohort without a cue no setting beats the training-mean predictor ({tied} of {k} tied, "
-                 f"Holm-adjusted): the null control finds no leak.")
-    for cohort, table in branch.items():
-        if table.empty:
-            continue
-        col = f"{reference} minus"
-        sentences = [difference_sentence(reference, row[col], row["diff RMSE"], row["low"], row["high"])
-                     for _, row in table.iterrows()]
-        text += f" On the {cohort} cohort: " + "; ".join(sentences) + "."
+        text += (f" On the cohort without a cue no setting beats the training-mean predictor ({_tie_count(null_comparisons)}, "
+                 "Holm-adjusted): no pipeline leak. Its images carry no path from the label, so this checks file "
+                 "order, ids and the evaluation, not leaks inside the images; the positive control below measures those.")
     return text
+
+
+def _tie_count(comparisons: pd.DataFrame) -> str:
+    """"3 of 3 tied", with the rest said: worse than the training mean, or one seed (no verdict)."""
+    k = len(comparisons)
+    tied = int((comparisons["verdict"] == "tie").sum())
+    none = int((comparisons.get("reading", pd.Series("", index=comparisons.index)) == "no verdict").sum())
+    worse = k - tied - none
+    return ", ".join([f"{tied} of {k} tied"] + ([f"{worse} worse"] if worse else [])
+                     + ([f"{none} with one seed, so no verdict"] if none else []))
+
+
+def leak_conclusion(permuted: pd.DataFrame, leaks: pd.DataFrame, smallest: Mapping | None) -> str:
+    """The permuted-label and positive controls in words: ``permuted`` is
+    :func:`dlga.report.comparisons_with_mean` on the permuted-label store, ``leaks``
+    :func:`dlga.controls.leak_table`, ``smallest`` :func:`dlga.controls.smallest_flagged`."""
+    parts = []
+    if not permuted.empty:
+        better = permuted.loc[permuted["high"] < 0, "setting"].tolist()
+        if better:
+            parts.append(f"**The permuted-label control fails: {', '.join(better)} beat the training mean** with "
+                         "shuffled Training labels, so something other than the faces carries the label.")
+        else:
+            parts.append(f"With Training labels shuffled no setting beats the training-mean predictor "
+                         f"({_tie_count(permuted)}): what the settings learn on the book's cohort comes "
+                         "from the label, as it should.")
+    if not leaks.empty:
+        levels = ", ".join(f"{v:g}" for v in sorted(leaks["leak (grey levels at BDI 63)"].unique()))
+        if smallest is None:
+            parts.append(f"**The positive control fails: no injected leak ({levels} grey levels at BDI 63) was "
+                         "flagged**, so the null control cannot be trusted to see a leak of that size.")
+        else:
+            parts.append(f"Of the injected leaks ({levels} grey levels at BDI 63, a whole-frame brightness shift "
+                         f"linear in the label), the smallest flagged is **{smallest['level']:g}**, where G beat the "
+                         f"training mean by {smallest['gain']:.2f} BDI: leaks larger than **{smallest['gain']:.2f} BDI** "
+                         "would have been seen by the null control's procedure.")
+    return " ".join(parts)

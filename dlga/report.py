@@ -20,6 +20,7 @@ from dlga.metrics import (
     BAND_NAMES, RESAMPLED, holm_comparisons, mean_predictor, paired_two_level_bootstrap, severity_band,
     two_level_bootstrap,
 )
+from dlga.rate_rule import LEARNED_MIN_SD, learned  # one threshold for the learning check and the rate rule
 from dlga.rundir import prediction_table
 
 # --- the paper's numbers ("reported") --------------------------------------------------------
@@ -116,13 +117,17 @@ def data_notice(dataset: str, preset: str):
 P_COLUMNS = ("p", "p (Holm)")
 
 
-def p_value_cell(p: float, floor: float) -> str:
-    """A bootstrap p-value as a table cell (HTML): three decimals, or ``"&lt; floor"`` when no
-    draw crossed 0 (``p`` is 0 then, but only as far as the draws resolve: ``floor`` says how
-    far). Escaped here because the Styler writes cells as they are."""
+P_FLOOR = 0.001
+"""The smallest p-value the tables print as a number: below it they say "< 0.001" (three
+decimals would print 0.000, and the tails of a t distribution so far out say little)."""
+
+
+def p_value_cell(p: float, floor: float = P_FLOOR) -> str:
+    """A p-value as a table cell (HTML): three decimals, or ``"&lt; floor"`` below ``floor``
+    (never "0.000"). Escaped here because the Styler writes cells as they are."""
     if not np.isfinite(p):
         return "–"
-    return html.escape(f"< {floor:.2g}") if p == 0 else f"{p:.3f}"
+    return html.escape(f"< {floor:.2g}") if p < floor else f"{p:.3f}"
 
 
 def styled(frame: pd.DataFrame, caption: str | None = None, precision: int = 2, hide_index: bool = True,
@@ -148,7 +153,10 @@ def styled(frame: pd.DataFrame, caption: str | None = None, precision: int = 2, 
 def styled_comparisons(table: pd.DataFrame, caption: str):
     """:func:`styled` for a table of :func:`comparisons_with` or :func:`comparisons_with_mean`:
     the interval shown once, as its text column (``low``/``high`` stay in the frame for code)."""
-    return styled(table.drop(columns=["low", "high"], errors="ignore"), caption)
+    view = table.drop(columns=["low", "high"], errors="ignore")
+    if "fragile" in view:  # a flag a reader scans for, not a boolean to decode
+        view = view.assign(fragile=view["fragile"].map({True: "fragile", False: ""}))
+    return styled(view, caption)
 
 
 def mean_sd(values: Iterable[float]) -> str:
@@ -398,6 +406,18 @@ def _bounds(res) -> tuple[float, float, float, str]:
     return res["diff"], res["low"], res["high"], "videos of one set of predictions"
 
 
+EQUIVALENCE_BDI = 1.0
+"""BDI points: a tie whose Holm-adjusted interval lies inside +-this is "equivalent within 1 BDI";
+a wider tie is "inconclusive" (Decisions: Statistics). Neither is ranked."""
+
+FRAGILE_BDI = 0.25
+"""BDI points: an interval end this close to a verdict's boundary (0, or +-EQUIVALENCE_BDI for
+equivalence) can move across it on another CPU (Decisions: "Verdicts that reproduce"; the
+cross-CPU spread of interval ends measured between two demo builds)."""
+
+ONE_SEED = "subjects only (one seed: training variance not included)"
+
+
 def verdict_label(res, name_a: str, name_b: str) -> str:
     """``"tie"`` when the (adjusted, for a Holm row) 95 % interval of metric(a) - metric(b)
     contains 0, else ``"<name> better"`` for the side with the lower error."""
@@ -407,21 +427,43 @@ def verdict_label(res, name_a: str, name_b: str) -> str:
     return f"{name_a if estimate < 0 else name_b} better"
 
 
+def reading(lo: float, hi: float, margin: float = EQUIVALENCE_BDI) -> str:
+    """What an interval [lo, hi] of a difference says: ``"difference"`` (it excludes 0),
+    ``"equivalent within 1 BDI"`` (it contains 0 and lies inside +-``margin``) or
+    ``"inconclusive"`` (a wider tie)."""
+    if not lo <= 0 <= hi:
+        return "difference"
+    return f"equivalent within {margin:g} BDI" if -margin < lo and hi < margin else "inconclusive"
+
+
+def is_fragile(lo: float, hi: float, spread: float = FRAGILE_BDI, margin: float = EQUIVALENCE_BDI) -> bool:
+    """Whether an interval end lies within ``spread`` of a boundary its reading depends on:
+    0 (tie or difference) or +-``margin`` (equivalence, for an interval that contains 0)."""
+    ends = (lo, hi)
+    near_zero = min(abs(e) for e in ends) < spread
+    near_margin = lo <= 0 <= hi and min(abs(abs(e) - margin) for e in ends) < spread
+    return bool(near_zero or near_margin)
+
+
 def verdict(res, name_a: str, name_b: str, unit: str = "BDI points") -> str:
     """A comparison in words. ``res``: :func:`paired_comparison`'s result or a row of
-    :func:`comparisons_with`'s Holm family. A tie when the interval contains 0; ties are not
-    ranked."""
+    :func:`comparisons_with`'s Holm family. A tie when the interval contains 0 (equivalent
+    within 1 BDI when it lies inside +-1, else inconclusive); ties are not ranked."""
     estimate, lo, hi, how = _bounds(res)
     ci = f"{estimate:+.2f} {unit} (95 % interval, {how}: [{lo:+.2f}, {hi:+.2f}])"
     label = verdict_label(res, name_a, name_b)
     if label == "tie":
-        return f"{name_a} vs {name_b}: {ci}: a **tie**, the interval contains 0; neither is ranked above the other."
+        return f"{name_a} vs {name_b}: {ci}: a **tie** ({reading(lo, hi)}), the interval contains 0; neither is ranked above the other."
     return f"{name_a} vs {name_b}: {ci}: **{label.removesuffix(' better')}** has the lower error."
 
 
-def _holm_table(holm: pd.DataFrame, reference: str, sign: float, column: str, n: int) -> tuple[pd.DataFrame, list[str]]:
+def _holm_table(holm: pd.DataFrame, reference: str, sign: float, column: str, n: int,
+                reference_is_model: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """The book's view of a :func:`dlga.metrics.holm_comparisons` family of ``n`` draws
-    (``sign`` -1 flips reference - other into other - reference)."""
+    (``sign`` -1 flips reference - other into other - reference). A trained side with one seed
+    gets the verdict :data:`ONE_SEED`: its interval holds no training variance, so no verdict is
+    drawn (``reference_is_model=False``: the reference is the training-mean predictor, one
+    model by nature)."""
     k = len(holm)
     ci_name = f"95% CI (Holm, {k} comparisons; {RESAMPLED})"
     rows, lines = [], []
@@ -429,12 +471,15 @@ def _holm_table(holm: pd.DataFrame, reference: str, sign: float, column: str, n:
         est, lo, hi = sign * row["estimate"], *sorted((sign * row["lo_holm"], sign * row["hi_holm"]))
         res = {"estimate": est, "lo_holm": lo, "hi_holm": hi, "holm_k": k}
         a, b = (reference, row["setting"]) if sign > 0 else (row["setting"], reference)
+        one_seed = row["n_seeds"] < 2 or (reference_is_model and row["n_seeds_reference"] < 2)
+        label = ONE_SEED if one_seed else verdict_label(res, a, b)
         rows.append({column: row["setting"], "diff RMSE": est, "low": lo, "high": hi, ci_name: interval_text(lo, hi),
-                     "p (Holm)": row["p_holm"], "seeds": row["n_seeds"], "verdict": verdict_label(res, a, b)})
-        lines.append(verdict(res, a, b))
+                     "p (Holm)": row["p_holm"], "seeds": row["n_seeds"], "verdict": label,
+                     "reading": "no verdict" if one_seed else reading(lo, hi),
+                     "fragile": False if one_seed else is_fragile(lo, hi)})
+        lines.append(f"{a} vs {b}: {ONE_SEED}; no verdict." if one_seed else verdict(res, a, b))
     out = pd.DataFrame(rows)
-    # A raw p of 0 (no draw crossed 0) is below about 2/n; Holm multiplies it by at most k.
-    out.attrs.update(resampled=RESAMPLED, adjustment=f"Holm, {k} comparisons", p_floor=min(1.0, 2 * k / n))
+    out.attrs.update(resampled=RESAMPLED, adjustment=f"Holm, {k} comparisons", p_floor=P_FLOOR)
     return out, lines
 
 
@@ -470,7 +515,7 @@ def comparisons_with_mean(runs, n: int = 2000, seed: int = 0) -> tuple[pd.DataFr
     if not settings:
         raise ValueError("no runs to compare with the training-mean predictor")
     holm = holm_comparisons(mean_predictor_table(runs[0]), settings, n=n, seed=seed)
-    return _holm_table(holm, "training mean", -1.0, "setting", n)
+    return _holm_table(holm, "training mean", -1.0, "setting", n, reference_is_model=False)
 
 
 def compare_with_predictions(runs, predictions: pd.DataFrame, n: int = 2000, seed: int = 0,
@@ -516,7 +561,6 @@ def paired_with_predictions(pooled: pd.DataFrame, predictions: pd.DataFrame, n: 
 
 
 # --- checks of the runs themselves ---------------------------------------------------------------
-from dlga.rate_rule import LEARNED_MIN_SD  # one threshold for the learning check and the rate rule
 
 
 def learning_check(runs) -> pd.DataFrame:
@@ -567,25 +611,31 @@ def early_stopping_note(train_config, runs=()) -> str:
 
 
 def difficulty_table(runs, floor: Mapping[str, float] | None = None) -> pd.DataFrame:
-    """How hard the task is: per setting among ``runs``, the mean Testing RMSE over seeds
-    against the training-mean predictor's (their ratio; AVEC2014: 0.72 for the paper's G), the
-    lowest first (a description of the task, not a model selection); ``floor``
-    (:func:`data_prep.synthetic.difficulty_floor`) adds the row of a perfect reading of the
-    synthetic cues."""
+    """How hard the task is: per setting among ``runs``, the mean RMSE over seeds against the
+    training-mean predictor's, on **Development** (``Dev ratio``: what the cohort's difficulty
+    is calibrated on; AVEC2014: 0.72 for the paper's G on Testing) and on Testing (``ratio``:
+    reported, never tuned on), the lowest Development ratio first (a description of the task,
+    not a model selection); ``floor`` (:func:`data_prep.synthetic.difficulty_floor`) adds the
+    row of a perfect reading of the synthetic cues (Testing)."""
     t = runs_table(runs)
     rows = []
     if not t.empty:
-        g = t.groupby("setting").agg(seeds=("seed", "count"), test_rmse=("test_rmse", "mean"),
+        g = t.groupby("setting").agg(seeds=("seed", "count"), dev_rmse=("dev_rmse", "mean"),
+                                     mean_dev_rmse=("mean_dev_rmse", "mean"), test_rmse=("test_rmse", "mean"),
                                      mean_test_rmse=("mean_test_rmse", "mean"))
-        g = g.assign(ratio=g["test_rmse"] / g["mean_test_rmse"]).sort_values("ratio")
+        g = g.assign(dev_ratio=g["dev_rmse"] / g["mean_dev_rmse"], ratio=g["test_rmse"] / g["mean_test_rmse"])
+        g = g.sort_values("dev_ratio")
         # "lowest" describes the cohort's difficulty (the calibration's target); it selects nothing.
         rows = [{"reader": f"{s} (measured{', lowest' if i == 0 else ''})", "seeds": int(r.seeds),
+                 "Development RMSE": r.dev_rmse, "Dev ratio": r.dev_ratio,
                  "Testing RMSE": r.test_rmse, "training mean RMSE": r.mean_test_rmse, "ratio": r.ratio}
                 for i, (s, r) in enumerate(g.iterrows())]
     if floor is not None:
         rows.append({"reader": "the cues themselves (least squares on cue values + offsets)", "seeds": 0,
+                     "Development RMSE": np.nan, "Dev ratio": np.nan,
                      "Testing RMSE": floor["rmse_cues"], "training mean RMSE": floor["rmse_mean"], "ratio": floor["ratio"]})
-    return pd.DataFrame(rows, columns=["reader", "seeds", "Testing RMSE", "training mean RMSE", "ratio"])
+    return pd.DataFrame(rows, columns=["reader", "seeds", "Development RMSE", "Dev ratio", "Testing RMSE",
+                                       "training mean RMSE", "ratio"])
 
 
 POWER_HALF_WIDTH = 1.0

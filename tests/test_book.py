@@ -87,8 +87,9 @@ def test_ablation_rate_is_passed_in_and_planning_never_trains(tmp_path, monkeypa
     assert [s.train.learning_rate for s in study] == [lr for lr in demo.learning_rates for _ in demo.lr_seeds]
     assert demo.learning_rates == (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1) and demo.lr_seeds == demo.seeds
     assert {s.setting for s in study} == {"G"} and {s.seed for s in study} == set(demo.lr_seeds)
-    chosen = experiments.ablation_learning_rate(demo, [FakeRun(1e-4, 5.0, 9.0), FakeRun(1e-3, 6.0, 1.0)])
-    assert chosen == (1e-4, "selected by the learning-rate study on Development")
+    study_runs = [FakeRun(1e-4, 5.0 + 0.1 * k, 9.0, k) for k in range(3)] + [FakeRun(1e-3, 6.0 + 0.1 * k, 1.0, k) for k in range(3)]
+    chosen = experiments.ablation_learning_rate(demo, study_runs)
+    assert chosen[0] == 1e-4 and chosen[1].startswith("the learning-rate rule on Development: better than 0.001")
     specs = experiments.ablation_specs(demo, store, 1e-4, seeds=[0, 1])
     assert len(specs) == len(SETTINGS) * 2
     assert {s.train.learning_rate for s in specs} == {1e-4}
@@ -236,7 +237,7 @@ def test_chapter_preset_validates_once_with_one_message():
     assert experiments.chapter_preset("ci", dataset="synthetic", root=None, show_faces=False, learning_rate=None) == ci
     p = experiments.chapter_preset("ci", learning_rate=1e-4, max_steps=40, seeds="3,4", settings="G,GA")
     assert p.ablation_lr == 1e-4 and p.train_config().max_steps == 40
-    assert p.seeds == (3, 4) and p.lr_seeds == (3,) and p.settings == ("G", "GA")
+    assert p.seeds == (3, 4) and p.lr_seeds == (3, 4) and p.settings == ("G", "GA")  # the study pairs the same seeds
     assert experiments.ablation_learning_rate(p) == (1e-4, "fixed by the preset")
 
 
@@ -276,7 +277,7 @@ def test_set_reaches_every_chapter_that_has_the_knob(monkeypatch, tmp_path):
     monkeypatch.setattr(book, "store_fingerprint", lambda store: "fp")
     monkeypatch.setattr(book, "train_book_runs", lambda *a, **k: 1e-4)
     monkeypatch.setattr(book, "execute_notebook", fake_execute)
-    monkeypatch.setattr(book, "stage", lambda executed, staging: None)
+    monkeypatch.setattr(book, "stage", lambda executed, staging, extra="": None)
     monkeypatch.setattr(book, "jupyter_book_build", lambda *a, **k: None)
     book.main(["build", "--preset", "ci", "--only", "01", "04", "05", "--set", "learning_rate=1e-4",
                "--set", "max_steps=40", "--set", "settings=G,GA", "--executor", "serial", "--jobs", "1"])
@@ -306,13 +307,41 @@ def test_status_page_reads_the_executed_notebooks(tmp_path):
 
 
 def test_ablation_conclusion_says_what_the_table_says():
-    table = pd.DataFrame({"G minus": ["GA", "C", "A"], "diff RMSE": [-0.7, 0.1, 0.9], "low": [-1.1, -0.3, 0.2],
-                          "high": [-0.3, 0.5, 1.6], "verdict": ["G better", "tie", "A better"]})
+    table = pd.DataFrame({"G minus": ["GA", "C", "A", "B", "D"], "diff RMSE": [-0.7, 0.1, 0.9, 0.0, 0.5],
+                          "low": [-1.1, -0.3, 0.2, -2.0, -0.2], "high": [-0.3, 0.5, 1.6, 2.0, 1.2],
+                          "verdict": ["G better", "tie", "A better", "tie", "tie"],
+                          "reading": ["difference", "equivalent within 1 BDI", "difference", "inconclusive", "inconclusive"],
+                          "fragile": [False, False, True, False, True]})
     text = prose.ablation_conclusion(table)
-    assert "G beats GA by 0.70 BDI [0.30, 1.10]" in text
-    assert "G and C are tied (+0.10 BDI [-0.30, +0.50])" in text
-    assert "A beats G by 0.90 BDI [0.20, 1.60]" in text
-    assert "than **1** of the 3 other settings, is tied with **1** and has the higher error than **1**" in text
+    assert "lower error than **1**, the higher error than **1**, and ties with **3** of the 5" in text
+    assert "(1 equivalent within 1 BDI, 2 inconclusive" in text
+    assert "Fragile (an interval end within the cross-CPU spread of its boundary" in text and ": A, D." in text
+    assert "GA" not in text.split("Fragile")[1]
+
+
+def test_reference_compare_lists_what_differs():
+    from dlga import reference
+    ref = {"learning_rate": 1e-3, "tolerances": {"rmse_bdi": 0.5},
+           "settings": {"G": {"seeds": 10, "test_rmse": 9.0, "dev_rmse": 8.0}},
+           "verdicts": {"G vs GA": {"verdict": "tie", "reading": "inconclusive", "fragile": True}},
+           "controls": {"null": {"verdict": "no leak"}, "positive": {"smallest flagged level": 16.0}}}
+    same = json.loads(json.dumps(ref))
+    assert reference.compare(same, ref) == []
+    other = json.loads(json.dumps(ref))
+    other.update(learning_rate=1e-2)
+    other["settings"]["G"]["test_rmse"] = 9.6
+    other["verdicts"]["G vs GA"] = {"verdict": "G better", "reading": "difference"}
+    other["controls"] = {"null": {"verdict": "leak"}, "positive": {"smallest flagged level": 64.0}}
+    diffs = reference.compare(other, ref)
+    assert len(diffs) == 5
+    assert diffs[0] == "learning rate: 0.01 (reference 0.001)"
+    assert "G mean test_rmse: 9.60 (reference 9.00, tolerance 0.5 BDI)" in diffs
+    assert any(d.startswith("G vs GA: G better, difference") and d.endswith("(fragile in the reference)") for d in diffs)
+    assert "null control: leak (reference no leak)" in diffs
+    assert "positive control: smallest flagged leak 64.0 (reference 16.0)" in diffs
+    other["settings"]["G"]["test_rmse"] = 9.4  # inside the tolerance
+    assert not any("test_rmse" in d for d in reference.compare(other, ref))
+    assert "differs" in reference.verify_text("ci", False, diffs) and "matches" in reference.verify_text("ci", True, [])
 
 
 def test_cli_requires_root_for_avec():
@@ -336,13 +365,13 @@ CHAPTER_CONTENT = {
     "04_training": ["Severity-band confusion", "Largest per-video errors", "Synthetic data"],
     "05_ablations": [SETTING_LABELS[s].split(":")[-1].strip() for s in SETTINGS] + ["Table 4", "Paired two-level bootstrap",
                                                                                  "Half-width", "before their last evaluation"],
-    "06_learning_rate": ["Table 6", "selected on Development"],
+    "06_learning_rate": ["Table 6", "The learning-rate rule on Development", "Chosen on Development"],
     "07_comparison": ["Table 8", "LBP + SVR", "training-mean predictor", "Zhou et al."],
     "08_attention": ["Mean local weight", "Global weight"],
     "09_efficiency": ["Model benchmark", "2120", "machine"],
     "10_reproducibility": ["runs on this dataset", "sbatch"],
     "11_controls": ["Null cohort", "training-mean predictor", "union of the patch fields", "local only cohort",
-                    "global only cohort", "Synthetic data"],
+                    "global only cohort", "Synthetic data", "Permuted Training labels", "Positive control"],
 }
 
 
@@ -537,12 +566,22 @@ def test_ablation_conclusion_matches_its_table(ci_book):
     p = experiments.get_preset("ci")
     table, _lines = report.comparisons_with(_ci_ablation_runs(), "G", n=p.bootstrap)
     assert text == prose.ablation_conclusion(table)
-    for _, row in table.iterrows():
-        other = row["G minus"]
-        assert (f"G and {other} are tied" in text) == (row["verdict"] == "tie"), other
-        assert (f"G beats {other} by {-row['diff RMSE']:.2f}" in text) == (row["verdict"] == "G better"), other
-    assert f"is tied with **{int((table['verdict'] == 'tie').sum())}**" in text
+    assert f"ties with **{int((table['verdict'] == 'tie').sum())}** of the {len(table)}" in text
+    assert f"lower error than **{int((table['verdict'] == 'G better').sum())}**" in text
     assert _glued(nb, "ablation_rate") == f"**{p.ablation_lr:g}** (fixed by the preset)"
+
+
+@pytest.mark.slow
+def test_ci_build_matches_its_reference_numbers(ci_book):
+    # book/reference/ci.json was written by `python -m dlga.book reference --preset ci` from a ci
+    # build; a change of numerics or of a verdict shows here (tolerance: the file's).
+    from dlga import reference
+    matches, diffs, head = reference.verify("ci")
+    assert head["preset"] == "ci" and head["learning_rate"] == 1e-3
+    assert {s["seeds"] for s in head["settings"].values()} == {3}  # equal seeds
+    assert matches, diffs
+    page = (ci_book["index"].parent / "book" / "status.html").read_text()
+    assert "matches" in page and "CPU instruction set" in page
 
 
 @pytest.mark.slow

@@ -37,28 +37,38 @@ RMSE = float(np.sqrt((SHRINK * LABEL_SD) ** 2 + SUBJECT_SD**2 + SEED_SUBJECT_SD*
 ONE_BDI_WORSE = 1 + 1 / RMSE
 
 
-def _study(rng: np.random.Generator, scale_b: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Long tables (seed, video_id, session_id, bdi, prediction) of two settings on one test set."""
+def simulate_settings(rng: np.random.Generator, scales, n_seeds) -> list[pd.DataFrame]:
+    """Long tables (seed, video_id, session_id, bdi, prediction) of settings on one test set.
+
+    Setting ``i`` has ``n_seeds[i]`` seeds and its error scaled by ``scales[i]``; the subjects,
+    their labels and their errors ``u_j`` are shared by all. tests/test_family.py uses it too.
+    """
     n_videos = len(TASKS)
     labels = rng.uniform(0, LABEL_SD * np.sqrt(12), N_SUBJECTS)  # uniform with sd LABEL_SD
     subject_error = -SHRINK * (labels - labels.mean()) + rng.normal(0, SUBJECT_SD, N_SUBJECTS)
     video = np.arange(N_SUBJECTS * n_videos)
-    base = pd.DataFrame({
-        "seed": np.repeat(np.arange(N_SEEDS), len(video)),
-        "video_id": np.tile(video.astype(str), N_SEEDS),
-        "session_id": np.tile((video // n_videos).astype(str), N_SEEDS),
-        "bdi": np.tile(np.repeat(labels, n_videos), N_SEEDS),
-    })
 
-    def setting(scale: float) -> pd.DataFrame:
-        quality = 1 + rng.normal(0, SEED_SCALE_SD, (N_SEEDS, 1, 1))
-        bias = rng.normal(0, SEED_BIAS_SD, (N_SEEDS, 1, 1))
-        seed_subject = rng.normal(0, SEED_SUBJECT_SD, (N_SEEDS, N_SUBJECTS, 1))
-        noise = rng.normal(0, VIDEO_SD, (N_SEEDS, N_SUBJECTS, n_videos))
+    def setting(scale: float, seeds: int) -> pd.DataFrame:
+        base = pd.DataFrame({
+            "seed": np.repeat(np.arange(seeds), len(video)),
+            "video_id": np.tile(video.astype(str), seeds),
+            "session_id": np.tile((video // n_videos).astype(str), seeds),
+            "bdi": np.tile(np.repeat(labels, n_videos), seeds),
+        })
+        quality = 1 + rng.normal(0, SEED_SCALE_SD, (seeds, 1, 1))
+        bias = rng.normal(0, SEED_BIAS_SD, (seeds, 1, 1))
+        seed_subject = rng.normal(0, SEED_SUBJECT_SD, (seeds, N_SUBJECTS, 1))
+        noise = rng.normal(0, VIDEO_SD, (seeds, N_SUBJECTS, n_videos))
         error = scale * (quality * (subject_error[None, :, None] + seed_subject + noise) + bias)
         return base.assign(prediction=base["bdi"].to_numpy() + error.ravel())
 
-    return setting(1.0), setting(scale_b)
+    return [setting(scale, seeds) for scale, seeds in zip(scales, n_seeds, strict=True)]
+
+
+def _study(rng: np.random.Generator, scale_b: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two settings of N_SEEDS seeds on one test set, the second's error scaled by ``scale_b``."""
+    a, b = simulate_settings(rng, (1.0, scale_b), (N_SEEDS, N_SEEDS))
+    return a, b
 
 
 def _run_studies(scale_b: float, rng_seed: int) -> pd.DataFrame:

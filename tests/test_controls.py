@@ -122,7 +122,8 @@ def test_controls_conclusion_names_a_leak_and_the_visibility():
     text = prose.controls_conclusion(vis, _null_table([0.4, -0.1]), ["GA"], {})
     assert "Leak" in text and "GA" in text and "only the global cue" in text and "100%" in text
     text = prose.controls_conclusion(vis.assign(**{"branch separation claimable": False}), _null_table([0.4, 0.3]), [], {})
-    assert "finds no leak" in text and "2 of 2 tied" in text and "visible to both branches" in text
+    assert "no pipeline leak" in text and "2 of 2 tied" in text and "visible to both branches" in text
+    assert "not leaks inside the images" in text  # what the null control cannot see
 
 
 def test_control_cohort_sizes_are_named_in_the_chapter_note():
@@ -133,3 +134,58 @@ def test_control_cohort_sizes_are_named_in_the_chapter_note():
         experiments.BookPreset(name="x", cohort="ci", control_overrides=(("bogus", 1),))
     with pytest.raises(ValueError, match="control_overrides"):
         experiments.BookPreset(name="x", cohort="ci", control_overrides=(("cues", ()),))
+
+
+# --- the permuted-label and positive controls (derived stores) -----------------------------------
+def test_permuted_store_shuffles_training_labels_only_and_shares_frames(tmp_path):
+    from data_prep.store import read_manifest, read_video, store_fingerprint, video_path
+    from data_prep.toystore import make_store
+
+    src = make_store(tmp_path / "store", {"Training": 12, "Development": 4, "Testing": 4}, tasks=("Freeform", "Northwind"))
+    dst = controls.permuted_store(src)
+    a, b = read_manifest(src).set_index("video_id"), read_manifest(dst).set_index("video_id")
+    train = a["partition"] == "Training"
+    assert sorted(b.loc[train, "bdi"]) == sorted(a.loc[train, "bdi"])  # the same labels, shuffled
+    assert (b.loc[train, "bdi"] != a.loc[train, "bdi"]).any()
+    assert (b.loc[~train, "bdi"] == a.loc[~train, "bdi"]).all()  # Development and Testing untouched
+    assert (b.loc[train].groupby("session_id")["bdi"].nunique() == 1).all()  # a session keeps one label
+    vid = a.index[0]
+    assert (read_video(video_path(dst, vid))["frames"] == read_video(video_path(src, vid))["frames"]).all()
+    assert store_fingerprint(dst) != store_fingerprint(src)
+    assert controls.permuted_store(src) == dst  # reused, not made again
+
+
+def test_leak_store_brightens_each_frame_by_the_label(tmp_path):
+    from data_prep.store import read_manifest, read_video, video_path
+    from data_prep.toystore import make_store
+
+    src = make_store(tmp_path / "store", {"Training": 6, "Development": 3, "Testing": 3})
+    dst = controls.leak_store(src, 63.0)
+    m = read_manifest(src)
+    for vid, bdi in zip(m["video_id"], m["bdi"]):
+        before = read_video(video_path(src, vid))["frames"].astype(int)
+        after = read_video(video_path(dst, vid))["frames"].astype(int)
+        unclipped = before + int(round(bdi)) <= 255
+        assert (after[unclipped] - before[unclipped] == int(round(bdi))).all(), vid
+    assert (read_manifest(dst)["bdi"] == m["bdi"]).all()
+    with pytest.raises(ValueError, match="positive number of grey levels"):
+        controls.leak_store(src, 0)
+
+
+def test_leak_table_and_the_smallest_flagged_level():
+    tables = {f"leak {lvl}": _null_table([high, 0.0]).iloc[:1] for lvl, high in ((4, 0.5), (16, -0.2), (64, -2.0))}
+    rows = controls.leak_table(tables)
+    assert rows["flagged as a leak"].tolist() == [False, True, True]
+    assert rows["gain over the training mean (BDI)"].tolist() == pytest.approx([0.0, 0.7, 2.5])
+    assert controls.smallest_flagged(rows) == {"level": 16.0, "gain": pytest.approx(0.7)}
+    assert controls.smallest_flagged(rows[rows["leak (grey levels at BDI 63)"] == 4.0]) is None
+    text = prose.leak_conclusion(pd.DataFrame(), rows, controls.smallest_flagged(rows))
+    assert "the smallest flagged is **16**" in text and "leaks larger than **0.70 BDI** would have been seen" in text
+    assert "positive control fails" in prose.leak_conclusion(pd.DataFrame(), rows.iloc[:1], None)
+
+
+def test_demo_controls_have_three_seeds_and_every_kind():
+    demo = experiments.get_preset("demo")
+    assert len(demo.control_seeds) >= 3 and demo.leak_levels == (4.0, 16.0, 64.0)
+    assert set(demo.permuted_settings) == set(demo.null_settings) == {"G", "GA", "LA-CMP+"}
+    assert {len(demo.seeds), len(demo.lr_seeds)} == {10} and not demo.power_settings

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from dlga import metrics
 
@@ -221,13 +222,14 @@ def test_holm_adjust_known_values():
         metrics.holm_adjust([0.2, 1.5])
 
 
-def test_holm_comparisons_tie_means_adjusted_interval_contains_zero():
+@pytest.mark.parametrize("interval", ["t", "percentile"])
+def test_holm_comparisons_tie_means_adjusted_interval_contains_zero(interval):
     rng = np.random.default_rng(9)
     ref = _long_table(rng, error_sd=5.0)
     err = ref["prediction"] - ref["bdi"]
     others = {f"x{k}": ref.assign(prediction=ref["bdi"] + err * f + rng.normal(0, 1, len(ref)))
               for k, f in enumerate((1.0, 1.05, 1.15, 1.3, 1.6))}
-    table = metrics.holm_comparisons(ref, others, n=2000, seed=0)
+    table = metrics.holm_comparisons(ref, others, n=2000, seed=0, interval=interval)
     assert table["setting"].tolist() == list(others)
     np.testing.assert_allclose(table["p_holm"], metrics.holm_adjust(table["p"]))
     contains_zero = (table["lo_holm"] <= 0) & (table["hi_holm"] >= 0)
@@ -237,10 +239,71 @@ def test_holm_comparisons_tie_means_adjusted_interval_contains_zero():
     assert sorted(table["holm_rank"]) == [1, 2, 3, 4, 5]
     assert not table.loc[4, "tie"] and table.loc[4, "estimate"] < 0  # errors x1.6: the reference is better
     assert table.loc[0, "tie"]
-    assert table.attrs["resampled"] == "seeds x subjects"
+    assert table.attrs["resampled"] == "seeds x subjects" and table.attrs["interval"] == interval
+    assert (table["se"] > 0).all() and (table["df"] >= 4).all()
 
 
-def test_two_level_perfect_predictions_have_a_zero_interval():
+@pytest.mark.parametrize("interval", ["t", "percentile"])
+def test_two_level_perfect_predictions_have_a_zero_interval(interval):
     table = _long_table(np.random.default_rng(10))
-    res = metrics.two_level_bootstrap(table.assign(prediction=table["bdi"]), n=200)
-    assert res["estimate"] == res["lo"] == res["hi"] == 0
+    res = metrics.two_level_bootstrap(table.assign(prediction=table["bdi"]), n=200, interval=interval)
+    assert res["estimate"] == res["lo"] == res["hi"] == res["se"] == 0
+
+
+def test_interval_must_be_t_or_percentile():
+    table = _long_table(np.random.default_rng(11), n_subjects=10)
+    for call in (lambda: metrics.two_level_bootstrap(table, n=50, interval="normal"),
+                 lambda: metrics.paired_two_level_bootstrap(table, table, n=50, interval="bca"),
+                 lambda: metrics.holm_comparisons(table, {"x": table}, n=50, interval="T")):
+        with pytest.raises(ValueError, match="unknown interval"):
+            call()
+
+
+def test_t_interval_is_estimate_plus_t_quantile_times_se():
+    table = _long_table(np.random.default_rng(12))
+    res = metrics.two_level_bootstrap(table, n=2000, seed=0, level=0.9)
+    assert res["interval"] == "t"
+    # Welch-Satterthwaite: between the smaller part's df (5 seeds - 1) and the sum (4 + 40 subjects - 1).
+    assert 4 <= res["df"] <= 4 + 39
+    half = stats.t.isf(0.05, res["df"]) * res["se"]
+    assert (res["lo"], res["hi"]) == pytest.approx((res["estimate"] - half, res["estimate"] + half))
+    # The same draws: the spread the t interval uses is that of the percentile one.
+    pct = metrics.two_level_bootstrap(table, n=2000, seed=0, level=0.9, interval="percentile")
+    assert (pct["estimate"], pct["se"], pct["df"]) == (res["estimate"], res["se"], res["df"])
+    assert res["hi"] - res["lo"] == pytest.approx(pct["hi"] - pct["lo"], rel=0.25)
+
+
+def test_fewer_seeds_give_fewer_degrees_of_freedom_and_a_wider_quantile():
+    rng = np.random.default_rng(13)
+    many, few = _long_table(rng, n_seeds=10), _long_table(rng, n_seeds=3)
+    assert metrics.two_level_bootstrap(few, n=1000)["df"] < metrics.two_level_bootstrap(many, n=1000)["df"]
+    # One seed: no seed part, only the subjects' J - 1 = 39.
+    one = metrics.two_level_bootstrap(few[few["seed"] == 0], n=1000)
+    assert one["df"] == pytest.approx(39)
+
+
+def test_paired_t_p_value_agrees_with_its_interval():
+    rng = np.random.default_rng(14)
+    a = _long_table(rng, error_sd=4.0)
+    err = a["prediction"] - a["bdi"]
+    for f in (1.0, 1.03, 1.1, 1.3):
+        b = a.assign(prediction=a["bdi"] + f * err + rng.normal(0, 1, len(a)))
+        res = metrics.paired_two_level_bootstrap(a, b, n=1000, seed=0)
+        t = abs(res["estimate"]) / res["se"]
+        assert res["p"] == pytest.approx(min(1.0, 2 * stats.t.sf(t, res["df"])))
+        assert res["tie"] == (res["p"] >= 0.05)
+        assert res["df"] <= 4 + 4 + 39
+
+
+def test_paired_one_seed_side_has_no_seed_part():
+    rng = np.random.default_rng(15)
+    a = _long_table(rng, n_seeds=5)
+    b = a[a["seed"] == 0].assign(prediction=lambda t: t["prediction"] + 0.5)
+    res = metrics.paired_two_level_bootstrap(a, b, n=1000)
+    assert (res["n_seeds_a"], res["n_seeds_b"]) == (5, 1)
+    assert res["df"] <= 4 + 39  # a's seeds and the subjects; b's training variance is not seen
+    both_one = metrics.paired_two_level_bootstrap(a[a["seed"] == 0], b, n=1000)
+    assert both_one["df"] == pytest.approx(39)
+    # Shared seeds (pair_seeds): one seed part of S - 1, not two.
+    paired = metrics.paired_two_level_bootstrap(a, a.assign(prediction=a["prediction"] * 1.05), n=1000, pair_seeds=True)
+    assert 4 <= paired["df"] <= 4 + 39

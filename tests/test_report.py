@@ -100,17 +100,16 @@ def test_comparisons_with_g_are_one_holm_family_and_ties_are_not_ranked():
     assert ((table["verdict"] == "tie") == contains_zero).all()
     ga = table.set_index("G minus").loc["GA"]
     assert ga["verdict"] == "G better" and ga["high"] < 0 and ga["diff RMSE"] < -1
-    # No draw of 2000 crossed 0: the book says the p-value is below what 2000 draws resolve
-    # (2/2000 before Holm, times at most 9 after it), never "0.00".
-    assert ga["p (Holm)"] == 0 and table.attrs["p_floor"] == pytest.approx(9 * 2 / 2000)
+    # A t p-value far in the tail: the book says it is below 0.001, never "0.000".
+    assert ga["p (Holm)"] < 0.001 and table.attrs["p_floor"] == report.P_FLOOR == 0.001
     html = report.styled(table).to_html()
     col = f"col{list(table.columns).index('p (Holm)')}"
     p_cells = re.findall(rf'class="data row\d+ {col}" >([^<]*)<', html)
-    assert len(p_cells) == len(table) and "&lt; 0.009" in p_cells and "0.00" not in p_cells
+    assert len(p_cells) == len(table) and "&lt; 0.001" in p_cells and "0.000" not in p_cells
     assert f"{table['p (Holm)'].max():.3f}" in p_cells
     shown = report.styled_comparisons(table, "G minus each setting").to_html()
     assert ">low<" not in shown and ">high<" not in shown and ">95% CI (Holm, 9 comparisons; seeds x subjects)<" in shown
-    assert "&lt; 0.009" in shown and "low" in table.columns  # the frame keeps what code reads
+    assert "&lt; 0.001" in shown and "low" in table.columns  # the frame keeps what code reads
     # Same distribution, nothing to tell apart: most of the eight others tie.
     assert (table["verdict"] == "tie").sum() >= 6
     text = dict(zip(table["G minus"], lines))

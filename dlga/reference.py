@@ -1,0 +1,178 @@
+"""Reference numbers: a build's headline numbers and verdicts, and whether they match the shipped ones.
+
+A run is reproducible only on the same instruction set (book/decisions.md, "Verdicts that
+reproduce"): on another CPU every run is another draw of training noise. So the book ships the
+headline of one build (``book/reference/<preset>.json``), with tolerances set from the spread
+measured between two builds on different instruction sets, and any build can say whether it
+matches:
+
+* the learning rate the rule chose (exact);
+* per setting, the mean Testing and Development RMSE over seeds (within ``rmse_bdi``);
+* every verdict: the ablation family (difference / equivalent / inconclusive), the controls
+  (leak / no leak) and the smallest flagged leak (exact, except for the verdicts the
+  reference itself marks fragile: those may differ, and the report says so).
+
+Command line (``python -m dlga.book``)::
+
+    python -m dlga.book reference --preset demo     # write book/reference/demo.json from the runs
+    python -m dlga.book verify --preset demo        # compare this build's runs with it
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any, Mapping
+
+from data_prep.store import atomic_write_json
+from dlga import controls, experiments, report
+
+REFERENCE_DIR = experiments.PROJECT_ROOT / "book" / "reference"
+FORMAT_VERSION = 1
+
+DEFAULT_TOLERANCES = {"rmse_bdi": 0.5}
+"""BDI points a setting's mean RMSE over seeds may move between builds on different CPUs. The
+demo's is set from the measured cross-CPU spread (the reference file carries its own)."""
+
+
+def reference_path(preset: str) -> Path:
+    return REFERENCE_DIR / f"{preset}.json"
+
+
+def cpu_isa() -> str:
+    """The instruction set oneDNN may use: ``$ONEDNN_MAX_CPU_ISA`` when set, else the widest
+    vector extension the CPU reports (Linux ``/proc/cpuinfo``)."""
+    forced = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    if forced:
+        return f"{forced} (ONEDNN_MAX_CPU_ISA)"
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return platform.machine()
+    for isa, flag in (("AVX512 + AMX", "amx_tile"), ("AVX512", "avx512f"), ("AVX2", "avx2"), ("AVX", "avx"), ("SSE4.1", "sse4_1")):
+        if flag in flags:
+            return isa
+    return platform.machine()
+
+
+def _ablation(P, store) -> tuple[dict, dict, float, str]:
+    study = experiments.ensure_runs(experiments.rate_selection_specs(P, store), executor="serial")
+    lr, how = experiments.ablation_learning_rate(P, study)
+    runs = experiments.ensure_runs(experiments.ablation_specs(P, store, lr), executor="serial")
+    by: dict[str, list] = {}
+    for r in runs:
+        by.setdefault(r.params["setting"], []).append(r)
+    settings = {s: {"seeds": len(rs),
+                    "test_rmse": sum(r.metrics["test"]["rmse"] for r in rs) / len(rs),
+                    "dev_rmse": sum(r.metrics["dev"]["rmse"] for r in rs) / len(rs)} for s, rs in by.items()}
+    table, _ = report.comparisons_with(runs, "G", n=P.bootstrap)
+    verdicts = {f"G vs {row['G minus']}": {"verdict": row["verdict"], "reading": row["reading"],
+                                           "low": round(float(row["low"]), 3), "high": round(float(row["high"]), 3),
+                                           "fragile": bool(row["fragile"])}
+                for row in table.to_dict("records")}
+    return settings, verdicts, lr, how
+
+
+def _controls(P, lr: float) -> dict[str, Any]:
+    stores = controls.control_stores(P)
+    runs = {c: experiments.ensure_runs(s, executor="serial") for c, s in controls.control_specs(P, stores, lr).items()}
+    out: dict[str, Any] = {}
+    for name in ("null", controls.PERMUTED):
+        if runs.get(name):
+            t, _ = report.comparisons_with_mean(runs[name], n=P.bootstrap)
+            out[name] = {"verdict": "leak" if controls.leaks(t) else "no leak",
+                         "fragile": bool(t["fragile"].any())}
+    leak_runs = {c: r for c, r in runs.items() if c.startswith("leak ")}
+    if leak_runs:
+        rows = controls.leak_table({c: report.comparisons_with_mean(r, n=P.bootstrap)[0] for c, r in leak_runs.items()})
+        smallest = controls.smallest_flagged(rows)
+        out["positive"] = {"smallest flagged level": None if smallest is None else smallest["level"],
+                           "gain at it (BDI)": None if smallest is None else round(smallest["gain"], 3)}
+    return out
+
+
+def headline(preset: str = "demo", dataset: str = "synthetic", root=None) -> dict[str, Any]:
+    """This build's headline numbers and verdicts, from its complete runs (a run that is
+    missing is trained first, one at a time: build the book first to avoid that)."""
+    P = experiments.get_preset(preset)
+    store = experiments.prepare_data(P, dataset, root)
+    settings, verdicts, lr, how = _ablation(P, store)
+    out = {"format_version": FORMAT_VERSION, "preset": P.name, "dataset": dataset, "learning_rate": lr,
+           "how": how, "settings": settings, "verdicts": verdicts, "cpu_isa": cpu_isa()}
+    if experiments.is_synthetic(dataset) and P.cohort is not None:
+        out["controls"] = _controls(P, lr)
+    return out
+
+
+def write_reference(head: Mapping[str, Any], tolerances: Mapping[str, float] | None = None,
+                    path: str | os.PathLike | None = None) -> Path:
+    """Write ``head`` (:func:`headline`) with its ``tolerances`` as the preset's reference file."""
+    path = Path(path or reference_path(head["preset"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {**head, "tolerances": dict(tolerances or DEFAULT_TOLERANCES)})
+    return path
+
+
+def load_reference(preset: str, path: str | os.PathLike | None = None) -> dict[str, Any]:
+    path = Path(path or reference_path(preset))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no reference for preset {preset!r}; write one from a complete build with "
+                                f"`python -m dlga.book reference --preset {preset}`")
+    ref = json.loads(path.read_text())
+    if ref.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: reference format {ref.get('format_version')!r}, this version reads {FORMAT_VERSION}; "
+                         "write it again with `python -m dlga.book reference`")
+    return ref
+
+
+def compare(head: Mapping[str, Any], ref: Mapping[str, Any]) -> list[str]:
+    """What differs between a build's headline and the reference, one line each (empty: it
+    matches). A verdict the reference marks fragile is reported as ``(fragile)`` but counted."""
+    tol = float(ref.get("tolerances", DEFAULT_TOLERANCES)["rmse_bdi"])
+    diffs = []
+    if head["learning_rate"] != ref["learning_rate"]:
+        diffs.append(f"learning rate: {head['learning_rate']:g} (reference {ref['learning_rate']:g})")
+    for s, want in ref["settings"].items():
+        got = head["settings"].get(s)
+        if got is None:
+            diffs.append(f"{s}: no runs (reference has {want['seeds']} seeds)")
+            continue
+        if got["seeds"] != want["seeds"]:
+            diffs.append(f"{s}: {got['seeds']} seeds (reference {want['seeds']})")
+        for key in ("test_rmse", "dev_rmse"):
+            if abs(got[key] - want[key]) > tol:
+                diffs.append(f"{s} mean {key}: {got[key]:.2f} (reference {want[key]:.2f}, tolerance {tol:g} BDI)")
+    for name, want in ref["verdicts"].items():
+        got = head["verdicts"].get(name)
+        if got is None or (got["verdict"], got["reading"]) != (want["verdict"], want["reading"]):
+            shown = "missing" if got is None else f"{got['verdict']}, {got['reading']}"
+            diffs.append(f"{name}: {shown} (reference {want['verdict']}, {want['reading']})"
+                         + (" (fragile in the reference)" if want.get("fragile") else ""))
+    for name, want in ref.get("controls", {}).items():
+        got = head.get("controls", {}).get(name)
+        if name == "positive":
+            if got is None or got["smallest flagged level"] != want["smallest flagged level"]:
+                diffs.append(f"positive control: smallest flagged leak {None if got is None else got['smallest flagged level']} "
+                             f"(reference {want['smallest flagged level']})")
+        elif got is None or got["verdict"] != want["verdict"]:
+            diffs.append(f"{name} control: {None if got is None else got['verdict']} (reference {want['verdict']})")
+    return diffs
+
+
+def verify(preset: str = "demo", dataset: str = "synthetic", root=None, path=None) -> tuple[bool, list[str], dict]:
+    """Compare this build with the preset's reference: ``(matches, differences, headline)``."""
+    ref = load_reference(preset, path)
+    head = headline(preset, dataset, root)
+    diffs = compare(head, ref)
+    return not diffs, diffs, head
+
+
+def verify_text(preset: str, matches: bool, diffs: list[str], ref_path: Path | None = None) -> str:
+    """The verdict of :func:`verify` as Markdown, for the terminal and the Status page."""
+    where = ref_path or reference_path(preset)
+    if matches:
+        return f"This build **matches** the reference `{where.name}` (rate, every setting's mean RMSE within tolerance, every verdict)."
+    return (f"This build **differs** from the reference `{where.name}` in {len(diffs)} place(s):\n\n"
+            + "\n".join(f"- {d}" for d in diffs))
