@@ -30,7 +30,7 @@ from data_prep.store import atomic_write_json
 from dlga import controls, experiments, report
 
 REFERENCE_DIR = experiments.PROJECT_ROOT / "book" / "reference"
-FORMAT_VERSION = 1
+REFERENCE_FORMAT_VERSION = 1
 
 DEFAULT_TOLERANCES = {"rmse_bdi": 0.5}
 """BDI points a setting's mean RMSE over seeds may move between builds on different CPUs. The
@@ -99,7 +99,7 @@ def headline(preset: str = "demo", dataset: str = "synthetic", root=None) -> dic
     P = experiments.get_preset(preset)
     store = experiments.prepare_data(P, dataset, root)
     settings, verdicts, lr, how = _ablation(P, store)
-    out = {"format_version": FORMAT_VERSION, "preset": P.name, "dataset": dataset, "learning_rate": lr,
+    out = {"format_version": REFERENCE_FORMAT_VERSION, "preset": P.name, "dataset": dataset, "learning_rate": lr,
            "how": how, "settings": settings, "verdicts": verdicts, "cpu_isa": cpu_isa()}
     if experiments.is_synthetic(dataset) and P.cohort is not None:
         out["controls"] = _controls(P, lr)
@@ -121,8 +121,8 @@ def load_reference(preset: str, path: str | os.PathLike | None = None) -> dict[s
         raise FileNotFoundError(f"{path}: no reference for preset {preset!r}; write one from a complete build with "
                                 f"`python -m dlga.book reference --preset {preset}`")
     ref = json.loads(path.read_text())
-    if ref.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: reference format {ref.get('format_version')!r}, this version reads {FORMAT_VERSION}; "
+    if ref.get("format_version") != REFERENCE_FORMAT_VERSION:
+        raise ValueError(f"{path}: reference format {ref.get('format_version')!r}, this version reads {REFERENCE_FORMAT_VERSION}; "
                          "write it again with `python -m dlga.book reference`")
     return ref
 
