@@ -34,8 +34,6 @@ export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
 # import here against 9 s from .cache/pycache.
 unexport PYTHONDONTWRITEBYTECODE
 export TF_CPP_MIN_LOG_LEVEL := 2
-# oneDNN on every CPU: the gradient of the grouped per-patch convolution needs it (dlga/__init__.py).
-export TF_ENABLE_ONEDNN_OPTS := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: help venv test test-fast book bench data clean distclean

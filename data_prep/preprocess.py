@@ -111,9 +111,9 @@ def make_params(
         "align_points": "eye-corners",
         "reuse_min_score": None if reuse_min_score is None else float(reuse_min_score),
         "upsample_retry": bool(upsample_retry),
-        # The code of the data path: a change to it makes a new store folder, never a stale
-        # store read as if the new code had written it.
-        "data_source": store.data_source_hash(),
+        # What decides the data path's numbers (a declared version and the libraries): a change
+        # to it makes a new store folder, never a stale store read as if new code had written it.
+        "data": store.data_identity(),
     }
     if fallback is not None:
         params["fallback"] = fallback

@@ -171,31 +171,35 @@ def read_manifest(store_dir: str | os.PathLike) -> pd.DataFrame:
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-DATA_SOURCES = (
-    "data_prep/video.py", "data_prep/faces.py", "data_prep/align.py", "data_prep/extract.py",
-    "data_prep/openface.py", "data_prep/preprocess.py", "data_prep/datasets.py", "data_prep/store.py",
-)
-"""The modules that turn a video into stored frames (paths from the project root).
+DATA_VERSION = 1
+"""The version of the data path's numbers: what turns a video into stored frames (reading,
+face finding, landmarks, alignment, preprocessing). Bump it with any change that changes a
+stored frame, landmark or label; tests/test_golden.py compares a preprocessed clip with a
+stored golden one and fails until it is bumped and the golden file is refreshed. A comment,
+an import, a rename or a file move changes nothing, so it makes no new store."""
 
-They decide a store's content, so their hash belongs to the store's identity (its
-``params.json``, written by :mod:`data_prep.preprocess`); a run sees them through
-:func:`store_fingerprint`, which hashes what they wrote."""
-
-
-def sources_hash(files, root: str | os.PathLike = PROJECT_ROOT) -> str:
-    """A short hash of source files: each path (relative to ``root``) and its bytes."""
-    h = hashlib.sha256()
-    for name in files:
-        h.update(str(name).encode())
-        h.update(b"\0")
-        h.update((Path(root) / name).read_bytes())
-        h.update(b"\0")
-    return h.hexdigest()[:16]
+DATA_LIBRARIES = ("numpy", "opencv-python-headless", "dlib-bin")
+"""The libraries whose versions decide the stored frames beside :data:`DATA_VERSION`."""
 
 
-def data_source_hash() -> str:
-    """:func:`sources_hash` of :data:`DATA_SOURCES`."""
-    return sources_hash(DATA_SOURCES)
+def library_versions(names) -> dict[str, str]:
+    """The installed versions of distributions ``names`` (read from package metadata; nothing
+    is imported): ``"absent"`` for one that is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def data_identity() -> dict[str, Any]:
+    """What decides a store's frames besides its parameters: :data:`DATA_VERSION` and the
+    versions of :data:`DATA_LIBRARIES`."""
+    return {"data_version": DATA_VERSION, "libraries": library_versions(DATA_LIBRARIES)}
 
 
 # (reader, path, inode, size, mtime_ns) -> sha256 of what the reader gives: a store is hashed once

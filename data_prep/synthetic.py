@@ -76,7 +76,7 @@ from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywid
 from . import align, morph
 from .extract import extract_faces, make_detector
 from .preprocess import make_params
-from .store import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, sources_hash
+from .store import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, library_versions
 from .workers import spawn_context
 
 PARTITIONS = ("Training", "Development", "Testing")
@@ -95,14 +95,15 @@ LABEL_DIRS = {
     "Testing": Path("AVEC2014_Labels_Testset") / "Testing" / "DepressionLabels",
 }
 COHORT_VERSION = 1
+"""The version of the cohort's numbers: bump it with any change to how subjects are drawn,
+morphed or rendered (a comment, an import or a move changes nothing, so it makes no new cohort)."""
 VIDEO_COLUMNS = ("video_id", "session_id", "partition", "task", "bdi", "n_frames", "n_face", "n_blurred",
                  "mean_pitch", "video", "landmarks")
 """The columns of videos.csv, one row per video (:func:`render_subject`'s stats)."""
 PARTIAL_DIR = ".partial"
 """Inside a cohort folder being made: the request and one stats file per finished subject."""
-COHORT_SOURCES = ("data_prep/synthetic.py", "data_prep/morph.py", "data_prep/align.py", "data_prep/faces.py")
-"""The modules that draw and render a cohort (paths from the project root): their hash is part
-of a cohort's identity (:func:`cohort_identity`), so a changed cue model makes a new cohort."""
+COHORT_LIBRARIES = ("numpy", "opencv-python-headless", "dlib-bin", "scikit-image")
+"""The libraries that draw and render a cohort: their versions are part of its identity."""
 
 
 @dataclass(frozen=True)
@@ -242,13 +243,14 @@ def cue_constants() -> dict:
 
 
 def cohort_identity(cfg: CohortConfig | str, seed: int = 0) -> dict:
-    """Everything that decides a cohort's files: version, seed, configuration, the cue
-    constants and the hash of :data:`COHORT_SOURCES`. ``cfg``: a config or a preset name.
+    """Everything that decides a cohort's files: :data:`COHORT_VERSION`, seed, configuration,
+    the cue constants and the versions of the libraries that render it. ``cfg``: a config or a
+    preset name.
 
     ``cohort.json`` holds it; :func:`make_cohort` rebuilds a folder whose cohort has another."""
     cfg = CohortConfig.preset(cfg) if isinstance(cfg, str) else cfg
     return {"version": COHORT_VERSION, "seed": int(seed), "config": cfg.to_dict(),
-            "cue_constants": cue_constants(), "sources": sources_hash(COHORT_SOURCES)}
+            "cue_constants": cue_constants(), "libraries": library_versions(COHORT_LIBRARIES)}
 
 
 def cohort_key(cfg: CohortConfig | str, seed: int = 0) -> str:

@@ -19,8 +19,8 @@ one progress bar: the learning-rate study, then the ablation grid at the rate it
 Development. It then executes every chapter notebook with papermill (parameters ``preset``,
 ``dataset``, ``root`` and each ``--set NAME=VALUE`` the chapter has in its parameters cell)
 into ``_build/executed/<preset>-<dataset>-<hash>/``, keyed by a hash of the notebook, its
-parameters, the package source (:func:`dlga.runs.source_hash`) and the data fingerprint, so an
-unchanged second build skips papermill. It then stages the executed notebooks with the
+parameters, the source of the project modules it imports (:func:`chapter_modules`), the
+numerics of its runs and the data fingerprint, so an unchanged second build skips papermill. It then stages the executed notebooks with the
 Markdown pages (the Decisions chapter among them), a status page (when each chapter ran, how
 long, its parameters and library versions), ``_config.yml`` and ``_toc.yml`` into
 ``_build/src/`` and runs ``jupyter-book build`` there (no execution by jupyter-book, warnings
@@ -70,7 +70,7 @@ from dlga.experiments import (
     unknown_parameters_message,
 )
 from dlga.controls import control_specs, control_stores
-from dlga.runs import load_run, plan, source_hash
+from dlga.runs import load_run, numerics_identity, plan
 
 BOOK_DIR = PROJECT_ROOT / "book"
 DATASETS = ("synthetic", "avec2013", "avec2014")
@@ -161,9 +161,77 @@ def notebook_source_key(path: Path) -> str:
     return _sha(json.dumps(cells))
 
 
+PACKAGES = ("dlga", "data_prep")
+"""The project's packages: a chapter's cache key covers the modules of these it imports."""
+
+
+def _module_file(module: str) -> Path | None:
+    """The source file of a project module (``dlga.report``), or None outside the packages."""
+    parts = module.split(".")
+    if parts[0] not in PACKAGES:
+        return None
+    base = PROJECT_ROOT.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(tree: ast.AST, package: str = "") -> set[str]:
+    """The project modules an AST imports (``from dlga import report`` names ``dlga.report``;
+    a relative import is resolved against ``package``)."""
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            out.add(base)
+            out.update(f"{base}.{alias.name}" for alias in node.names)
+    return {m for m in out if _module_file(m) is not None}
+
+
+def module_closure(modules) -> list[str]:
+    """``modules`` and every project module they import, transitively, sorted. A package's
+    ``__init__`` counts as imported with any of its modules."""
+    todo, seen = list(modules), set()
+    while todo:
+        module = todo.pop()
+        if module in seen or _module_file(module) is None:
+            continue
+        seen.add(module)
+        parents = [".".join(module.split(".")[:i]) for i in range(1, len(module.split(".")))]
+        path = _module_file(module)
+        package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        todo.extend(parents + sorted(_imported_modules(ast.parse(path.read_text()), package)))
+    return sorted(seen)
+
+
+def chapter_modules(name: str) -> list[str]:
+    """The project modules chapter ``name`` imports, with everything they import."""
+    nb = nbformat.read(BOOK_DIR / f"{name}.ipynb", as_version=4)
+    roots: set[str] = set()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            try:
+                roots |= _imported_modules(ast.parse(cell.source))
+            except SyntaxError:  # IPython magics: such a cell imports nothing of ours
+                continue
+    return module_closure(roots)
+
+
 def _notebook_key(name: str, parameters: dict[str, Any], fingerprint: str) -> str:
+    """What decides an executed chapter: its cells, its parameters, the data fingerprint, the
+    numerics of the runs it reads (:func:`dlga.runs.numerics_identity`: with the parameters
+    and the data they fix the run ids) and the source of every project module it imports, so a
+    table or prose edit re-executes the chapters that use it (seconds) and retrains nothing."""
     src = BOOK_DIR / f"{name}.ipynb"
-    return _sha(notebook_source_key(src), json.dumps(parameters, sort_keys=True), source_hash(), fingerprint)
+    modules = chapter_modules(name)
+    code = _sha(*(m.encode() + b"\0" + _module_file(m).read_bytes() for m in modules))
+    return _sha(notebook_source_key(src), json.dumps(parameters, sort_keys=True),
+                json.dumps(numerics_identity(), sort_keys=True), code, fingerprint)
 
 
 def _holds(out_dir: Path, name: str, key: str) -> bool:

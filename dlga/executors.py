@@ -62,7 +62,7 @@ def limit_threads(threads: int = THREADS_PER_RUN) -> bool:
 
 
 def _worker_init(threads: int) -> None:
-    # TF_ENABLE_ONEDNN_OPTS is already set: unpickling this function imported dlga/__init__.py.
+    # oneDNN is already switched on: unpickling this function imported dlga (dlga.settings).
     os.environ["OMP_NUM_THREADS"] = str(threads)
     limit_threads(threads)
 

@@ -2,8 +2,9 @@
 
 A run's id is a hash of everything that decides its numbers: the model and training
 configurations, the dataset fingerprint (:func:`data_prep.store.store_fingerprint`: the
-store's parameters, manifest and every stored frame) and the source of the modules that turn
-a store into numbers (:data:`RUN_SOURCES`). It is written to
+store's parameters, manifest and every stored frame) and :func:`numerics_identity` (a declared
+numerics version, the numeric libraries' versions, the threads per run, oneDNN's switches), not
+the text of any file: a comment or a move retrains nothing. It is written to
 ``runs/<id>.partial/`` (checkpoints included, so a rerun resumes) and renamed to
 ``runs/<id>/`` once ``COMPLETE`` is written, so a directory without the ``.partial`` suffix is
 always a whole run. An existing complete run is returned as it is, never recomputed. The
@@ -37,29 +38,38 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
-from data_prep.store import sources_hash, store_fingerprint
+from data_prep.store import library_versions, store_fingerprint
 from dlga import executors, rundir
 from dlga.config import MODEL_PRESETS, SETTINGS, TRAIN_PRESETS, ModelConfig, TrainConfig, compiled_key
 from dlga.metrics import paired_two_level_bootstrap
 from dlga.rundir import COMPLETE, Run, is_complete, load_run  # also this module's public names
+from dlga.settings import onednn_enabled
 
-_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+NUMERICS_VERSION = 1
+"""The version of the numbers a run produces from a store: the model, its initialisation, the
+training step and schedule, data loading and the metrics. Bump it with any change that changes
+a run's numbers; tests/test_golden.py trains one tiny fixed run, compares its predictions with
+stored golden ones and fails until it is bumped and the golden file is refreshed. A comment, an
+import, a rename or a file move changes no run id."""
 
-
-# The modules whose code turns a store into a run's numbers. The data path (synthetic cohort,
-# face finding, alignment, preprocessing) enters through the store's fingerprint, which hashes
-# the frames it wrote (data_prep.store.DATA_SOURCES, data_prep.synthetic.COHORT_SOURCES decide
-# the store and the cohort). The book, reports, CLI and benchmarks do not change a run, so
-# editing them does not invalidate the cache.
-RUN_SOURCES = (
-    "dlga/config.py", "dlga/layers.py", "dlga/patches.py", "dlga/model.py",
-    "dlga/train.py", "dlga/data.py", "dlga/metrics.py", "dlga/runs.py", "dlga/rundir.py", "data_prep/store.py",
-)
+NUMERIC_LIBRARIES = ("tensorflow", "keras", "numpy")
+"""The libraries whose versions decide a run's numbers beside :data:`NUMERICS_VERSION`."""
 
 
-def source_hash(files: Iterable[str] = RUN_SOURCES) -> str:
-    """A short hash of the source files that decide a run's numbers (paths and contents)."""
-    return sources_hash(files, _PACKAGE_ROOT)
+def numerics_identity() -> dict[str, Any]:
+    """What decides a run's numbers besides its parameters and data: :data:`NUMERICS_VERSION`,
+    the versions of :data:`NUMERIC_LIBRARIES`, the threads a run trains with and oneDNN's
+    switches (``TF_ENABLE_ONEDNN_OPTS``, and ``ONEDNN_MAX_CPU_ISA`` where it restricts the
+    instruction set: a run on another instruction set is another draw of training noise)."""
+    versions = library_versions(("tensorflow", "tensorflow-cpu", *NUMERIC_LIBRARIES[1:]))
+    tf = versions.pop("tensorflow-cpu")
+    if versions["tensorflow"] == "absent":
+        versions["tensorflow"] = tf
+    out = {"numerics_version": NUMERICS_VERSION, "libraries": versions,
+           "threads_per_run": executors.THREADS_PER_RUN, "onednn": onednn_enabled()}
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        out["onednn_max_cpu_isa"] = os.environ["ONEDNN_MAX_CPU_ISA"]
+    return out
 
 
 def git_commit() -> str | None:
@@ -67,7 +77,7 @@ def git_commit() -> str | None:
     try:
         out = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=40"],
-            cwd=_PACKAGE_ROOT, capture_output=True, text=True, timeout=10,
+            cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -147,7 +157,7 @@ class RunSpec:
             "model": self.model_config.to_dict(),
             "train": self.train_config.to_dict(),
             "store_fingerprint": store_fingerprint(self.store_dir),
-            "source": source_hash(),
+            "numerics": numerics_identity(),
         }
         if self.test_store_dir is not None:
             if not Path(self.test_store_dir).is_dir():
@@ -264,7 +274,7 @@ def execute(
             strategy=strategy, progress=progress, model_fn=model_fn, test_store_dir=spec.test_store_dir,
         )
     metrics.update(run_id=run_id, git_commit=git_commit(), store_fingerprint=params["store_fingerprint"],
-                   source=params["source"], finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                   numerics=params["numerics"], finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     rundir.write_metrics(partial, metrics)
     # Full optimizer state is only needed to resume; the selected weights stay.
     shutil.rmtree(rundir.checkpoint_dir(partial, rundir.LATEST), ignore_errors=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Before any test module imports TensorFlow: the same oneDNN setting as dlga/__init__.py.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# Before any test module imports TensorFlow: the package's one oneDNN switch (dlga.settings).
+import dlga  # noqa: F401  (importing the package sets it)
 
 import numpy as np
 import pytest
