@@ -251,9 +251,13 @@ def mean_predictor_table(run, partition: str = "Testing") -> pd.DataFrame:
 
 
 def _cell(runs, metric: str, n: int) -> tuple[str, str]:
-    """(mean ± sd over seeds, two-level interval) of the Testing ``metric``."""
+    """(mean ± sd over seeds, two-level interval) of the Testing ``metric``; an interval from
+    one seed says that it resamples subjects only (:data:`ONE_SEED`)."""
     runs = list(runs)
-    return mean_sd(r.metrics["test"][metric] for r in runs), interval(runs, metric, n)
+    text = interval(runs, metric, n)
+    if len(runs) == 1 and text:
+        text += f" ({ONE_SEED})"
+    return mean_sd(r.metrics["test"][metric] for r in runs), text
 
 
 def cross_dataset_table(within, across, dataset: str, other: str, n_boot: int = 2000) -> pd.DataFrame:

@@ -247,3 +247,26 @@ def test_failed_checks_names_each_failed_check_with_its_value_and_target():
     assert prose.failed_checks(checks) == "**1 of 2** checks with a target fail: Spearman(BDI, mouth_corner_drop): 0.341 against >= 0.5."
     checks.loc[1, "ok"] = True
     assert prose.failed_checks(checks) == "All 2 checks with a target pass."
+
+
+def test_one_seed_intervals_say_so_and_get_no_verdict():
+    runs = [fake_run("G", k) for k in range(4)] + [fake_run("GA", 0, shift=3.0)] + [fake_run("C", k) for k in range(4)]
+    table = report.ablation_table(runs, "synthetic", n_boot=200).set_index("setting")
+    ci = f"RMSE {report.CI_LABEL}"
+    ga = next(i for i in table.index if i.startswith("GA"))
+    assert table.loc[ga, ci].endswith(f"({report.ONE_SEED})")
+    assert not any(table.loc[i, ci].endswith(f"({report.ONE_SEED})") for i in table.index if i.startswith(("G2", "C")))
+    comparisons, lines = report.comparisons_with(runs, "G", n=500)
+    row = comparisons.set_index("G minus").loc["GA"]
+    assert row["verdict"] == report.ONE_SEED and row["reading"] == "no verdict" and not row["fragile"]
+    assert any(line.startswith("G vs GA: subjects only") and "no verdict" in line for line in lines)
+    assert comparisons.set_index("G minus").loc["C", "reading"] in ("equivalent within 1 BDI", "inconclusive", "difference")
+
+
+def test_readings_and_fragility_follow_the_interval():
+    assert report.reading(-0.5, 0.5) == "equivalent within 1 BDI"
+    assert report.reading(-1.5, 0.5) == "inconclusive"
+    assert report.reading(0.2, 1.5) == "difference" and report.reading(-2.0, -0.1) == "difference"
+    assert report.is_fragile(-0.1, 0.6)        # an end near 0
+    assert report.is_fragile(-0.5, 0.9)        # an equivalence whose end is near the +-1 margin
+    assert not report.is_fragile(-0.6, 0.6) and not report.is_fragile(0.5, 2.0)
