@@ -286,10 +286,9 @@ def setting_table(runs, n: int = 2000) -> pd.DataFrame:
             continue
         res = report.seed_subject_interval(mine, n=n)
         mean = mine[0].metrics["mean_predictor"]["test"]["rmse"]
-        diverged = sum(r.metrics.get("stop_reason") == "diverged" for r in mine)
         rows.append({"setting": setting, "seeds": len(mine),
                      "Testing RMSE": report.mean_sd(r.metrics["test"]["rmse"] for r in mine),
                      report.CI_LABEL: report.interval_text(res["lo"], res["hi"]) + ("" if len(mine) > 1 else f" ({report.ONE_SEED})"),
                      "training mean RMSE": round(mean, 2), "ratio to mean": round(res["estimate"] / mean, 3),
-                     "diverged or did not learn": diverged + sum(not report.learned(r) and r.metrics.get("stop_reason") != "diverged" for r in mine)})
+                     "diverged or did not learn": report.collapsed_seeds(mine)})
     return pd.DataFrame(rows)

@@ -48,13 +48,21 @@ def verdict_counts(comparisons: pd.DataFrame, reference: str = "G") -> str:
     return text + "."
 
 
-def ablation_conclusion(comparisons: pd.DataFrame, reference: str = "G") -> str:
+def ablation_conclusion(comparisons: pd.DataFrame, reference: str = "G", collapsed: Mapping[str, int] | None = None) -> str:
     """The closing sentence of the ablation chapter from :func:`dlga.report.comparisons_with`'s
     table (one row per other setting: ``"<reference> minus"``, ``diff RMSE``, ``low``,
     ``high``, ``verdict``, ``reading``, ``fragile``). The table carries the numbers; this says
-    what they add up to, without ranking ties."""
-    return (f"On Testing RMSE (paired two-level bootstrap over seeds x subjects, 95 % intervals Holm-adjusted "
+    what they add up to, without ranking ties. ``collapsed``: seeds per setting that diverged
+    or did not learn (:func:`dlga.report.collapsed_seeds`), named so that no difference is read
+    as the architecture's when it is a collapse."""
+    text = (f"On Testing RMSE (paired two-level bootstrap over seeds x subjects, 95 % intervals Holm-adjusted "
             f"over the {len(comparisons)} comparisons), " + verdict_counts(comparisons, reference))
+    bad = {s: n for s, n in (collapsed or {}).items() if n}
+    if bad:
+        text += (" Seeds that diverged or did not learn: " + ", ".join(f"{s} {n}" for s, n in bad.items())
+                 + ". They stay in their setting's interval (a setting is estimated by what its seeds do), but a "
+                 "difference against such a setting may be its collapsed seeds, not its architecture.")
+    return text
 
 
 def training_conclusion(metrics: Mapping) -> str:

@@ -250,6 +250,12 @@ def mean_predictor_table(run, partition: str = "Testing") -> pd.DataFrame:
     return table.assign(prediction=mean_predictor(train, len(table)))
 
 
+def collapsed_seeds(runs) -> int:
+    """How many of ``runs`` diverged or did not learn (:func:`dlga.rate_rule.learned`): such a
+    seed pulls its setting toward the training mean, and the book says so where it counts."""
+    return sum(r.metrics.get("stop_reason") == "diverged" or not learned(r) for r in runs)
+
+
 def _cell(runs, metric: str, n: int) -> tuple[str, str]:
     """(mean ± sd over seeds, two-level interval) of the Testing ``metric``; an interval from
     one seed says that it resamples subjects only (:data:`ONE_SEED`)."""
@@ -305,6 +311,7 @@ def ablation_table(runs, dataset: str, n_boot: int = 2000) -> pd.DataFrame:
             "RMSE measured": rmse, f"RMSE {CI_LABEL}": rmse_ci, "MAE measured": mae, f"MAE {CI_LABEL}": mae_ci,
             f"RMSE {ENSEMBLE_CI_LABEL}": ensemble_interval(sub, n=n_boot),
             "Dev RMSE measured": mean_sd(r.metrics["dev"]["rmse"] for r in sub), "seeds": len(sub),
+            "seeds that diverged or did not learn": collapsed_seeds(sub),
             "_rmse": float(np.mean([r.metrics["test"]["rmse"] for r in sub])) if sub else np.nan,
         })
     if runs:
@@ -317,7 +324,7 @@ def ablation_table(runs, dataset: str, n_boot: int = 2000) -> pd.DataFrame:
             "MAE measured": f"{m_['estimate']:.2f}", f"MAE {CI_LABEL}": interval_text(m_["lo"], m_["hi"]),
             # One model: its seed-averaged ensemble is itself, so the interval is the same.
             f"RMSE {ENSEMBLE_CI_LABEL}": rmse_ci, "Dev RMSE measured": f"{runs[0].metrics['mean_predictor']['dev']['rmse']:.2f}",
-            "seeds": 1, "_rmse": r_["estimate"],
+            "seeds": 1, "seeds that diverged or did not learn": 0, "_rmse": r_["estimate"],
         })
     return pd.DataFrame(rows)
 

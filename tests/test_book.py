@@ -317,6 +317,8 @@ def test_ablation_conclusion_says_what_the_table_says():
     assert "(1 equivalent within 1 BDI, 2 inconclusive" in text
     assert "Fragile (an interval end within the cross-CPU spread of its boundary" in text and ": A, D." in text
     assert "GA" not in text.split("Fragile")[1]
+    named = prose.ablation_conclusion(table, collapsed={"GA": 1, "C": 0})
+    assert "Seeds that diverged or did not learn: GA 1." in named and "C 0" not in named
 
 
 def test_reference_compare_lists_what_differs():
@@ -586,8 +588,10 @@ def test_ablation_conclusion_matches_its_table(ci_book):
     nb = nbformat.read(executed, as_version=4)
     text = _glued(nb, "ablation_conclusion")
     p = experiments.get_preset("ci")
-    table, _lines = report.comparisons_with(_ci_ablation_runs(), "G", n=p.bootstrap)
-    assert text == prose.ablation_conclusion(table)
+    runs = _ci_ablation_runs()
+    table, _lines = report.comparisons_with(runs, "G", n=p.bootstrap)
+    collapsed = {s: report.collapsed_seeds([r for r in runs if r.params["setting"] == s]) for s in SETTINGS}
+    assert text == prose.ablation_conclusion(table, collapsed=collapsed)
     assert f"ties with **{int((table['verdict'] == 'tie').sum())}** of the {len(table)}" in text
     assert f"lower error than **{int((table['verdict'] == 'G better').sum())}**" in text
     assert _glued(nb, "ablation_rate") == f"**{p.ablation_lr:g}** (fixed by the preset)"

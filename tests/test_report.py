@@ -255,6 +255,7 @@ def test_one_seed_intervals_say_so_and_get_no_verdict():
     ci = f"RMSE {report.CI_LABEL}"
     ga = next(i for i in table.index if i.startswith("GA"))
     assert table.loc[ga, ci].endswith(f"({report.ONE_SEED})")
+    assert table["seeds that diverged or did not learn"].tolist() == [0] * len(table)
     assert not any(table.loc[i, ci].endswith(f"({report.ONE_SEED})") for i in table.index if i.startswith(("G2", "C")))
     comparisons, lines = report.comparisons_with(runs, "G", n=500)
     row = comparisons.set_index("G minus").loc["GA"]
