@@ -4,7 +4,7 @@ TensorFlow's CPU kernels cannot take the gradient of a grouped convolution (the 
 convolutions of LocalAttention); its oneDNN kernels can. TensorFlow turns oneDNN on by default
 only on CPUs with AVX-512, so the package asks for it on every CPU. This must happen before
 TensorFlow is imported (``import dlga`` does it); a user's own setting wins, and the run id
-records the value (:func:`dlga.runs.numerics_identity`).
+records the value (:func:`dlga.runs.cache.numerics_identity`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from dlga import report
+from dlga.book import report
 from dlga.bench import ROW_FORMATS, BenchCase, efficiency, format_table, goals, measure, measure_matmul
 
 

@@ -22,10 +22,11 @@ import pytest
 import yaml
 from myst_nb.ext.glue import GLUE_PREFIX as glue_prefix
 
-from dlga import book, experiments, prose, report, rundir
+from dlga.book import build as book, experiments, prose, report
+from dlga.runs import rundir
 from dlga.config import SETTING_LABELS, SETTINGS, ModelConfig
-from dlga.metrics import mae, rmse
-from dlga.model import build_model
+from dlga.training.metrics import mae, rmse
+from dlga.model.network import build_model
 
 BUILD_DIR = book.PROJECT_ROOT / "_build" / "test-ci"
 
@@ -209,7 +210,7 @@ def test_every_table_a_chapter_makes_is_shown():
 
 def test_progress_bars_do_not_warn_in_a_notebook():
     # tqdm.auto prints "TqdmWarning: IProgress not found" into every chapter run without ipywidgets.
-    sources = sorted(book.PROJECT_ROOT.glob("dlga/*.py")) + sorted(book.PROJECT_ROOT.glob("data_prep/*.py"))
+    sources = sorted(book.PROJECT_ROOT.glob("dlga/**/*.py")) + sorted(book.PROJECT_ROOT.glob("data_prep/*.py"))
     assert len(sources) > 20
     offenders = [p.name for p in sources if re.search(r"^\s*(from tqdm\.auto|import tqdm\.auto|from tqdm\.autonotebook)",
                                                       p.read_text(), re.M)]
@@ -320,7 +321,7 @@ def test_ablation_conclusion_says_what_the_table_says():
 
 
 def test_reference_compare_lists_what_differs():
-    from dlga import reference
+    from dlga.book import reference
     ref = {"learning_rate": 1e-3, "tolerances": {"rmse_bdi": 0.5},
            "settings": {"G": {"seeds": 10, "test_rmse": 9.0, "dev_rmse": 8.0}},
            "verdicts": {"G vs GA": {"verdict": "tie", "reading": "inconclusive", "fragile": True}},
@@ -409,12 +410,12 @@ def test_a_prose_edit_re_executes_only_the_chapters_that_import_it(monkeypatch, 
     keys = {c: book._notebook_key(c, params, "fingerprint") for c in book.CHAPTERS}
     real = book._module_file
     edited = tmp_path / "prose.py"
-    edited.write_text(real("dlga.prose").read_text() + "\n# a table formatter's comment\n")
-    monkeypatch.setattr(book, "_module_file", lambda m: edited if m == "dlga.prose" else real(m))
+    edited.write_text(real("dlga.book.prose").read_text() + "\n# a table formatter's comment\n")
+    monkeypatch.setattr(book, "_module_file", lambda m: edited if m == "dlga.book.prose" else real(m))
     changed = {c for c in book.CHAPTERS if book._notebook_key(c, params, "fingerprint") != keys[c]}
-    users = {c for c in book.CHAPTERS if "dlga.prose" in book.chapter_modules(c)}
+    users = {c for c in book.CHAPTERS if "dlga.book.prose" in book.chapter_modules(c)}
     assert changed == users and "05_ablations" in users and "01_introduction" not in users
-    assert "dlga.report" in book.chapter_modules("01_introduction")  # the closure follows imports
+    assert "dlga.book.report" in book.chapter_modules("01_introduction")  # the closure follows imports
 
 
 def _ci_ablation_runs():
@@ -597,7 +598,7 @@ def test_ablation_conclusion_matches_its_table(ci_book):
 def test_ci_build_matches_its_reference_numbers(ci_book):
     # book/reference/ci.json was written by `python -m dlga.book reference --preset ci` from a ci
     # build; a change of numerics or of a verdict shows here (tolerance: the file's).
-    from dlga import reference
+    from dlga.book import reference
     matches, diffs, head = reference.verify("ci")
     assert head["preset"] == "ci" and head["learning_rate"] == 1e-3
     assert {s["seeds"] for s in head["settings"].values()} == {3}  # equal seeds

@@ -3,7 +3,7 @@ book/decisions.md, "Architecture")."""
 
 import pytest
 
-from dlga.complexity import flops_per_image
+from dlga.model.complexity import flops_per_image
 from dlga.config import ModelConfig
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from data_prep.align import template
 from data_prep.synthetic import CohortConfig, cue_stills
-from dlga import controls, experiments, prose
-from dlga.patches import CONV4_FIELD, field_union_mask, patch_centres, patch_fields
+from dlga.book import controls, experiments, prose
+from dlga.model.patches import CONV4_FIELD, field_union_mask, patch_centres, patch_fields
 
 
 def test_patch_field_is_54_plus_8_per_extra_cell_before_clipping():

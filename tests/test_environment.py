@@ -43,12 +43,12 @@ def test_make_lets_python_keep_its_bytecode_inside_the_project(tmp_path):
 def test_reading_runs_does_not_import_tensorflow():
     """The chapters that only read runs (tables, intervals, prose) start without TensorFlow:
     its import costs each of the ~20 notebook kernels of `make test` several seconds. Training
-    (dlga.train), models and predictions import it where they are used."""
+    (dlga.training.train), models and predictions import it where they are used."""
     import subprocess
     import sys
 
-    modules = "dlga.experiments, dlga.report, dlga.controls, dlga.prose, dlga.baselines, dlga.runs, dlga.config"
+    modules = "dlga.book.experiments, dlga.book.report, dlga.book.controls, dlga.book.prose, dlga.book.baselines, dlga.runs.cache, dlga.config"
     probe = (f"import sys, {modules}\n"
-             "print(sorted(m for m in ('tensorflow', 'keras', 'dlga.train', 'dlga.data') if m in sys.modules))")
+             "print(sorted(m for m in ('tensorflow', 'keras', 'dlga.training.train', 'dlga.training.data') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

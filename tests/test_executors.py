@@ -10,7 +10,7 @@ from concurrent.futures import Executor
 import distributed
 import pytest
 
-from dlga import executors, runs
+from dlga.runs import executors, cache as runs
 from dlga.config import TrainConfig
 from helpers_store import make_store
 

@@ -1,4 +1,4 @@
-"""The book's tables and verdicts (dlga.report) on fake runs: small predictions tables, no training."""
+"""The book's tables and verdicts (dlga.book.report) on fake runs: small predictions tables, no training."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlga import metrics, report, rundir
+from dlga.training import metrics
+from dlga.book import report
+from dlga.runs import rundir
 from dlga.config import SETTINGS, TrainConfig
-from dlga.rundir import Run
+from dlga.runs.rundir import Run
 
 N_SUBJECTS = 30
 N_BOOT = 400
@@ -225,7 +227,7 @@ def test_difficulty_table_puts_the_lowest_setting_first_and_adds_the_floor():
 
 
 def test_seed_counts_and_the_learning_check_sentence_say_what_the_runs_say():
-    from dlga import prose
+    from dlga.book import prose
 
     names = ["G"] * 10 + ["GA"] * 10 + ["LA-CMP+"] * 10 + ["A", "B", "C", "D", "E", "F", "LA-CMP-"]
     assert prose.seed_counts(names) == "10 seeds for G, GA and LA-CMP+; 1 for the other 7"
@@ -239,7 +241,7 @@ def test_seed_counts_and_the_learning_check_sentence_say_what_the_runs_say():
 
 
 def test_failed_checks_names_each_failed_check_with_its_value_and_target():
-    from dlga import prose
+    from dlga.book import prose
 
     checks = pd.DataFrame({"check": ["frames", "Spearman(BDI, mouth_corner_drop)", "error"],
                            "value": ["40/40", 0.341, 0.02], "target": ["all", ">= 0.5", "reported"],

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlga import data as data_lib
-from dlga import train as train_lib
+from dlga.training import data as data_lib
+from dlga.training import train as train_lib
 from dlga.config import ModelConfig
-from dlga.model import build_model
-from dlga.train import STOP_REASONS, EarlyStopping, TrainConfig, TrainState, train
+from dlga.model.network import build_model
+from dlga.training.train import STOP_REASONS, EarlyStopping, TrainConfig, TrainState, train
 from helpers_store import make_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,7 +284,7 @@ MIRRORED = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     import pandas as pd
     from dlga.config import ModelConfig
-    from dlga.train import TrainConfig, train
+    from dlga.training.train import TrainConfig, train
     model = ModelConfig.setting("G", preset="tiny")
     # 6 steps, not 8: at 8 the second evaluation cost the mirrored run 12 s more here (a retrace).
     config = TrainConfig.preset("ci", max_steps=6, eval_every=3, warmup_steps=3, seed=1)
@@ -318,7 +318,7 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(store, tmp_path):
 
 
 def test_one_predict_trace_serves_every_batch_size():
-    from dlga.train import make_predict_fn
+    from dlga.training.train import make_predict_fn
 
     model = build_model(MODEL)
     predict = make_predict_fn(model, MODEL.input_size)
@@ -338,7 +338,7 @@ def test_fused_adam_matches_keras_adam_with_one_kernel_per_variable():
     rounding, with one ResourceApplyAdam per variable instead of ~28 small ops."""
     import tensorflow as tf
 
-    from dlga.train import FusedAdam, make_optimizer
+    from dlga.training.train import FusedAdam, make_optimizer
 
     rng = np.random.default_rng(0)
     shapes = [(5, 3), (3,), (2, 2, 3, 4)]

@@ -1,7 +1,7 @@
 """The book build: papermill executes the chapters, jupyter-book renders them, and its CLI.
 
 What the book runs (presets, data, run specs, the learning-rate choice) is planned in
-:mod:`dlga.experiments`; this module only executes and renders the chapters.
+:mod:`dlga.book.experiments`; this module only executes and renders the chapters.
 
 Command line::
 
@@ -14,7 +14,7 @@ Command line::
     python -m dlga.book runs  --preset demo                       # dry run: the runs the book needs
 
 ``build`` first trains every run the chapters need through one executor (``--executor``, see
-:mod:`dlga.executors`; the chapters' kernels get the same one through ``$DLGA_EXECUTOR``), under
+:mod:`dlga.runs.executors`; the chapters' kernels get the same one through ``$DLGA_EXECUTOR``), under
 one progress bar: the learning-rate study, then the ablation grid at the rate it selects on
 Development. It then executes every chapter notebook with papermill (parameters ``preset``,
 ``dataset``, ``root`` and each ``--set NAME=VALUE`` the chapter has in its parameters cell)
@@ -52,7 +52,7 @@ import yaml
 from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
 from data_prep.store import store_fingerprint
-from dlga.experiments import (
+from dlga.book.experiments import (
     BOOK_PRESETS,
     KNOBS,
     PROJECT_ROOT,
@@ -69,8 +69,8 @@ from dlga.experiments import (
     train_book_runs,
     unknown_parameters_message,
 )
-from dlga.controls import control_specs, control_stores
-from dlga.runs import load_run, numerics_identity, plan
+from dlga.book.controls import control_specs, control_stores
+from dlga.runs.cache import load_run, numerics_identity, plan
 
 BOOK_DIR = PROJECT_ROOT / "book"
 DATASETS = ("synthetic", "avec2013", "avec2014")
@@ -166,7 +166,7 @@ PACKAGES = ("dlga", "data_prep")
 
 
 def _module_file(module: str) -> Path | None:
-    """The source file of a project module (``dlga.report``), or None outside the packages."""
+    """The source file of a project module (``dlga.book.report``), or None outside the packages."""
     parts = module.split(".")
     if parts[0] not in PACKAGES:
         return None
@@ -178,7 +178,7 @@ def _module_file(module: str) -> Path | None:
 
 
 def _imported_modules(tree: ast.AST, package: str = "") -> set[str]:
-    """The project modules an AST imports (``from dlga import report`` names ``dlga.report``;
+    """The project modules an AST imports (``from dlga.book import report`` names ``dlga.book.report``;
     a relative import is resolved against ``package``)."""
     out: set[str] = set()
     for node in ast.walk(tree):
@@ -224,7 +224,7 @@ def chapter_modules(name: str) -> list[str]:
 
 def _notebook_key(name: str, parameters: dict[str, Any], fingerprint: str) -> str:
     """What decides an executed chapter: its cells, its parameters, the data fingerprint, the
-    numerics of the runs it reads (:func:`dlga.runs.numerics_identity`: with the parameters
+    numerics of the runs it reads (:func:`dlga.runs.cache.numerics_identity`: with the parameters
     and the data they fix the run ids) and the source of every project module it imports, so a
     table or prose edit re-executes the chapters that use it (seconds) and retrains nothing."""
     src = BOOK_DIR / f"{name}.ipynb"
@@ -297,9 +297,9 @@ def library_versions() -> dict[str, str]:
 
 def reference_section(preset: str, dataset: str, root=None, overrides: dict | None = None) -> str:
     """The Status page's "Reference" section: whether this build matches the preset's shipped
-    reference numbers (:mod:`dlga.reference`), and the CPU instruction set it ran on. A build
+    reference numbers (:mod:`dlga.book.reference`), and the CPU instruction set it ran on. A build
     with changed parameters or another dataset has no reference to match."""
-    from dlga import reference
+    from dlga.book import reference
     head = [f"CPU instruction set (oneDNN): {reference.cpu_isa()}.", ""]
     if overrides or not is_synthetic(dataset) or not reference.reference_path(preset).is_file():
         why = ("its parameters were changed" if overrides else "it is not the synthetic cohort" if not is_synthetic(dataset)
@@ -651,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
         print(prepare_data(args.preset, args.dataset, args.root, progress=True))
         return 0
     if args.command in ("reference", "verify"):
-        from dlga import reference
+        from dlga.book import reference
         if args.command == "reference":
             old = reference.reference_path(args.preset)
             tol = {"rmse_bdi": args.rmse_tolerance} if args.rmse_tolerance is not None else (
@@ -672,7 +672,3 @@ def main(argv: list[str] | None = None) -> int:
     build(args.preset, args.dataset, args.root, args.seeds, args.only, args.force, overrides=overrides,
           executor=args.executor, jobs=args.jobs)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -47,9 +47,9 @@ from data_prep.store import atomic_write_json
 from data_prep.synthetic import CUES, CohortConfig, make_cohort
 from data_prep.synthetic import cohort_key as synthetic_cohort_key
 from dlga.config import MODEL_PRESETS, PRECISIONS, SETTINGS, ModelConfig, TrainConfig
-from dlga.executors import make_executor
-from dlga.rate_rule import RateChoice, RateRule, select_rate, study_table
-from dlga.runs import Run, RunSpec, execute_all, is_complete, load_run
+from dlga.runs.executors import make_executor
+from dlga.book.rate_rule import RateChoice, RateRule, select_rate, study_table
+from dlga.runs.cache import Run, RunSpec, execute_all, is_complete, load_run
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNS_ROOT = PROJECT_ROOT / "runs"
@@ -97,7 +97,7 @@ class BookPreset:
             the comparisons of G with the single-branch settings can tell 1 BDI apart.
         null_settings: the settings trained on the null control cohort (no cue).
         branch_settings: the settings trained on the single-cue control cohorts.
-        control_seeds: the seeds of the control runs (:mod:`dlga.controls`).
+        control_seeds: the seeds of the control runs (:mod:`dlga.book.controls`).
         control_overrides: fields of the synthetic cohort (:data:`COHORT_KNOBS` but ``cues``)
             changed in the control cohorts on top of the book cohort's; empty: the control
             cohorts are the book's cohort but for their cues.
@@ -105,10 +105,10 @@ class BookPreset:
             shuffled (the permuted-label control).
         leak_levels: the positive control's injected leaks: a whole-frame brightness shift of
             this many grey levels at the label cap (BDI 63), linear in the label, added to the
-            null cohort's frames (:mod:`dlga.controls`).
+            null cohort's frames (:mod:`dlga.book.controls`).
         leak_settings: the settings trained on each leak level.
         rate_margin: BDI points a rate must beat the schedule's own by, on Development, to be
-            chosen (:mod:`dlga.rate_rule`).
+            chosen (:mod:`dlga.book.rate_rule`).
     """
 
     name: str
@@ -423,7 +423,7 @@ def rate_selection_specs(preset: str | BookPreset, store) -> list[RunSpec]:
 
 
 def rate_choice(preset: str | BookPreset, study: Sequence[Run]) -> RateChoice:
-    """What the learning-rate rule (:mod:`dlga.rate_rule`) decides on the study's runs, with
+    """What the learning-rate rule (:mod:`dlga.book.rate_rule`) decides on the study's runs, with
     the schedule's own rate as the default; Testing is never read."""
     preset = get_preset(preset)
     if not study:
@@ -491,7 +491,7 @@ def default_executor() -> str:
 def ensure_runs(specs: Iterable[RunSpec], runs_root: str | os.PathLike = RUNS_ROOT,
                 executor: str | concurrent.futures.Executor | None = None, progress: bool = False) -> list[Run]:
     """Execute the missing runs of ``specs`` on ``executor`` (None: :func:`default_executor`;
-    see :mod:`dlga.executors`); complete ones are reused. Returns the loaded Runs, in order."""
+    see :mod:`dlga.runs.executors`); complete ones are reused. Returns the loaded Runs, in order."""
     dirs = execute_all(list(specs), runs_root, executor or default_executor(), progress=progress)
     return [load_run(d) for d in dirs]
 

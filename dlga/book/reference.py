@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from data_prep.store import atomic_write_json
-from dlga import controls, experiments, report
+from dlga.book import controls, experiments, report
 
 REFERENCE_DIR = experiments.PROJECT_ROOT / "book" / "reference"
 REFERENCE_FORMAT_VERSION = 1

@@ -1,6 +1,6 @@
 """What several chapters of the book share: the paper's reported numbers, notices, tables, figures.
 
-Chapters stay thin: a parameters cell, a few calls into :mod:`dlga.experiments` and this
+Chapters stay thin: a parameters cell, a few calls into :mod:`dlga.book.experiments` and this
 module, and prose. Reported numbers are the paper's (He, Chan, Wang), copied from its Tables 3-8 and
 section 4.3.3; measured numbers come from the runs under ``runs/``.
 """
@@ -16,12 +16,12 @@ import pandas as pd
 from IPython.display import HTML
 
 from dlga.config import SETTING_LABELS, SETTINGS
-from dlga.metrics import (
+from dlga.training.metrics import (
     BAND_NAMES, RESAMPLED, holm_comparisons, mean_predictor, paired_two_level_bootstrap, severity_band,
     two_level_bootstrap,
 )
-from dlga.rate_rule import LEARNED_MIN_SD, learned  # one threshold for the learning check and the rate rule
-from dlga.rundir import prediction_table
+from dlga.book.rate_rule import LEARNED_MIN_SD, learned  # one threshold for the learning check and the rate rule
+from dlga.runs.rundir import prediction_table
 
 # --- the paper's numbers ("reported") --------------------------------------------------------
 # Tables 3 (AVEC2013) and 4 (AVEC2014): test RMSE, MAE per setting.
@@ -74,7 +74,7 @@ PAPER_TABLE2 = [
     ("Conv3_1", 56, 256), ("Pool3", 28, 256), ("Conv4_1", 28, 512), ("Conv4_2", 28, 512),
     ("CMP", 28, 128),
 ]
-# The layers of dlga.model.build_model that Table 2's rows name.
+# The layers of dlga.model.network.build_model that Table 2's rows name.
 TABLE2_LAYERS = {
     "Conv1_1": "conv1", "Pool1": "pool1", "Conv2_1": "conv2", "Pool2": "pool2", "Conv3_1": "conv3",
     "Pool3": "pool3", "Conv4_1": "conv4_1", "Conv4_2": "conv4_2", "CMP": "cmp",
@@ -193,7 +193,7 @@ def _prediction_sd(run, partition: str) -> float:
 
 # --- intervals and comparisons (Decisions: Statistics) -------------------------------------------
 # Every interval resamples subjects (all of a subject's videos together) and, where a setting
-# has several seeds, the seeds: dlga.metrics.two_level_bootstrap and its paired form.
+# has several seeds, the seeds: dlga.training.metrics.two_level_bootstrap and its paired form.
 CI_LABEL = f"95% CI ({RESAMPLED})"
 ENSEMBLE_CI_LABEL = "95% CI (seed-averaged ensemble, subjects)"
 
@@ -204,7 +204,7 @@ def interval_text(lo: float, hi: float) -> str:
 
 
 def seed_subject_interval(runs, metric: str = "rmse", n: int = 2000, seed: int = 0) -> dict | None:
-    """:func:`dlga.metrics.two_level_bootstrap` of the Testing ``metric`` of one setting's
+    """:func:`dlga.training.metrics.two_level_bootstrap` of the Testing ``metric`` of one setting's
     runs (its seeds): the estimate (mean over seeds of each seed's metric), ``lo``, ``hi``,
     resampling seeds x subjects. None for no runs."""
     runs = list(runs)
@@ -244,7 +244,7 @@ def ensemble_interval(runs, metric: str = "rmse", n: int = 2000, seed: int = 0) 
 
 def mean_predictor_table(run, partition: str = "Testing") -> pd.DataFrame:
     """The training-mean predictor on ``partition`` of ``run``'s store, as a one-seed long
-    table (:func:`dlga.rundir.prediction_table` layout): it has no training variance."""
+    table (:func:`dlga.runs.rundir.prediction_table` layout): it has no training variance."""
     table = prediction_table([run], partition).assign(seed=0)
     train = run.predictions.loc[run.predictions["partition"] == "Training", "bdi"].to_numpy(float)
     return table.assign(prediction=mean_predictor(train, len(table)))
@@ -349,7 +349,7 @@ def _worst_dev_rmse(run) -> float:
 
 def backbone_table(model) -> pd.DataFrame:
     """Table 2 beside the built model: for each row of :data:`PAPER_TABLE2`, the reported
-    output size and the output size of the layer of ``model`` (a :func:`dlga.model.build_model`
+    output size and the output size of the layer of ``model`` (a :func:`dlga.model.network.build_model`
     model) that the row names, as ``side x side x channels``; ``absent`` where the model has no
     such layer (CMP in a CMP- setting)."""
     names = {layer.name for layer in model.layers}
@@ -390,14 +390,14 @@ def pooled_predictions(runs, partition: str = "Testing") -> pd.DataFrame:
 
 def paired_comparison(runs_a, runs_b, n: int = 2000, seed: int = 0, metric: str = "rmse") -> dict:
     """Paired two-level bootstrap of Testing metric(a) - metric(b) (seeds x subjects, the same
-    subject resamples for both; :func:`dlga.metrics.paired_two_level_bootstrap`). Unadjusted:
+    subject resamples for both; :func:`dlga.training.metrics.paired_two_level_bootstrap`). Unadjusted:
     a family of comparisons goes through :func:`comparisons_with`."""
     return paired_two_level_bootstrap(prediction_table(runs_a), prediction_table(runs_b), metric, n=n, seed=seed)
 
 
 def _bounds(res) -> tuple[float, float, float, str]:
     """(estimate, lo, hi, how the interval was made) of a comparison: a two-level result, a
-    Holm row, or a one-run :func:`dlga.metrics.paired_bootstrap` result (over videos)."""
+    Holm row, or a one-run :func:`dlga.training.metrics.paired_bootstrap` result (over videos)."""
     if "lo_holm" in res:
         k = res.get("holm_k", "")
         return res["estimate"], res["lo_holm"], res["hi_holm"], f"Holm-adjusted over {k} comparisons, {RESAMPLED}"
@@ -459,7 +459,7 @@ def verdict(res, name_a: str, name_b: str, unit: str = "BDI points") -> str:
 
 def _holm_table(holm: pd.DataFrame, reference: str, sign: float, column: str, n: int,
                 reference_is_model: bool = True) -> tuple[pd.DataFrame, list[str]]:
-    """The book's view of a :func:`dlga.metrics.holm_comparisons` family of ``n`` draws
+    """The book's view of a :func:`dlga.training.metrics.holm_comparisons` family of ``n`` draws
     (``sign`` -1 flips reference - other into other - reference). A trained side with one seed
     gets the verdict :data:`ONE_SEED`: its interval holds no training variance, so no verdict is
     drawn (``reference_is_model=False``: the reference is the training-mean predictor, one
@@ -485,7 +485,7 @@ def _holm_table(holm: pd.DataFrame, reference: str, sign: float, column: str, n:
 
 def comparisons_with(runs, reference: str = "G", n: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
     """The paired comparisons of ``reference`` with every other setting among ``runs``, as one
-    Holm-adjusted family (:func:`dlga.metrics.holm_comparisons`: seeds x subjects, the same
+    Holm-adjusted family (:func:`dlga.training.metrics.holm_comparisons`: seeds x subjects, the same
     subject resamples for every comparison).
 
     Returns a table, one row per other setting in the order of :data:`dlga.config.SETTINGS`:
@@ -524,7 +524,7 @@ def compare_with_predictions(runs, predictions: pd.DataFrame, n: int = 2000, see
     x subjects against another model's per-video predictions (a baseline: one seed).
 
     ``predictions``: ``video_id``, ``partition``, ``prediction`` (e.g.
-    :attr:`dlga.baselines.BaselineResult.predictions`), matched to the runs' videos by id.
+    :attr:`dlga.book.baselines.BaselineResult.predictions`), matched to the runs' videos by id.
     """
     ours = prediction_table(runs)
     return paired_two_level_bootstrap(ours, _other_side(ours, predictions), metric, n=n, seed=seed)
@@ -587,7 +587,7 @@ def learning_check(runs) -> pd.DataFrame:
 def early_stopping_note(train_config, runs=()) -> str:
     """Whether early stopping can end a schedule, in one sentence (and how often it did).
 
-    Early stopping (:class:`dlga.train.EarlyStopping`) fires once the smoothed training loss
+    Early stopping (:class:`dlga.training.train.EarlyStopping`) fires once the smoothed training loss
     has made no new minimum for ``patience`` steps; the first step sets the first minimum, so
     the earliest step it can fire is ``patience + 1``. ``train_config``: a
     :class:`dlga.config.TrainConfig`; ``runs``: runs of that schedule, whose stop reasons are
@@ -734,10 +734,10 @@ def listing(items: Sequence[str]) -> str:
 def load_run_model(run):
     """Rebuild a run's model and restore its kept (best Development) weights. Returns (model, config).
 
-    ``run``: a :class:`dlga.rundir.Run`. Raises :class:`dlga.rundir.RunError` as
-    :func:`dlga.predict.restore_run_model` does.
+    ``run``: a :class:`dlga.runs.rundir.Run`. Raises :class:`dlga.runs.rundir.RunError` as
+    :func:`dlga.inference.predict.restore_run_model` does.
     """
-    from dlga.predict import restore_run_model  # TensorFlow: only for chapters that load models
+    from dlga.inference.predict import restore_run_model  # TensorFlow: only for chapters that load models
 
     model, config, _ = restore_run_model(run.path)
     return model, config
@@ -745,18 +745,18 @@ def load_run_model(run):
 
 def attention(model, part, input_size: int, batch_size: int = 64) -> pd.DataFrame:
     """Per frame of a partition, in evaluation order: ``video_id``, ``session_id``,
-    ``partition``, ``bdi``, then :func:`dlga.predict.predict_frames`'s columns (``prediction``,
+    ``partition``, ``bdi``, then :func:`dlga.inference.predict.predict_frames`'s columns (``prediction``,
     the 24 local weights ``a1..a24``, ``global_attention``) and ``local_mean``, the mean of the
     local weights (when the model has them).
 
     Args:
         model: a model of :func:`load_run_model`.
-        part: a :class:`dlga.data.Partition` (in memory or streaming).
+        part: a :class:`dlga.training.data.Partition` (in memory or streaming).
         input_size: the model's input side.
         batch_size: frames per model call.
     """
-    from dlga import data as data_lib
-    from dlga.predict import ATTENTION_COLUMNS, predict_frames
+    from dlga.training import data as data_lib
+    from dlga.inference.predict import ATTENTION_COLUMNS, predict_frames
 
     chunk = 16 * int(batch_size)  # streamed partitions are read this many frames at a time
     tables = []

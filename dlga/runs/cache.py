@@ -8,7 +8,7 @@ the text of any file: a comment or a move retrains nothing. It is written to
 ``runs/<id>.partial/`` (checkpoints included, so a rerun resumes) and renamed to
 ``runs/<id>/`` once ``COMPLETE`` is written, so a directory without the ``.partial`` suffix is
 always a whole run. An existing complete run is returned as it is, never recomputed. The
-files of a run directory and their format are :mod:`dlga.rundir`'s.
+files of a run directory and their format are :mod:`dlga.runs.rundir`'s.
 
 Command line (``python -m dlga.runs --help``)::
 
@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass, field
@@ -39,10 +38,10 @@ import pandas as pd
 from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
 from data_prep.store import library_versions, store_fingerprint
-from dlga import executors, rundir
+from dlga.runs import executors, rundir
 from dlga.config import MODEL_PRESETS, SETTINGS, TRAIN_PRESETS, ModelConfig, TrainConfig, compiled_key
-from dlga.metrics import paired_two_level_bootstrap
-from dlga.rundir import COMPLETE, Run, is_complete, load_run  # also this module's public names
+from dlga.training.metrics import paired_two_level_bootstrap
+from dlga.runs.rundir import COMPLETE, Run, is_complete, load_run  # also this module's public names
 from dlga.settings import onednn_enabled
 
 NUMERICS_VERSION = 1
@@ -213,7 +212,7 @@ class RunSpec:
 
 def _store_params(store_dir: str) -> dict[str, Any] | None:
     """The store's preprocessing parameters, kept with the run so that it can score new videos
-    the same way after the store has moved (:func:`dlga.predict.run_preprocessing` reads them)."""
+    the same way after the store has moved (:func:`dlga.inference.predict.run_preprocessing` reads them)."""
     path = Path(store_dir) / "params.json"
     try:
         return json.loads(path.read_text())
@@ -238,9 +237,9 @@ def execute(
     Args:
         spec: what to run.
         runs_root: where runs live.
-        strategy: a ``tf.distribute.Strategy`` for :func:`dlga.train.train`.
+        strategy: a ``tf.distribute.Strategy`` for :func:`dlga.training.train.train`.
         progress: show the training progress bar.
-        model_fn: a replacement for :func:`dlga.model.build_model` (its import path enters
+        model_fn: a replacement for :func:`dlga.model.network.build_model` (its import path enters
             the parameters and so the id).
     """
     params = spec.params()
@@ -261,7 +260,7 @@ def execute(
     partial.mkdir(parents=True, exist_ok=True)
     rundir.write_params(partial, params)
 
-    from dlga import train as train_lib  # TensorFlow: only where a run trains
+    from dlga.training import train as train_lib  # TensorFlow: only where a run trains
 
     twin = spec.training_twin()
     trained = None if twin is None else rundir.final_dir(runs_root, twin.run_id)
@@ -298,7 +297,7 @@ def compare(
 ) -> dict[str, Any]:
     """Paired bootstrap of ``metric(a) - metric(b)`` over the subjects both runs predicted.
 
-    :func:`dlga.metrics.paired_two_level_bootstrap` with one seed a side: the subjects (all
+    :func:`dlga.training.metrics.paired_two_level_bootstrap` with one seed a side: the subjects (all
     their videos together) are resampled, the same resample for both runs. Negative
     ``estimate`` means run ``a`` has the lower error; ``tie`` when the interval ``[lo, hi]``
     contains 0. Both runs must cover the same videos of ``partition`` (same store).
@@ -328,7 +327,7 @@ def run_chunks(specs: Sequence[RunSpec], size: int = CHUNK_RUNS) -> list[list[Ru
     differ) in chunks of at most ``size``, largest chunks first.
 
     A worker starts every run of a chunk after the first from the step it traced
-    (:class:`dlga.train.CompiledModel`; a tiny G run saves about 4 s on one core), and the
+    (:class:`dlga.training.train.CompiledModel`; a tiny G run saves about 4 s on one core), and the
     small chunks come last, so that no core waits long for another's last task.
     """
     if int(size) < 1:
@@ -539,7 +538,3 @@ def main(argv: list[str] | None = None) -> int:
     for path in execute_all(specs, root, args.executor, progress=not args.no_progress):
         print(path)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

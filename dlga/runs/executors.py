@@ -1,7 +1,7 @@
 """Where runs execute: one :class:`concurrent.futures.Executor` seam (Decisions: Runs at scale).
 
 Runs are independent, so the unit of parallelism is the run. Everything that trains many runs
-(the run cache's :func:`dlga.runs.execute_all`, ``python -m dlga.runs run``, the book build)
+(the run cache's :func:`dlga.runs.cache.execute_all`, ``python -m dlga.runs run``, the book build)
 takes an executor, given as an object or as a string:
 
 * ``"local"`` (default): worker processes on this machine, one per core, each TensorFlow

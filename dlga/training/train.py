@@ -20,7 +20,7 @@ Decisions (the book's Decisions chapter, book/decisions.md, "Architecture"):
   minimum for ``patience`` steps. A raw per-step loss on 32 frames is too noisy to stop on.
 * Runs are exact on resume: model, optimizer, step, best-so-far and early-stopping state are
   checkpointed at every evaluation, and the data order is a function of ``(seed, step)``
-  (:mod:`dlga.data`), so an interrupted run ends with the metrics of an uninterrupted one.
+  (:mod:`dlga.training.data`), so an interrupted run ends with the metrics of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
-from dlga import data as data_lib
-from dlga import metrics as metrics_lib
-from dlga import rundir
+from dlga.training import data as data_lib
+from dlga.training import metrics as metrics_lib
+from dlga.runs import rundir
 from dlga.config import TRAIN_PRESETS, ModelConfig, TrainConfig, compiled_key  # noqa: F401  also this module's public names
-from dlga.model import build_model
-from dlga.rundir import HISTORY_COLUMNS  # noqa: F401  also this module's public name
+from dlga.model.network import build_model
+from dlga.runs.rundir import HISTORY_COLUMNS  # noqa: F401  also this module's public name
 
 
 def library_versions() -> dict[str, str]:
@@ -383,7 +383,7 @@ def final_report(
 
     Args:
         videos: per-video predictions of ``Training``, ``Development`` and ``Testing``
-            (:func:`dlga.metrics.video_scores`) with the selected weights.
+            (:func:`dlga.training.metrics.video_scores`) with the selected weights.
         state: the run's counters (steps, stop reason, best step and RMSE).
         train_config, model_config: the run's configurations (``warm_start_bias`` set).
         parts: the loaded partitions (for the videos they skipped).
@@ -439,14 +439,14 @@ def train(
             training label (per frame).
         train_config: the schedule.
         store_dir: a preprocessed store with Training, Development and Testing videos.
-        run_dir: written (names from :mod:`dlga.rundir`): ``checkpoints/latest`` (full state,
+        run_dir: written (names from :mod:`dlga.runs.rundir`): ``checkpoints/latest`` (full state,
             for resuming), ``checkpoints/best`` (weights with the best Development RMSE),
             ``tb/`` (TensorBoard), ``history.csv`` (one row per step) and ``predictions.csv``.
         strategy: a ``tf.distribute.Strategy`` (default: the default strategy). The batch is
             split over its replicas; ``batch_size`` must divide evenly.
         progress: show a tqdm bar with loss, Development RMSE and ETA.
         model_fn: builds the Keras model from a ModelConfig (default:
-            :func:`dlga.model.build_model`); inputs ``{"image", "landmarks"}``, output
+            :func:`dlga.model.network.build_model`); inputs ``{"image", "landmarks"}``, output
             ``{"score": (B,)}``.
         on_step: called after every step as ``on_step(step, logs)``; may raise to stop.
         bootstrap: resamples for the 95 % intervals of the Testing metrics (0: none).
@@ -455,7 +455,7 @@ def train(
 
     Returns:
         A JSON-serialisable dict (:func:`final_report`): ``dev``/``test``/``train`` metric
-        dicts (per video and per session, see :func:`dlga.metrics.summarize`),
+        dicts (per video and per session, see :func:`dlga.training.metrics.summarize`),
         ``test_band_confusion``, ``mean_predictor`` (baseline), ``steps``, ``stop_reason``
         (one of :data:`STOP_REASONS`: ``max_steps``, ``early_stopping``, or ``diverged`` when
         the training loss became infinite or NaN; the weights evaluated are then the best
@@ -511,7 +511,7 @@ def test_elsewhere(
     """What :func:`train` returns with ``test_store_dir``, without training again.
 
     ``trained_dir`` is a complete run of the same model, schedule, seed and ``store_dir``
-    (the same run but for its Testing store: :meth:`dlga.runs.RunSpec.training_twin`). Training
+    (the same run but for its Testing store: :meth:`dlga.runs.cache.RunSpec.training_twin`). Training
     is deterministic on one machine, so training again would give its weights bit for bit: its
     selected weights, history and counters are taken, and every partition is evaluated with
     them, Testing from ``test_store_dir`` (test_runs checks the result against a run trained

@@ -1,0 +1,17 @@
+"""The book: what its chapters run and show, and its build. Not needed to train or use a model.
+
+- :mod:`dlga.book.build`: papermill executes the chapters, jupyter-book renders them; the
+  command line ``python -m dlga.book`` (:mod:`dlga.book.__main__`);
+- :mod:`dlga.book.experiments`: presets, their data, the runs each chapter needs, chapter
+  parameters;
+- :mod:`dlga.book.report`: the paper's numbers, tables, intervals and verdicts, figures;
+- :mod:`dlga.book.prose`: sentences computed from a chapter's results;
+- :mod:`dlga.book.rate_rule`: the learning-rate rule of the ablation runs;
+- :mod:`dlga.book.controls`: the control cohorts and stores;
+- :mod:`dlga.book.reference`: a build's headline numbers against the shipped ones;
+- :mod:`dlga.book.baselines`: the comparison chapter's training-mean and LBP + SVR baselines.
+
+This file imports none of them: ``python -m dlga.book`` and the chapters import what they use,
+and the library (:mod:`dlga.model`, :mod:`dlga.training`, :mod:`dlga.runs`,
+:mod:`dlga.inference`) never imports this package.
+"""
