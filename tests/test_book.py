@@ -22,13 +22,14 @@ import pytest
 import yaml
 from myst_nb.ext.glue import GLUE_PREFIX as glue_prefix
 
+from dlga import settings
 from dlga.book import build as book, experiments, prose, report
 from dlga.runs import rundir
 from dlga.config import SETTING_LABELS, SETTINGS, ModelConfig
 from dlga.training.metrics import mae, rmse
 from dlga.model.network import build_model
 
-BUILD_DIR = book.PROJECT_ROOT / "_build" / "test-ci"
+BUILD_DIR = settings.BUILD_DIR / "test-ci"
 
 
 # --- presets and the experiment plan (fast) --------------------------------------------------
@@ -120,7 +121,7 @@ def test_overrides_reach_the_run_specs(tmp_path):
 
 
 def test_toc_lists_every_chapter_and_page():
-    toc = yaml.safe_load((book.PROJECT_ROOT / "_toc.yml").read_text())
+    toc = yaml.safe_load((settings.PROJECT_ROOT / "_toc.yml").read_text())
     files = [toc["root"]] + [c["file"] for c in toc["chapters"]]
     assert files == [f"book/{c}" for c in (*book.CHAPTERS, *book.PAGES, *book.GENERATED_PAGES)]
     for c in book.CHAPTERS:
@@ -210,7 +211,7 @@ def test_every_table_a_chapter_makes_is_shown():
 
 def test_progress_bars_do_not_warn_in_a_notebook():
     # tqdm.auto prints "TqdmWarning: IProgress not found" into every chapter run without ipywidgets.
-    sources = sorted(book.PROJECT_ROOT.glob("dlga/**/*.py")) + sorted(book.PROJECT_ROOT.glob("data_prep/*.py"))
+    sources = sorted(settings.PROJECT_ROOT.glob("dlga/**/*.py")) + sorted(settings.PROJECT_ROOT.glob("data_prep/*.py"))
     assert len(sources) > 20
     offenders = [p.name for p in sources if re.search(r"^\s*(from tqdm\.auto|import tqdm\.auto|from tqdm\.autonotebook)",
                                                       p.read_text(), re.M)]
@@ -304,7 +305,7 @@ def test_status_page_reads_the_executed_notebooks(tmp_path):
     page = book.status_page({"04_training": tmp_path / "04_training.ipynb"})
     assert "| [04_training](04_training.ipynb) | 2026-01-02 03:04:05 +0000 | 12.5 | `preset=ci`, `learning_rate=0.0001` |" in page
     assert "| tensorflow | 2.99 |" in page
-    assert set(book.library_versions()) >= {"python", "tensorflow", "papermill", "myst-nb"}
+    assert set(book.status_versions()) >= {"python", "tensorflow", "papermill", "myst-nb"}
 
 
 def test_ablation_conclusion_says_what_the_table_says():
@@ -570,7 +571,7 @@ def test_training_chapter_runs_with_its_parameters(tmp_path):
     store = experiments.prepare_data("ci")
     p = experiments.chapter_preset("ci", learning_rate=1e-4, max_steps=40)
     (spec,) = experiments.run_specs(p, store, ["G"], [1e-4], [p.seeds[0]])
-    params = json.loads((experiments.RUNS_ROOT / spec.run_id / "params.json").read_text())
+    params = json.loads((settings.RUNS_DIR / spec.run_id / "params.json").read_text())
     assert params["train"]["learning_rate"] == 1e-4 and params["train"]["max_steps"] == 40
     html = next(o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", [])
                 if "Parameters of this chapter" in o.get("data", {}).get("text/html", ""))

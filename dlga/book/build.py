@@ -55,8 +55,6 @@ from data_prep.store import store_fingerprint
 from dlga.book.experiments import (
     BOOK_PRESETS,
     KNOBS,
-    PROJECT_ROOT,
-    RUNS_ROOT,
     ablation_learning_rate,
     book_specs,
     chapter_preset,
@@ -71,6 +69,7 @@ from dlga.book.experiments import (
 )
 from dlga.book.controls import control_specs, control_stores
 from dlga.runs.cache import load_run, numerics_identity, plan
+from dlga.settings import BUILD_DIR, PROJECT_ROOT, RUNS_DIR
 
 BOOK_DIR = PROJECT_ROOT / "book"
 DATASETS = ("synthetic", "avec2013", "avec2014")
@@ -103,7 +102,6 @@ STATUS_LIBRARIES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "p
 
 
 # --- notebooks and the HTML build -------------------------------------------------------------
-BUILD_DIR = PROJECT_ROOT / "_build"
 
 
 def _sha(*parts: str | bytes) -> str:
@@ -144,7 +142,7 @@ def parse_set(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
-def notebook_parameters(name: str, dataset: str, root, base: dict[str, Any]) -> dict[str, Any]:
+def chapter_parameters(name: str, dataset: str, root, base: dict[str, Any]) -> dict[str, Any]:
     """The papermill parameters of chapter ``name``: ``preset`` etc. and each override of
     ``base`` that its parameters cell has (a chapter without a knob does not get it)."""
     names = set(chapter_parameter_names(name))
@@ -270,7 +268,7 @@ def execute_notebook(
         tags = cell.metadata.get("tags", [])
         if ("injected-parameters" in tags or "parameters" in tags) and "remove-cell" not in tags:
             cell.metadata["tags"] = tags + ["remove-cell"]
-    nb.metadata["dlga"] = {"parameters": parameters, "versions": library_versions(),
+    nb.metadata["dlga"] = {"parameters": parameters, "versions": status_versions(),
                            "seconds": round(time.perf_counter() - t0, 1),
                            "finished": time.strftime("%Y-%m-%d %H:%M:%S %z")}
     nbformat.write(nb, tmp)
@@ -280,9 +278,10 @@ def execute_notebook(
     return out, True
 
 
-def library_versions() -> dict[str, str]:
-    """The installed versions of :data:`STATUS_LIBRARIES` (read from package metadata: nothing
-    is imported)."""
+def status_versions() -> dict[str, str]:
+    """The installed versions of :data:`STATUS_LIBRARIES` for the status page (read from package
+    metadata: nothing is imported; :func:`data_prep.store.library_versions` is the general form,
+    this one also finds TensorFlow installed as ``tensorflow-cpu``)."""
     out = {"python": sys.version.split()[0]}
     for lib in STATUS_LIBRARIES:
         out[lib] = "not installed"
@@ -443,12 +442,12 @@ def build(
             specs = [] if cross is None else cross_dataset_specs(p, store, cross, lr)
             return specs + [s for group in control_specs(p, controls, lr).values() for s in group]
 
-        train_book_runs(p, store, RUNS_ROOT, executor, progress=progress, extra=extra)
+        train_book_runs(p, store, RUNS_DIR, executor, progress=progress, extra=extra)
     base = {"preset": p.name, **overrides}
     key = _sha(json.dumps({"dataset": dataset, "root": str(root), **base}, sort_keys=True, default=str))[:8]
     out_dir = build_dir / "executed" / f"{p.name}-{dataset}-{key}"
     with _environ(DLGA_EXECUTOR=executor):
-        executed = execute_chapters(chapters, lambda name: notebook_parameters(name, dataset, root, base), out_dir,
+        executed = execute_chapters(chapters, lambda name: chapter_parameters(name, dataset, root, base), out_dir,
                                     fingerprint, force=force, jobs=jobs, progress=progress, log=log)
     staging = build_dir / "src"
     write_toc(chapters, staging)
@@ -592,7 +591,7 @@ def refresh_committed(executed_dir: str | os.PathLike, chapters: Sequence[str] =
 
 
 def runs_plan(preset: str, dataset: str = "synthetic", root=None, seeds: Sequence[int] | None = None,
-              runs_root=RUNS_ROOT) -> pd.DataFrame:
+              runs_root=RUNS_DIR) -> pd.DataFrame:
     """The runs the book needs and their state (a dry run: nothing trains).
 
     While the learning-rate study that selects the ablation rate is incomplete, the ablation

@@ -50,9 +50,8 @@ from dlga.config import MODEL_PRESETS, PRECISIONS, SETTINGS, ModelConfig, TrainC
 from dlga.runs.executors import make_executor
 from dlga.book.rate_rule import RateChoice, RateRule, select_rate, study_table
 from dlga.runs.cache import Run, RunSpec, execute_all, is_complete, load_run
+from dlga.settings import DATA_DIR, RUNS_DIR
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-RUNS_ROOT = PROJECT_ROOT / "runs"
 DATASETS = ("synthetic", "avec2013", "avec2014")
 
 _TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
@@ -268,7 +267,7 @@ def get_preset(preset: str | BookPreset) -> BookPreset:
 
 # --- data -----------------------------------------------------------------------------------
 def data_root(preset: BookPreset) -> Path:
-    return PROJECT_ROOT / "data" / preset.name
+    return DATA_DIR / preset.name
 
 
 def cohort_config(preset: BookPreset, seed: int = 0) -> CohortConfig:
@@ -488,7 +487,7 @@ def default_executor() -> str:
     return os.environ.get("DLGA_EXECUTOR") or "local"
 
 
-def ensure_runs(specs: Iterable[RunSpec], runs_root: str | os.PathLike = RUNS_ROOT,
+def ensure_runs(specs: Iterable[RunSpec], runs_root: str | os.PathLike = RUNS_DIR,
                 executor: str | concurrent.futures.Executor | None = None, progress: bool = False) -> list[Run]:
     """Execute the missing runs of ``specs`` on ``executor`` (None: :func:`default_executor`;
     see :mod:`dlga.runs.executors`); complete ones are reused. Returns the loaded Runs, in order."""
@@ -496,13 +495,13 @@ def ensure_runs(specs: Iterable[RunSpec], runs_root: str | os.PathLike = RUNS_RO
     return [load_run(d) for d in dirs]
 
 
-def chapter_learning_rate(preset: BookPreset, store, runs_root: str | os.PathLike = RUNS_ROOT) -> tuple[float, str]:
+def chapter_learning_rate(preset: BookPreset, store, runs_root: str | os.PathLike = RUNS_DIR) -> tuple[float, str]:
     """The rate of a chapter's runs and how it was chosen, training the learning-rate study
     first when the rate is selected on Development."""
     return ablation_learning_rate(preset, ensure_runs(rate_selection_specs(preset, store), runs_root))
 
 
-def trained_ablation_runs(preset: BookPreset, store, runs_root: str | os.PathLike = RUNS_ROOT) -> list[Run]:
+def trained_ablation_runs(preset: BookPreset, store, runs_root: str | os.PathLike = RUNS_DIR) -> list[Run]:
     """The ablation grid's runs that are complete, without training anything: [] while the
     learning-rate study that chooses their rate is incomplete (a chapter that only reads,
     like the data chapter's difficulty, calls this)."""
@@ -518,7 +517,7 @@ def _missing(specs: Sequence[RunSpec], runs_root: Path) -> set[str]:
     return {s.run_id for s in specs if not is_complete(runs_root / s.run_id)}
 
 
-def train_book_runs(preset: BookPreset, store, runs_root: str | os.PathLike = RUNS_ROOT,
+def train_book_runs(preset: BookPreset, store, runs_root: str | os.PathLike = RUNS_DIR,
                     executor: str | concurrent.futures.Executor | None = None, progress: bool = True,
                     extra: Callable[[float], list[RunSpec]] | None = None) -> float:
     """Train every run the book needs, on one executor, under one progress bar (runs done of

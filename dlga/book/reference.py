@@ -28,8 +28,9 @@ from typing import Any, Mapping
 
 from data_prep.store import atomic_write_json
 from dlga.book import controls, experiments, report
+from dlga.settings import PROJECT_ROOT
 
-REFERENCE_DIR = experiments.PROJECT_ROOT / "book" / "reference"
+REFERENCE_DIR = PROJECT_ROOT / "book" / "reference"
 REFERENCE_FORMAT_VERSION = 1
 
 DEFAULT_TOLERANCES = {"rmse_bdi": 0.5}

@@ -42,7 +42,7 @@ from dlga.runs import executors, rundir
 from dlga.config import MODEL_PRESETS, SETTINGS, TRAIN_PRESETS, ModelConfig, TrainConfig, compiled_key
 from dlga.training.metrics import paired_two_level_bootstrap
 from dlga.runs.rundir import COMPLETE, Run, is_complete, load_run  # also this module's public names
-from dlga.settings import onednn_enabled
+from dlga.settings import RUNS_DIR, onednn_enabled
 
 NUMERICS_VERSION = 1
 """The version of the numbers a run produces from a store: the model, its initialisation, the
@@ -480,7 +480,7 @@ def plan(specs: Iterable[RunSpec], runs_root: str | os.PathLike = "runs") -> pd.
 # --- command line ----------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dlga.runs", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", default="runs", help="runs directory (default: runs)")
+    parser.add_argument("--runs", default=str(RUNS_DIR), help="runs directory (default: $DLGA_RUNS or runs/ of the checkout)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="list the runs under --runs")
     for name, text in (("plan", "dry run: which runs of a grid are complete or missing"),

@@ -55,7 +55,10 @@ from dlga.model.network import build_model
 from dlga.runs.rundir import HISTORY_COLUMNS  # noqa: F401  also this module's public name
 
 
-def library_versions() -> dict[str, str]:
+def runtime_versions() -> dict[str, str]:
+    """The versions a run's ``metrics.json`` records (of the modules this process imported)
+    and the platform: provenance only; the run id hashes
+    :func:`dlga.runs.cache.numerics_identity` instead."""
     return {
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
@@ -413,7 +416,7 @@ def final_report(
         "seed": train_config.seed,
         "replicas": replicas,
         "skipped_videos": {name: part.skipped for name, part in parts.items() if part.skipped},
-        "versions": library_versions(),
+        "versions": runtime_versions(),
         "model_config": model_config.to_dict(),
         "train_config": train_config.to_dict(),
     }
