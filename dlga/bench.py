@@ -128,7 +128,8 @@ def measure(case: BenchCase) -> dict:
         row[f"infer_ms_batch{n}"] = 1000 * sec / n
     row["gflops_per_s_batch32"] = row["gflops_per_image"] / (row["infer_ms_batch32"] / 1000)
     if case.train:
-        from dlga.training.train import TrainConfig, make_train_step
+        from dlga.config import TrainConfig
+        from dlga.training.step import make_train_step
 
         step = make_train_step(model, TrainConfig.preset("paper", jit_compile=False, fused_adam=case.fused_adam))
         x, y = batch(32), tf.constant(rng.uniform(0, 45, 32).astype("float32"))
@@ -359,7 +360,7 @@ def machine(gpus: bool = True) -> dict:
 
 # The modules whose code a case's timing depends on: a change to any of them is a new measurement.
 TIMED_SOURCES = ("bench.py", "config.py", "model/complexity.py", "model/layers.py", "model/network.py", "model/patches.py",
-                 "training/train.py")
+                 "training/optimizer.py", "training/step.py", "training/train.py")
 
 
 def code_hash(package_dir: str | Path, names: Sequence[str]) -> str:

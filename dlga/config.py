@@ -233,7 +233,7 @@ class TrainConfig(JsonConfig):
         loss_smoothing: EMA factor of the training loss watched by early stopping.
         eval_batch_size: frames per evaluation batch.
         in_memory: load all frames of a partition into memory (else stream videos).
-        fused_adam: Adam's update in one TensorFlow kernel per variable (:class:`dlga.training.train.FusedAdam`:
+        fused_adam: Adam's update in one TensorFlow kernel per variable (:class:`dlga.training.optimizer.FusedAdam`:
             the same update to float32 rounding, a tiny G step about 15 % faster on one core);
             False: ``keras.optimizers.Adam``, the first version's. Not used when ``decoupled``.
         precision: ``"float32"`` (default: the book's numbers) or ``"mixed_bfloat16"``: the

@@ -587,7 +587,7 @@ def learning_check(runs) -> pd.DataFrame:
 def early_stopping_note(train_config, runs=()) -> str:
     """Whether early stopping can end a schedule, in one sentence (and how often it did).
 
-    Early stopping (:class:`dlga.training.train.EarlyStopping`) fires once the smoothed training loss
+    Early stopping (:class:`dlga.training.early_stopping.EarlyStopping`) fires once the smoothed training loss
     has made no new minimum for ``patience`` steps; the first step sets the first minimum, so
     the earliest step it can fire is ``patience + 1``. ``train_config``: a
     :class:`dlga.config.TrainConfig`; ``runs``: runs of that schedule, whose stop reasons are
