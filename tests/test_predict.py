@@ -13,8 +13,8 @@ import pytest
 
 from data_prep.store import read_manifest, read_video, video_path
 from dlga import __main__ as cli
-from dlga.training import data as data_lib
 from dlga.book import report
+from dlga.training import data as data_lib
 from dlga.training.metrics import BAND_NAMES, severity_band
 from dlga.inference.predict import (
     ATTENTION_COLUMNS, PredictError, RunError, load_predictor, load_trained_model, predict_frames, predict_video,

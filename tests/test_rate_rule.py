@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from dlga.book import rate_rule
-from dlga.book.experiments import BOOK_PRESETS
+from dlga.book.presets import BOOK_PRESETS
 
 DEMO = BOOK_PRESETS["demo"]
 SEEDS = tuple(DEMO.lr_seeds)

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlga.training import metrics
 from dlga.book import report
-from dlga.runs import rundir
 from dlga.config import SETTINGS, TrainConfig
+from dlga.runs import rundir
 from dlga.runs.rundir import Run
+from dlga.training import metrics
 
 N_SUBJECTS = 30
 N_BOOT = 400

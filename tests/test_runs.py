@@ -10,8 +10,8 @@ import pytest
 
 import dlga.training.train
 from data_prep.store import read_video, store_fingerprint, video_path, write_video
-from dlga.runs import rundir, cache as runs
 from dlga.config import TrainConfig
+from dlga.runs import rundir, cache as runs
 from helpers_store import make_store
 
 FAST = TrainConfig.preset("ci", max_steps=10, eval_every=5, warmup_steps=5)

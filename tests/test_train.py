@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dlga.config import ModelConfig
+from dlga.model.network import build_model
 from dlga.training import data as data_lib
 from dlga.training import optimizer as optimizer_lib
 from dlga.training import train as train_lib
-from dlga.config import ModelConfig
-from dlga.model.network import build_model
 from dlga.training.checkpoints import STOP_REASONS, TrainState
 from dlga.training.early_stopping import EarlyStopping
 from dlga.training.train import TrainConfig, train

@@ -2,8 +2,10 @@
 
 - :mod:`dlga.book.build`: papermill executes the chapters, jupyter-book renders them; the
   command line ``python -m dlga.book`` (:mod:`dlga.book.__main__`);
-- :mod:`dlga.book.experiments`: presets, their data, the runs each chapter needs, chapter
-  parameters;
+- :mod:`dlga.book.presets`: the book presets and deriving one;
+- :mod:`dlga.book.data`: a preset's cohort and store;
+- :mod:`dlga.book.experiments`: the runs each chapter needs, and executing them;
+- :mod:`dlga.book.parameters`: a chapter's parameters (knobs), their table and rerun command;
 - :mod:`dlga.book.report`: the paper's numbers, tables, intervals and verdicts, figures;
 - :mod:`dlga.book.prose`: sentences computed from a chapter's results;
 - :mod:`dlga.book.rate_rule`: the learning-rate rule of the ablation runs;

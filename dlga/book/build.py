@@ -1,7 +1,9 @@
 """The book build: papermill executes the chapters, jupyter-book renders them, and its CLI.
 
-What the book runs (presets, data, run specs, the learning-rate choice) is planned in
-:mod:`dlga.book.experiments`; this module only executes and renders the chapters.
+What the book runs is planned elsewhere: presets in :mod:`dlga.book.presets`, their data in
+:mod:`dlga.book.data`, run specs and the learning-rate choice in :mod:`dlga.book.experiments`,
+chapter parameters in :mod:`dlga.book.parameters`; this module only executes and renders the
+chapters.
 
 Command line::
 
@@ -52,22 +54,17 @@ import yaml
 from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
 from data_prep.store import store_fingerprint
+from dlga.book.data import is_synthetic, prepare_data
 from dlga.book.experiments import (
-    BOOK_PRESETS,
-    KNOBS,
     ablation_learning_rate,
     book_specs,
-    chapter_preset,
     cross_dataset_specs,
-    format_value,
-    get_preset,
-    is_synthetic,
-    prepare_data,
     rate_selection_specs,
     train_book_runs,
-    unknown_parameters_message,
 )
 from dlga.book.controls import control_specs, control_stores
+from dlga.book.parameters import KNOBS, chapter_preset, format_value, unknown_parameters_message
+from dlga.book.presets import BOOK_PRESETS, get_preset
 from dlga.runs.cache import load_run, numerics_identity, plan
 from dlga.settings import BUILD_DIR, PROJECT_ROOT, RUNS_DIR
 

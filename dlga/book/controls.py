@@ -43,8 +43,10 @@ from data_prep.store import (atomic_write_csv, atomic_write_json, read_manifest,
                              video_path, write_video)
 from data_prep.synthetic import CUES, cue_stills
 from dlga.book import report
+from dlga.book.data import prepare_data
+from dlga.book.experiments import run_specs
+from dlga.book.presets import BookPreset, cohort_config, get_preset
 from dlga.config import FEATURE_STRIDE, SETTINGS
-from dlga.book.experiments import BookPreset, cohort_config, get_preset, prepare_data, run_specs
 from dlga.model.patches import CONV4_FIELD, field_union_mask, patch_centres
 from dlga.runs.cache import RunSpec
 

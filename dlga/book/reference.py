@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from data_prep.store import atomic_write_json
-from dlga.book import controls, experiments, report
+from dlga.book import controls, data, experiments, presets, report
 from dlga.settings import PROJECT_ROOT
 
 REFERENCE_DIR = PROJECT_ROOT / "book" / "reference"
@@ -97,12 +97,12 @@ def _controls(P, lr: float) -> dict[str, Any]:
 def headline(preset: str = "demo", dataset: str = "synthetic", root=None) -> dict[str, Any]:
     """This build's headline numbers and verdicts, from its complete runs (a run that is
     missing is trained first, one at a time: build the book first to avoid that)."""
-    P = experiments.get_preset(preset)
-    store = experiments.prepare_data(P, dataset, root)
+    P = presets.get_preset(preset)
+    store = data.prepare_data(P, dataset, root)
     settings, verdicts, lr, how = _ablation(P, store)
     out = {"format_version": REFERENCE_FORMAT_VERSION, "preset": P.name, "dataset": dataset, "learning_rate": lr,
            "how": how, "settings": settings, "verdicts": verdicts, "cpu_isa": cpu_isa()}
-    if experiments.is_synthetic(dataset) and P.cohort is not None:
+    if data.is_synthetic(dataset) and P.cohort is not None:
         out["controls"] = _controls(P, lr)
     return out
 

@@ -40,9 +40,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from dlga.runs import rundir
 from dlga.inference.exportdir import FORMATS, make_metadata, write_keras_metadata, write_savedmodel_metadata
 from dlga.inference.predict import load_trained_model
+from dlga.runs import rundir
 
 
 def _serving_module(model, input_size: int):

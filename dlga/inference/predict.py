@@ -41,14 +41,14 @@ from data_prep.faces import LandmarkDetector
 from data_prep.preprocess import PARAMS_VERSION, params_from_record
 from data_prep.video import VideoError, iter_sampled_frames
 from data_prep.store import STORE_VERSION
-from dlga.runs import rundir
 from dlga.config import ModelConfig
-from dlga.training.data import resize_batch
 from dlga.inference.exportdir import export_kind, read_metadata
-from dlga.training.metrics import BAND_NAMES, severity_band
 from dlga.model.network import build_model  # also registers the custom layers that .keras files name
 from dlga.model.patches import NUM_PATCHES, patch_centres
+from dlga.runs import rundir
 from dlga.runs.rundir import RunError
+from dlga.training.data import resize_batch
+from dlga.training.metrics import BAND_NAMES, severity_band
 
 ALIGN_POINTS_NAME = "eye-corners"  # what data_prep.preprocess.make_params records for align_face
 ATTENTION_COLUMNS = tuple(f"a{j}" for j in range(1, NUM_PATCHES + 1))

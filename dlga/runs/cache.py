@@ -38,11 +38,11 @@ import pandas as pd
 from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
 from data_prep.store import library_versions, store_fingerprint
-from dlga.runs import executors, rundir
 from dlga.config import MODEL_PRESETS, SETTINGS, TRAIN_PRESETS, ModelConfig, TrainConfig, compiled_key
-from dlga.training.metrics import paired_two_level_bootstrap
+from dlga.runs import executors, rundir
 from dlga.runs.rundir import COMPLETE, Run, is_complete, load_run  # also this module's public names
 from dlga.settings import RUNS_DIR, onednn_enabled
+from dlga.training.metrics import paired_two_level_bootstrap
 
 NUMERICS_VERSION = 1
 """The version of the numbers a run produces from a store: the model, its initialisation, the

@@ -51,12 +51,12 @@ from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
-from dlga.training import data as data_lib
-from dlga.training import metrics as metrics_lib
-from dlga.runs import rundir
 from dlga.config import TRAIN_PRESETS, ModelConfig, TrainConfig, compiled_key  # noqa: F401  also this module's public names
 from dlga.model.network import build_model
+from dlga.runs import rundir
 from dlga.runs.rundir import HISTORY_COLUMNS  # noqa: F401  also this module's public name
+from dlga.training import data as data_lib
+from dlga.training import metrics as metrics_lib
 from dlga.training.checkpoints import Checkpoints, TrainState
 from dlga.training.early_stopping import EarlyStopping
 from dlga.training.optimizer import make_optimizer, make_schedule
