@@ -23,7 +23,7 @@ import yaml
 from myst_nb.ext.glue import GLUE_PREFIX as glue_prefix
 
 from dlga import settings
-from dlga.book import build as book, data, experiments, parameters, presets, prose, report
+from dlga.book import build as book, data, experiments, figures, intervals, parameters, presets, prose, report
 from dlga.config import SETTING_LABELS, SETTINGS, ModelConfig
 from dlga.model.network import build_model
 from dlga.runs import rundir
@@ -489,7 +489,7 @@ def test_comparisons_with_g_use_the_verdict():
             # G and GA identical (a tie), every other setting four times G's error.
             scale = 1.0 if s in ("G", "GA") else 4.0
             runs.append(FakeRunWithPredictions(s, seed, 1e-3, bdi + scale * noise, bdi))
-    table, lines = report.comparisons_with(runs, "G", n=200)
+    table, lines = intervals.comparisons_with(runs, "G", n=200)
     assert list(table["G minus"]) == [s for s in SETTINGS if s != "G"]
     verdicts = dict(zip(table["G minus"], table["verdict"]))
     assert verdicts.pop("GA") == "tie"
@@ -497,14 +497,14 @@ def test_comparisons_with_g_use_the_verdict():
     assert (table["high"] < 0).sum() == len(SETTINGS) - 2
     assert len(lines) == len(table)
     assert [("**tie**" in line) for line in lines] == [v == "tie" for v in table["verdict"]]
-    assert report.verdict_label({"diff": 1.0, "low": 0.5, "high": 1.5}, "G", "B") == "B better"
+    assert intervals.verdict_label({"diff": 1.0, "low": 0.5, "high": 1.5}, "G", "B") == "B better"
 
 
 def test_paired_with_predictions_matches_by_video():
     bdi, noise = _labels_and_noise()
     g = FakeRunWithPredictions("G", 0, 1e-3, bdi + noise, bdi)
     baseline = g.predictions.assign(prediction=bdi + 3 * noise).iloc[::-1]  # another order
-    res = report.paired_with_predictions(report.pooled_predictions([g]), baseline, n=200)
+    res = intervals.paired_with_predictions(intervals.pooled_predictions([g]), baseline, n=200)
     expected = np.sqrt(np.mean(noise ** 2)) - np.sqrt(np.mean((3 * noise) ** 2))
     assert res["estimate"] == pytest.approx(expected)
     assert res["lo"] <= res["estimate"] <= res["hi"] < 0
@@ -513,7 +513,7 @@ def test_paired_with_predictions_matches_by_video():
 def test_lr_table_marks_the_chosen_rate_and_sets_the_paper_beside_it():
     bdi, noise = _labels_and_noise()
     runs = [FakeRunWithPredictions("G", 0, lr, bdi + k * noise, bdi) for k, lr in enumerate((1e-4, 1e-3, 1e-2), 1)]
-    table = report.lr_table(runs, "synthetic", chosen=1e-3, n_boot=100)
+    table = intervals.lr_table(runs, "synthetic", chosen=1e-3, n_boot=100)
     assert list(table["learning rate"]) == ["0.0001", "0.001", "0.01"]
     assert list(table["selected on Development"]) == ["", "yes", ""]
     assert list(table["RMSE reported"]) == [report.PAPER_LR["avec2014"][lr][0] for lr in (1e-4, 1e-3, 1e-2)]
@@ -540,7 +540,7 @@ def test_face_frame_index_finds_the_frame_with_detail():
     frames = np.full((5, 32, 32, 3), 120, np.uint8)
     frames[3, 8:24, 8:24] = rng.integers(0, 255, (16, 16, 3))  # a "face" in the centre
     frames[1, :4] = 255  # detail outside the centre does not count
-    assert report.face_frame_index(frames) == 3
+    assert figures.face_frame_index(frames) == 3
 
 
 # --- chapters steered by their parameters ----------------------------------------------------------
@@ -588,7 +588,7 @@ def test_ablation_conclusion_matches_its_table(ci_book):
     nb = nbformat.read(executed, as_version=4)
     text = _glued(nb, "ablation_conclusion")
     p = presets.get_preset("ci")
-    table, _lines = report.comparisons_with(_ci_ablation_runs(), "G", n=p.bootstrap)
+    table, _lines = intervals.comparisons_with(_ci_ablation_runs(), "G", n=p.bootstrap)
     assert text == prose.ablation_conclusion(table)
     assert f"ties with **{int((table['verdict'] == 'tie').sum())}** of the {len(table)}" in text
     assert f"lower error than **{int((table['verdict'] == 'G better').sum())}**" in text

@@ -47,7 +47,9 @@ def test_reading_runs_does_not_import_tensorflow():
     import subprocess
     import sys
 
-    modules = "dlga.book.experiments, dlga.book.report, dlga.book.controls, dlga.book.prose, dlga.book.baselines, dlga.runs.cache, dlga.config"
+    modules = ("dlga.book.presets, dlga.book.data, dlga.book.experiments, dlga.book.parameters, dlga.book.report, "
+               "dlga.book.intervals, dlga.book.figures, dlga.book.models, dlga.book.controls, dlga.book.prose, "
+               "dlga.book.baselines, dlga.runs.cache, dlga.config")
     probe = (f"import sys, {modules}\n"
              "print(sorted(m for m in ('tensorflow', 'keras', 'dlga.training.train', 'dlga.training.data') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout

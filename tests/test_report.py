@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlga.book import report
+from dlga.book import intervals, report
 from dlga.config import SETTINGS, TrainConfig
 from dlga.runs import rundir
 from dlga.runs.rundir import Run
@@ -58,7 +58,7 @@ def study(seeds=(0, 1, 2, 3, 4), worse: dict | None = None) -> list[Run]:
 
 def test_ablation_table_uses_the_two_level_interval_and_names_it():
     runs = study()
-    table = report.ablation_table(runs, "synthetic", n_boot=N_BOOT)
+    table = intervals.ablation_table(runs, "synthetic", n_boot=N_BOOT)
     ci = "RMSE 95% CI (seeds x subjects)"
     assert ci in table.columns and "MAE 95% CI (seeds x subjects)" in table.columns
     assert "RMSE 95% CI (seed-averaged ensemble, subjects)" in table.columns
@@ -89,7 +89,7 @@ def test_styled_formats_some_columns_and_keeps_the_precision_of_the_others():
 
 def test_comparisons_with_g_are_one_holm_family_and_ties_are_not_ranked():
     runs = study(worse={"GA": 6.0})
-    table, lines = report.comparisons_with(runs, "G", n=2000)
+    table, lines = intervals.comparisons_with(runs, "G", n=2000)
     assert table["G minus"].tolist() == [s for s in SETTINGS if s != "G"]
     ci = "95% CI (Holm, 9 comparisons; seeds x subjects)"
     assert ci in table.columns and table.attrs["adjustment"] == "Holm, 9 comparisons"
@@ -124,30 +124,30 @@ def test_comparisons_with_g_are_one_holm_family_and_ties_are_not_ranked():
 def test_paired_comparison_is_two_level_and_verdict_reads_it():
     runs = study(seeds=(0, 1, 2))
     g = [r for r in runs if r.params["setting"] == "G"]
-    res = report.paired_comparison(g, g, n=300)
+    res = intervals.paired_comparison(g, g, n=300)
     assert res["estimate"] == 0 and res["tie"] and res["resampled"] == "seeds x subjects"
-    assert report.verdict_label(res, "G", "G") == "tie"
+    assert intervals.verdict_label(res, "G", "G") == "tie"
     worse = [fake_run("GA", k, 5.0) for k in (0, 1, 2)]
-    res = report.paired_comparison(g, worse, n=300)
+    res = intervals.paired_comparison(g, worse, n=300)
     assert res["hi"] < 0 and res["n_seeds_a"] == res["n_seeds_b"] == 3 and res["n_subjects"] == N_SUBJECTS
-    assert report.verdict_label(res, "G", "GA") == "G better"
-    assert "seeds x subjects" in report.verdict(res, "G", "GA")
+    assert intervals.verdict_label(res, "G", "GA") == "G better"
+    assert "seeds x subjects" in intervals.verdict(res, "G", "GA")
 
 
 def test_baseline_comparisons_resample_seeds_and_subjects():
     g = [fake_run("G", k) for k in (0, 1, 2)]
     base = g[0].predictions.drop(columns="subject_id").assign(prediction=lambda t: t["bdi"] + 20.0)
-    res = report.compare_with_predictions(g, base, n=300)
+    res = intervals.compare_with_predictions(g, base, n=300)
     assert res["hi"] < 0 and res["n_seeds_a"] == 3 and res["n_seeds_b"] == 1
-    pooled = report.paired_with_predictions(report.pooled_predictions(g), base, n=300)
+    pooled = intervals.paired_with_predictions(intervals.pooled_predictions(g), base, n=300)
     assert pooled["hi"] < 0 and pooled["resampled"] == "subjects (seed-averaged ensemble)"
     with pytest.raises(ValueError, match="lack 2 Testing videos"):
-        report.compare_with_predictions(g, base.iloc[:-2], n=100)
+        intervals.compare_with_predictions(g, base.iloc[:-2], n=100)
 
 
 def test_comparisons_with_mean_flags_a_setting_that_beats_the_mean():
     runs = [fake_run(s, k, noise=1.0) for s in ("G", "GA") for k in (0, 1)]
-    table, lines = report.comparisons_with_mean(runs, n=1000)
+    table, lines = intervals.comparisons_with_mean(runs, n=1000)
     assert table["setting"].tolist() == ["GA", "G"]
     assert (table["diff RMSE"] < 0).all() and (table["verdict"] != "tie").all()
     assert all("training mean" in line for line in lines)
@@ -156,21 +156,21 @@ def test_comparisons_with_mean_flags_a_setting_that_beats_the_mean():
 
 def test_lr_and_cross_dataset_tables_name_the_resampled_unit():
     runs = [fake_run("G", k, lr=lr) for lr in (1e-4, 1e-3) for k in (0, 1)] + [fake_run("G", 2, lr=1e-2, stop="diverged")]
-    table = report.lr_table(runs, "synthetic", chosen=1e-3, n_boot=N_BOOT)
+    table = intervals.lr_table(runs, "synthetic", chosen=1e-3, n_boot=N_BOOT)
     assert table["learning rate"].tolist() == ["0.0001", "0.001", "0.01"]
     assert table["seeds"].tolist() == [2, 2, 1] and table["diverged"].tolist() == [0, 0, 1]
     assert table["selected on Development"].tolist() == ["", "yes", ""]
     # A run whose Development RMSE blew up and came back shows in the worst column, not in "diverged".
     spike = fake_run("G", 3, lr=1e-2)
     spike.history = pd.DataFrame({"step": [50, 100, 150], "dev_rmse": [9.0, 5091.0, 8.5]})
-    table = report.lr_table(runs + [spike], "synthetic", chosen=1e-3, n_boot=N_BOOT)
+    table = intervals.lr_table(runs + [spike], "synthetic", chosen=1e-3, n_boot=N_BOOT)
     assert table["worst Dev RMSE measured"].iloc[2] == 5091.0 and table["diverged"].tolist() == [0, 0, 1]
     assert table["worst Dev RMSE measured"].iloc[0] == max(r.metrics["dev"]["rmse"] for r in runs[:2])
     assert table["RMSE 95% CI (seeds x subjects)"].str.match(r"^\[\d+\.\d\d, \d+\.\d\d\]$").all()
-    cross = report.cross_dataset_table(runs[:2], runs[2:4], "synthetic", "synthetic, seed 1", n_boot=N_BOOT)
+    cross = intervals.cross_dataset_table(runs[:2], runs[2:4], "synthetic", "synthetic, seed 1", n_boot=N_BOOT)
     assert cross["tested on"].tolist() == ["synthetic", "synthetic, seed 1"]
     assert {"RMSE 95% CI (seeds x subjects)", "mean predictor RMSE 95% CI (subjects)"} <= set(cross.columns)
-    assert report.video_interval(runs[:2], n=N_BOOT) == report.interval(runs[:2], n=N_BOOT) == cross.iloc[0]["RMSE 95% CI (seeds x subjects)"]
+    assert intervals.video_interval(runs[:2], n=N_BOOT) == intervals.interval(runs[:2], n=N_BOOT) == cross.iloc[0]["RMSE 95% CI (seeds x subjects)"]
 
 
 def test_learning_check_reads_development_not_testing():
@@ -203,7 +203,7 @@ def test_old_predictions_without_subject_read_it_from_the_session(tmp_path):
 def test_power_table_gives_half_widths_and_counts_kept_checkpoints():
     runs = [fake_run(s, k) for s in ("G", "GA", "LA-CMP+") for k in range(4)]
     runs[5].metrics["best_step"] = runs[5].metrics["steps"]  # one GA run kept its last evaluation
-    comparisons, _ = report.comparisons_with(runs, "G", n=N_BOOT)
+    comparisons, _ = intervals.comparisons_with(runs, "G", n=N_BOOT)
     power = report.power_table(comparisons, runs, ["GA", "LA-CMP+"]).set_index("comparison")
     assert sorted(power.index) == ["G vs GA", "G vs LA-CMP+"]
     row = comparisons.set_index("G minus").loc["GA"]

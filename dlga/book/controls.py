@@ -42,7 +42,7 @@ import pandas as pd
 from data_prep.store import (atomic_write_csv, atomic_write_json, read_manifest, read_video, store_fingerprint,
                              video_path, write_video)
 from data_prep.synthetic import CUES, cue_stills
-from dlga.book import report
+from dlga.book import intervals, report
 from dlga.book.data import prepare_data
 from dlga.book.experiments import run_specs
 from dlga.book.presets import BookPreset, cohort_config, get_preset
@@ -286,12 +286,12 @@ def setting_table(runs, n: int = 2000) -> pd.DataFrame:
         mine = [r for r in runs if r.params["setting"] == setting]
         if not mine:
             continue
-        res = report.seed_subject_interval(mine, n=n)
+        res = intervals.seed_subject_interval(mine, n=n)
         mean = mine[0].metrics["mean_predictor"]["test"]["rmse"]
         diverged = sum(r.metrics.get("stop_reason") == "diverged" for r in mine)
         rows.append({"setting": setting, "seeds": len(mine),
                      "Testing RMSE": report.mean_sd(r.metrics["test"]["rmse"] for r in mine),
-                     report.CI_LABEL: report.interval_text(res["lo"], res["hi"]) + ("" if len(mine) > 1 else f" ({report.ONE_SEED})"),
+                     intervals.CI_LABEL: intervals.interval_text(res["lo"], res["hi"]) + ("" if len(mine) > 1 else f" ({intervals.ONE_SEED})"),
                      "training mean RMSE": round(mean, 2), "ratio to mean": round(res["estimate"] / mean, 3),
                      "diverged or did not learn": diverged + sum(not report.learned(r) and r.metrics.get("stop_reason") != "diverged" for r in mine)})
     return pd.DataFrame(rows)

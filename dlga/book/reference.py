@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from data_prep.store import atomic_write_json
-from dlga.book import controls, data, experiments, presets, report
+from dlga.book import controls, data, experiments, intervals, presets
 from dlga.settings import PROJECT_ROOT
 
 REFERENCE_DIR = PROJECT_ROOT / "book" / "reference"
@@ -68,7 +68,7 @@ def _ablation(P, store) -> tuple[dict, dict, float, str]:
     settings = {s: {"seeds": len(rs),
                     "test_rmse": sum(r.metrics["test"]["rmse"] for r in rs) / len(rs),
                     "dev_rmse": sum(r.metrics["dev"]["rmse"] for r in rs) / len(rs)} for s, rs in by.items()}
-    table, _ = report.comparisons_with(runs, "G", n=P.bootstrap)
+    table, _ = intervals.comparisons_with(runs, "G", n=P.bootstrap)
     verdicts = {f"G vs {row['G minus']}": {"verdict": row["verdict"], "reading": row["reading"],
                                            "low": round(float(row["low"]), 3), "high": round(float(row["high"]), 3),
                                            "fragile": bool(row["fragile"])}
@@ -82,12 +82,12 @@ def _controls(P, lr: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in ("null", controls.PERMUTED):
         if runs.get(name):
-            t, _ = report.comparisons_with_mean(runs[name], n=P.bootstrap)
+            t, _ = intervals.comparisons_with_mean(runs[name], n=P.bootstrap)
             out[name] = {"verdict": "leak" if controls.leaks(t) else "no leak",
                          "fragile": bool(t["fragile"].any())}
     leak_runs = {c: r for c, r in runs.items() if c.startswith("leak ")}
     if leak_runs:
-        rows = controls.leak_table({c: report.comparisons_with_mean(r, n=P.bootstrap)[0] for c, r in leak_runs.items()})
+        rows = controls.leak_table({c: intervals.comparisons_with_mean(r, n=P.bootstrap)[0] for c, r in leak_runs.items()})
         smallest = controls.smallest_flagged(rows)
         out["positive"] = {"smallest flagged level": None if smallest is None else smallest["level"],
                            "gain at it (BDI)": None if smallest is None else round(smallest["gain"], 3)}
