@@ -24,7 +24,7 @@ from dlga.runs.rundir import RunError
 # so that `--help` and the delegated commands answer without it.
 
 DELEGATED = {
-    "runs": ("dlga.runs.cache", "the run cache: status, plan, run (see `python -m dlga runs --help`)"),
+    "runs": ("dlga.runs.cli", "the run cache: status, plan, run (see `python -m dlga runs --help`)"),
     "bench": ("dlga.bench", "benchmark: parameters, GFLOPs, speed, memory (see `python -m dlga bench --help`)"),
 }
 

@@ -11,7 +11,7 @@ import pytest
 import dlga.training.train
 from data_prep.store import read_video, store_fingerprint, video_path, write_video
 from dlga.config import TrainConfig
-from dlga.runs import rundir, cache as runs
+from dlga.runs import cache as runs, cli, rundir
 from helpers_store import make_store
 
 FAST = TrainConfig.preset("ci", max_steps=10, eval_every=5, warmup_steps=5)
@@ -109,13 +109,13 @@ def test_plan_status_and_cli(complete_run, spec, store, capsys):
     assert table["run_id"].iloc[0] == spec.run_id
     listing = runs.list_runs(root)
     assert listing.loc[0, "state"] == "complete" and listing.loc[0, "test_rmse"] > 0
-    assert runs.main(["--runs", str(root), "status"]) == 0
+    assert cli.main(["--runs", str(root), "status"]) == 0
     assert spec.run_id in capsys.readouterr().out
-    assert runs.main(["--runs", str(root), "plan", "--store", str(store), "--seeds", "0", "--max-steps", "10"]) == 0
-    assert runs.main(["--runs", str(root), "run", "--id", spec.run_id]) == 0  # complete: no training
+    assert cli.main(["--runs", str(root), "plan", "--store", str(store), "--seeds", "0", "--max-steps", "10"]) == 0
+    assert cli.main(["--runs", str(root), "run", "--id", spec.run_id]) == 0  # complete: no training
     assert str(path) in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        runs.main(["--help"])
+        cli.main(["--help"])
 
 
 def test_paired_bootstrap_between_two_runs(complete_run, tmp_path):

@@ -10,7 +10,7 @@ the text of any file: a comment or a move retrains nothing. It is written to
 always a whole run. An existing complete run is returned as it is, never recomputed. The
 files of a run directory and their format are :mod:`dlga.runs.rundir`'s.
 
-Command line (``python -m dlga.runs --help``)::
+Command line (:mod:`dlga.runs.cli`, ``python -m dlga.runs --help``)::
 
     python -m dlga.runs status                       # runs under runs/
     python -m dlga.runs plan --store S --settings G GA --lrs 1e-3 1e-4 --seeds 0 1 2
@@ -20,7 +20,6 @@ Command line (``python -m dlga.runs --help``)::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -38,10 +37,10 @@ import pandas as pd
 from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
 from data_prep.store import library_versions, store_fingerprint
-from dlga.config import MODEL_PRESETS, SETTINGS, TRAIN_PRESETS, ModelConfig, TrainConfig, compiled_key
+from dlga.config import MODEL_PRESETS, SETTINGS, ModelConfig, TrainConfig, compiled_key
 from dlga.runs import executors, rundir
 from dlga.runs.rundir import COMPLETE, Run, is_complete, load_run  # also this module's public names
-from dlga.settings import RUNS_DIR, onednn_enabled
+from dlga.settings import onednn_enabled
 from dlga.training.metrics import paired_two_level_bootstrap
 
 NUMERICS_VERSION = 1
@@ -475,66 +474,3 @@ def plan(specs: Iterable[RunSpec], runs_root: str | os.PathLike = "runs") -> pd.
         rows.append({"run_id": run_id, "state": rundir.state(runs_root, run_id), "setting": spec.label,
                      "learning_rate": spec.train_config.learning_rate, "seed": spec.train_config.seed})
     return pd.DataFrame(rows, columns=["run_id", "state", "setting", "learning_rate", "seed"])
-
-
-# --- command line ----------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dlga.runs", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", default=str(RUNS_DIR), help="runs directory (default: $DLGA_RUNS or runs/ of the checkout)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="list the runs under --runs")
-    for name, text in (("plan", "dry run: which runs of a grid are complete or missing"),
-                       ("run", "execute the missing runs of a grid, or one run by --id")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--store", help="preprocessed store directory")
-        p.add_argument("--settings", nargs="+", default=["G"], choices=list(SETTINGS))
-        p.add_argument("--lrs", nargs="+", type=float, default=None, help="learning rates (default: preset's)")
-        p.add_argument("--seeds", nargs="+", type=int, default=[0])
-        p.add_argument("--model-preset", default="tiny", choices=sorted(MODEL_PRESETS))
-        p.add_argument("--train-preset", default="ci", choices=sorted(TRAIN_PRESETS))
-        p.add_argument("--max-steps", type=int, default=None)
-        p.add_argument("--test-store", help="cross-dataset: evaluate the Testing partition of this other store")
-        if name == "run":
-            p.add_argument("--id", help="resume or run the run with this id (from its params.json)")
-            p.add_argument("--no-progress", action="store_true")
-            p.add_argument("--executor", default="local",
-                           help="where the runs train: local (one worker per core, default), local:N, serial, "
-                                "or dask://HOST:PORT (a Dask scheduler)")
-    return parser
-
-
-def _specs(args) -> list[RunSpec]:
-    if not args.store:
-        raise SystemExit("--store is required: the preprocessed store the runs train on")
-    overrides = {"max_steps": args.max_steps} if args.max_steps else {}
-    return grid(args.store, args.settings, args.lrs, args.seeds, args.model_preset, args.train_preset,
-                test_store_dir=args.test_store, **overrides)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    pd.set_option("display.width", 200)
-    if args.command == "status":
-        table = list_runs(args.runs)
-        print(table.drop(columns=["path"]).to_string(index=False) if len(table) else f"no runs under {args.runs}")
-        return 0
-    if args.command == "plan":
-        print(plan(_specs(args), args.runs).to_string(index=False))
-        return 0
-    root = Path(args.runs)
-    if args.id:
-        if is_complete(root / args.id):
-            print(root / args.id)
-            return 0
-        params_path = rundir.partial_dir(root, args.id) / rundir.PARAMS
-        if params_path.is_file():
-            specs = [RunSpec.from_params(rundir.read_params(params_path.parent))]
-        else:
-            specs = [s for s in _specs(args) if s.run_id == args.id]
-        if not specs:
-            raise SystemExit(f"no run {args.id!r} under {root} or in the given grid; see `plan` for ids")
-    else:
-        specs = _specs(args)
-    for path in execute_all(specs, root, args.executor, progress=not args.no_progress):
-        print(path)
-    return 0
