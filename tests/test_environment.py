@@ -12,11 +12,14 @@ def _name(requirement: str) -> str:
 
 
 def test_environment_yml_lists_every_pyproject_dependency_with_the_same_bounds():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    # The environment `make` builds: the library with its book and test extras.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    deps = [*project["dependencies"], *extras["book"], *extras["test"]]
     text = (ROOT / "environment.yml").read_text()
     pip = [line.split("- ", 1)[1].strip().strip('"') for line in text.splitlines() if line.startswith("      - ")]
-    assert {_name(d): d for d in deps} == {_name(p): p for p in pip if p != "-e ."}
-    assert "-e ." in pip
+    assert {_name(d): d for d in deps} == {_name(p): p for p in pip if p != "-e .[book,test]"}
+    assert "-e .[book,test]" in pip
 
 
 def test_ci_runs_make_test_only():
