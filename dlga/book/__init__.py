@@ -6,7 +6,10 @@
 - :mod:`dlga.book.data`: a preset's cohort and store;
 - :mod:`dlga.book.experiments`: the runs each chapter needs, and executing them;
 - :mod:`dlga.book.parameters`: a chapter's parameters (knobs), their table and rerun command;
-- :mod:`dlga.book.report`: the paper's numbers, tables, intervals and verdicts, figures;
+- :mod:`dlga.book.report`: the paper's numbers, notices, tables, checks of the runs;
+- :mod:`dlga.book.intervals`: intervals, paired comparisons and verdicts;
+- :mod:`dlga.book.figures`: the chapters' figures;
+- :mod:`dlga.book.models`: trained models and their attention (TensorFlow, when called);
 - :mod:`dlga.book.prose`: sentences computed from a chapter's results;
 - :mod:`dlga.book.rate_rule`: the learning-rate rule of the ablation runs;
 - :mod:`dlga.book.controls`: the control cohorts and stores;
