@@ -40,7 +40,7 @@ from data_prep.store import library_versions, store_fingerprint
 from dlga.config import MODEL_PRESETS, SETTINGS, ModelConfig, TrainConfig, compiled_key
 from dlga.runs import executors, rundir
 from dlga.runs.rundir import COMPLETE, Run, is_complete, load_run  # also this module's public names
-from dlga.settings import onednn_enabled
+from dlga.settings import RUNS_DIR, onednn_enabled
 from dlga.training.metrics import paired_two_level_bootstrap
 
 NUMERICS_VERSION = 1
@@ -168,7 +168,7 @@ class RunSpec:
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()
         return f"{self.label}-{digest[:12]}"
 
-    def run_dir(self, runs_root: str | os.PathLike = "runs") -> Path:
+    def run_dir(self, runs_root: str | os.PathLike = RUNS_DIR) -> Path:
         return Path(runs_root) / self.run_id
 
     def training_twin(self) -> "RunSpec | None":
@@ -221,7 +221,7 @@ def _store_params(store_dir: str) -> dict[str, Any] | None:
 
 def execute(
     spec: RunSpec,
-    runs_root: str | os.PathLike = "runs",
+    runs_root: str | os.PathLike = RUNS_DIR,
     *,
     strategy=None,
     progress: bool = True,
@@ -362,7 +362,7 @@ def _waves(todo: dict[str, RunSpec]) -> list[list[RunSpec]]:
 
 def execute_all(
     specs: Sequence[RunSpec] | Iterable[RunSpec],
-    runs_root: str | os.PathLike = "runs",
+    runs_root: str | os.PathLike = RUNS_DIR,
     executor: str | Executor | None = "local",
     *,
     progress: bool = True,
@@ -419,7 +419,7 @@ def execute_all(
     return [root / run_id for run_id in ids]
 
 
-def list_runs(runs_root: str | os.PathLike = "runs") -> pd.DataFrame:
+def list_runs(runs_root: str | os.PathLike = RUNS_DIR) -> pd.DataFrame:
     """One row per run directory: id, state (complete/partial), setting, lr, seed, metrics."""
     rows = []
     root = Path(runs_root)
@@ -466,7 +466,7 @@ def grid(
     ]
 
 
-def plan(specs: Iterable[RunSpec], runs_root: str | os.PathLike = "runs") -> pd.DataFrame:
+def plan(specs: Iterable[RunSpec], runs_root: str | os.PathLike = RUNS_DIR) -> pd.DataFrame:
     """Dry run: which runs of ``specs`` are complete, partial (resumable) or missing."""
     rows = []
     for spec in specs:
