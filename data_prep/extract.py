@@ -7,7 +7,7 @@ finds the face in every sampled frame (:class:`data_prep.faces.FaceTracker`, or 
 from outside, such as OpenFace's), aligns it (:func:`data_prep.align.align_face`) and returns a
 :class:`FaceTrack`: the aligned faces, their source geometry, and how every sampled frame's face
 was found. ``data_prep.preprocess`` writes a track into the store, ``data_prep.openface``
-builds one from OpenFace's landmarks, and ``dlga.predict`` scores one.
+builds one from OpenFace's landmarks, and ``dlga.inference.predict`` scores one.
 
 Example::
 

@@ -169,8 +169,6 @@ def read_manifest(store_dir: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
 DATA_VERSION = 1
 """The version of the data path's numbers: what turns a video into stored frames (reading,
 face finding, landmarks, alignment, preprocessing). Bump it with any change that changes a

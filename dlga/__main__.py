@@ -18,13 +18,13 @@ import sys
 from pathlib import Path
 
 from data_prep.store import atomic_write_csv
-from dlga.rundir import RunError
+from dlga.runs.rundir import RunError
 
-# dlga.predict and dlga.export load TensorFlow (seconds): each command imports what it needs,
+# dlga.inference.predict and dlga.inference.export load TensorFlow (seconds): each command imports what it needs,
 # so that `--help` and the delegated commands answer without it.
 
 DELEGATED = {
-    "runs": ("dlga.runs", "the run cache: status, plan, run (see `python -m dlga runs --help`)"),
+    "runs": ("dlga.runs.cli", "the run cache: status, plan, run (see `python -m dlga runs --help`)"),
     "bench": ("dlga.bench", "benchmark: parameters, GFLOPs, speed, memory (see `python -m dlga bench --help`)"),
 }
 
@@ -43,7 +43,7 @@ EXPORT_EPILOG = """\
 savedmodel: a directory that loads with tf.saved_model.load() without this project (inputs
   image float32 (None,S,S,3) 0-255 and landmarks float32 (None,68,2) aligned pixels; outputs
   score, local_attention, global_attention).
-keras: a .keras file; load it with `import dlga.layers; keras.models.load_model(PATH)`.
+keras: a .keras file; load it with `import dlga.model.layers; keras.models.load_model(PATH)`.
 Both carry dlga.json (format version, model configuration, preprocessing parameters), which
 `python -m dlga predict --model PATH` reads.
 
@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                        epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("run", type=Path, metavar="RUN_DIR", help="a complete run directory (runs/<id>)")
     e.add_argument("--format", choices=("savedmodel", "keras"), default="savedmodel",
-                   help="savedmodel (self-contained, default) or keras (needs `import dlga.layers` to load)")
+                   help="savedmodel (self-contained, default) or keras (needs `import dlga.model.layers` to load)")
     e.add_argument("--out", type=Path, required=True, metavar="PATH",
                    help="SavedModel directory, or .keras file (the suffix is added if missing)")
     e.add_argument("--store", type=Path, metavar="STORE_DIR", help="the run's training store, if it moved")
@@ -99,7 +99,7 @@ def _error(message: str) -> None:
 
 
 def cmd_predict(args) -> int:
-    from dlga.predict import (  # deferred: loads TensorFlow, see the note at the imports
+    from dlga.inference.predict import (  # deferred: loads TensorFlow, see the note at the imports
         PredictError, frame_table, load_predictor, overlay_paths, predict_video, write_overlay,
     )
 
@@ -140,7 +140,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from dlga.export import export_run  # deferred: loads TensorFlow, see the note at the imports
+    from dlga.inference.export import export_run  # deferred: loads TensorFlow, see the note at the imports
 
     try:
         out = export_run(args.run, args.out, args.format, store_dir=args.store, overwrite=args.overwrite)
@@ -149,7 +149,7 @@ def cmd_export(args) -> int:
         return 2
     print(f"exported {args.run} as {args.format}: {out}")
     if args.format == "keras":
-        print("load it with: import dlga.layers, keras; keras.models.load_model(PATH)")
+        print("load it with: import dlga.model.layers, keras; keras.models.load_model(PATH)")
     return 0
 
 

@@ -89,10 +89,10 @@ def measure(case: BenchCase) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from .complexity import flops_per_image
-    from .config import ModelConfig
-    from .model import build_model
-    from .train import dtype_policy
+    from dlga.model.complexity import flops_per_image
+    from dlga.config import ModelConfig
+    from dlga.model.network import build_model
+    from dlga.training.train import dtype_policy
 
     if case.threads:
         tf.config.threading.set_intra_op_parallelism_threads(case.threads)
@@ -128,7 +128,8 @@ def measure(case: BenchCase) -> dict:
         row[f"infer_ms_batch{n}"] = 1000 * sec / n
     row["gflops_per_s_batch32"] = row["gflops_per_image"] / (row["infer_ms_batch32"] / 1000)
     if case.train:
-        from .train import TrainConfig, make_train_step
+        from dlga.config import TrainConfig
+        from dlga.training.step import make_train_step
 
         step = make_train_step(model, TrainConfig.preset("paper", jit_compile=False, fused_adam=case.fused_adam))
         x, y = batch(32), tf.constant(rng.uniform(0, 45, 32).astype("float32"))
@@ -141,7 +142,7 @@ def measure(case: BenchCase) -> dict:
 def build_model_grouped(config):
     """The model with the grouped per-patch convolution at every crop size: the training path
     of the first version, the baseline of the throughput table."""
-    from .model import build_model
+    from dlga.model.network import build_model
 
     return build_model(config, conv_impl="grouped")
 
@@ -176,8 +177,8 @@ DEMO_FRAMES_PER_VIDEO = 6
 def demo_specs(store_dir: str, n: int, baseline: bool, precision: str = "float32") -> list:
     """``n`` runs of setting G on the ``demo`` schedule (300 steps at batch 32), seeds 0..n-1,
     in ``precision`` (:attr:`dlga.config.TrainConfig.precision`; the baseline's is float32)."""
-    from .config import TrainConfig
-    from .runs import RunSpec
+    from dlga.config import TrainConfig
+    from dlga.runs.cache import RunSpec
 
     # The baseline keeps the first version's optimizer (Keras's Adam) as well as its threads and
     # per-patch convolution.
@@ -202,7 +203,7 @@ def measure_runs(n: int, baseline: bool, workdir: str, precision: str = "float32
     """
     from data_prep.toystore import make_store
 
-    from .runs import execute, execute_all
+    from dlga.runs.cache import execute, execute_all
 
     root = Path(workdir)
     store = root / "store"
@@ -358,7 +359,8 @@ def machine(gpus: bool = True) -> dict:
 
 
 # The modules whose code a case's timing depends on: a change to any of them is a new measurement.
-TIMED_SOURCES = ("bench.py", "complexity.py", "config.py", "layers.py", "model.py", "patches.py", "train.py")
+TIMED_SOURCES = ("bench.py", "config.py", "model/complexity.py", "model/layers.py", "model/network.py", "model/patches.py",
+                 "training/optimizer.py", "training/step.py", "training/train.py")
 
 
 def code_hash(package_dir: str | Path, names: Sequence[str]) -> str:
@@ -475,7 +477,7 @@ def main(argv=None) -> int:
             row = _in_subprocess({"kind": "matmul", "dtype": dtype}, f"matmul 4096 {dtype}", True)
             matmul[dtype] = row.get("gflops")
         read_gb_per_s = _in_subprocess({"kind": "bandwidth"}, "read 1 GiB", True).get("gb_per_s")
-    from .runs import git_commit
+    from dlga.runs.cache import git_commit
 
     result = {"machine": machine(), "commit": git_commit(), "rows": rows, "goals": goals(rows),
               "efficiency": efficiency(rows, matmul, read_gb_per_s),

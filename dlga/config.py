@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # The pyramid's windows and its bin counts are geometry, not layers: the analytic complexity
-# (dlga.complexity) counts them without importing TensorFlow.
+# (dlga.model.complexity) counts them without importing TensorFlow.
 WSPP_WINDOWS = (25, 51, 102, 204)
 
 
@@ -233,7 +233,7 @@ class TrainConfig(JsonConfig):
         loss_smoothing: EMA factor of the training loss watched by early stopping.
         eval_batch_size: frames per evaluation batch.
         in_memory: load all frames of a partition into memory (else stream videos).
-        fused_adam: Adam's update in one TensorFlow kernel per variable (:class:`dlga.train.FusedAdam`:
+        fused_adam: Adam's update in one TensorFlow kernel per variable (:class:`dlga.training.optimizer.FusedAdam`:
             the same update to float32 rounding, a tiny G step about 15 % faster on one core);
             False: ``keras.optimizers.Adam``, the first version's. Not used when ``decoupled``.
         precision: ``"float32"`` (default: the book's numbers) or ``"mixed_bfloat16"``: the
@@ -302,7 +302,7 @@ _GRAPH_FIELDS = ("learning_rate", "warmup_steps", "weight_decay", "decoupled", "
 
 
 def compiled_key(model_config: ModelConfig, train_config: TrainConfig) -> str:
-    """The key of a :class:`dlga.train.CompiledModel`: the architecture (its initial bias
+    """The key of a :class:`dlga.training.train.CompiledModel`: the architecture (its initial bias
     aside, which is a weight) and the training fields that enter the traced step's graph."""
     arch = model_config.replace(warm_start_bias=0.0).to_dict()
     graph = {name: getattr(train_config, name) for name in _GRAPH_FIELDS}

@@ -52,7 +52,7 @@ def make_face_video():
 
 # ---------------------------------------------------------------------------------------------
 
-# --- a trained run (dlga.predict / dlga.export) -----------------------------------------------
+# --- a trained run (dlga.inference.predict / dlga.inference.export) -----------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +65,7 @@ def trained_run(tmp_path_factory) -> Path:
     """
     from data_prep.preprocess import make_params
     from data_prep.store import atomic_write_json
-    from dlga.runs import RunSpec, execute
+    from dlga.runs.cache import RunSpec, execute
     from dlga.config import TrainConfig
     from helpers_store import make_store
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlga import baselines
+from dlga.book import baselines
 from helpers_store import make_store
 
 

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from dlga import report
 from dlga.bench import ROW_FORMATS, BenchCase, efficiency, format_table, goals, measure, measure_matmul
+from dlga.book import report
 
 
 def test_measure_tiny_reports_every_column():

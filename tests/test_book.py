@@ -22,29 +22,31 @@ import pytest
 import yaml
 from myst_nb.ext.glue import GLUE_PREFIX as glue_prefix
 
-from dlga import book, experiments, prose, report, rundir
+from dlga import settings
+from dlga.book import build as book, data, experiments, figures, intervals, parameters, presets, prose, report
 from dlga.config import SETTING_LABELS, SETTINGS, ModelConfig
-from dlga.metrics import mae, rmse
-from dlga.model import build_model
+from dlga.model.network import build_model
+from dlga.runs import rundir
+from dlga.training.metrics import mae, rmse
 
-BUILD_DIR = book.PROJECT_ROOT / "_build" / "test-ci"
+BUILD_DIR = settings.BUILD_DIR / "test-ci"
 
 
 # --- presets and the experiment plan (fast) --------------------------------------------------
 def test_presets_are_consistent():
-    assert set(experiments.BOOK_PRESETS) == {"ci", "demo", "paper"}
-    for name, p in experiments.BOOK_PRESETS.items():
+    assert set(presets.BOOK_PRESETS) == {"ci", "demo", "paper"}
+    for name, p in presets.BOOK_PRESETS.items():
         assert p.name == name
         t = p.train_config()  # validates the overrides
         assert t.max_steps >= 1
         assert p.learning_rates == tuple(sorted(p.learning_rates))
         assert len(p.seeds) >= 1 and len(set(p.seeds)) == len(p.seeds)
-    assert experiments.BOOK_PRESETS["paper"].ablation_lr == 1e-6  # the paper's rate for the paper's schedule
-    assert experiments.BOOK_PRESETS["paper"].cohort is None and experiments.BOOK_PRESETS["paper"].model_preset == "paper"
-    assert experiments.BOOK_PRESETS["demo"].ablation_lr is None  # selected on Development
-    assert len(experiments.BOOK_PRESETS["ci"].seeds) == 3  # the three-seed learning check below
+    assert presets.BOOK_PRESETS["paper"].ablation_lr == 1e-6  # the paper's rate for the paper's schedule
+    assert presets.BOOK_PRESETS["paper"].cohort is None and presets.BOOK_PRESETS["paper"].model_preset == "paper"
+    assert presets.BOOK_PRESETS["demo"].ablation_lr is None  # selected on Development
+    assert len(presets.BOOK_PRESETS["ci"].seeds) == 3  # the three-seed learning check below
     with pytest.raises(ValueError, match="unknown book preset 'huge'"):
-        experiments.get_preset("huge")
+        presets.get_preset("huge")
 
 
 class FakeRun:
@@ -63,7 +65,7 @@ def test_the_rate_rule_reads_development_only():
     runs = [FakeRun(1e-3, 9.0 + 0.1 * s, 9.0, s) for s in range(3)] + \
            [FakeRun(1e-4, 8.0 + 0.1 * s + 0.05 * (s == 1), 1.0, s) for s in range(3)] + \
            [FakeRun(1e-2, 9.2, 0.5, s) for s in range(3)]
-    demo = experiments.get_preset("demo")
+    demo = presets.get_preset("demo")
     assert experiments.ablation_learning_rate(demo, runs)[0] == 1e-4
     choice = experiments.rate_choice(demo, runs)
     assert choice.default == 1e-3 and set(choice.comparisons["rate"]) == {1e-4, 1e-3, 1e-2}
@@ -80,7 +82,7 @@ def test_ablation_rate_is_passed_in_and_planning_never_trains(tmp_path, monkeypa
 
     monkeypatch.setattr(experiments, "execute_all", no_training)
     store = tmp_path / "store"  # specs are described, not identified: no store needed yet
-    ci, demo = experiments.get_preset("ci"), experiments.get_preset("demo")
+    ci, demo = presets.get_preset("ci"), presets.get_preset("demo")
     assert experiments.rate_selection_specs(ci, store) == []  # ci fixes the rate
     assert experiments.ablation_learning_rate(ci) == (1e-3, "fixed by the preset")
     study = experiments.rate_selection_specs(demo, store)
@@ -104,7 +106,7 @@ def test_ablation_rate_is_passed_in_and_planning_never_trains(tmp_path, monkeypa
 
 
 def test_overrides_reach_the_run_specs(tmp_path):
-    ci = experiments.get_preset("ci")
+    ci = presets.get_preset("ci")
     p = ci.with_overrides(max_steps=40, width=0.25, seeds=(5,))
     assert ci.train_config().max_steps == 80  # the preset itself is unchanged (frozen)
     (spec,) = experiments.run_specs(p, tmp_path, ["GA"], [1e-4])
@@ -119,7 +121,7 @@ def test_overrides_reach_the_run_specs(tmp_path):
 
 
 def test_toc_lists_every_chapter_and_page():
-    toc = yaml.safe_load((book.PROJECT_ROOT / "_toc.yml").read_text())
+    toc = yaml.safe_load((settings.PROJECT_ROOT / "_toc.yml").read_text())
     files = [toc["root"]] + [c["file"] for c in toc["chapters"]]
     assert files == [f"book/{c}" for c in (*book.CHAPTERS, *book.PAGES, *book.GENERATED_PAGES)]
     for c in book.CHAPTERS:
@@ -156,10 +158,10 @@ def test_notebooks_open_with_a_parameters_cell():
         for name in ("preset", "dataset", "root"):
             assert name in names, (c, name)
         assert 'preset = "ci"' in code[0].source  # nbval and plain Jupyter run the ci preset
-        knobs = [n for n in names if n in experiments.KNOBS]
+        knobs = [n for n in names if n in parameters.KNOBS]
         assert all(f"{k} = None" in code[0].source for k in knobs), c  # None: the preset's value
         # the first cell after the parameters validates them in the package, once
-        assert "experiments.chapter_preset(**params)" in code[1].source, c
+        assert "parameters.chapter_preset(**params)" in code[1].source, c
         assert "rerun_command" in code[-1].source, c
         if c in book.RUN_CHAPTERS:
             for k in ("learning_rate", "max_steps", "batch_size", "warmup_steps", "eval_every", "patience", "precision",
@@ -209,7 +211,7 @@ def test_every_table_a_chapter_makes_is_shown():
 
 def test_progress_bars_do_not_warn_in_a_notebook():
     # tqdm.auto prints "TqdmWarning: IProgress not found" into every chapter run without ipywidgets.
-    sources = sorted(book.PROJECT_ROOT.glob("dlga/*.py")) + sorted(book.PROJECT_ROOT.glob("data_prep/*.py"))
+    sources = sorted(settings.PROJECT_ROOT.glob("dlga/**/*.py")) + sorted(settings.PROJECT_ROOT.glob("data_prep/*.py"))
     assert len(sources) > 20
     offenders = [p.name for p in sources if re.search(r"^\s*(from tqdm\.auto|import tqdm\.auto|from tqdm\.autonotebook)",
                                                       p.read_text(), re.M)]
@@ -219,51 +221,51 @@ def test_progress_bars_do_not_warn_in_a_notebook():
 def test_chapter_preset_validates_once_with_one_message():
     with pytest.raises(ValueError, match=r"unknown parameter 'learnig_rate' \(did you mean 'learning_rate'\?\); "
                                          r"known parameters: .*learning_rate, learning_rates, .*max_steps"):
-        experiments.chapter_preset("ci", learnig_rate=1e-4)
+        parameters.chapter_preset("ci", learnig_rate=1e-4)
     with pytest.raises(ValueError, match=r"learning_rate=20.0 is out of range: it must be > 0 and < 10"):
-        experiments.chapter_preset("ci", learning_rate=20)
+        parameters.chapter_preset("ci", learning_rate=20)
     with pytest.raises(ValueError, match=r"parameter max_steps: 'many' is not an int"):
-        experiments.chapter_preset("ci", max_steps="many")
+        parameters.chapter_preset("ci", max_steps="many")
     with pytest.raises(ValueError, match=r"settings=\['GA'\] must include 'G'"):
-        experiments.chapter_preset("ci", settings="GA")
+        parameters.chapter_preset("ci", settings="GA")
     with pytest.raises(ValueError, match=r"parameter cues='face' is out of range: it must be one of \['local', 'global'\]"):
-        experiments.chapter_preset("ci", cues="face")
+        parameters.chapter_preset("ci", cues="face")
     with pytest.raises(ValueError, match=r"parameter precision='fp16' is out of range: it must be one of \['float32', 'mixed_bfloat16'\]"):
-        experiments.chapter_preset("ci", precision="fp16")
-    assert experiments.chapter_preset("ci", precision="mixed_bfloat16").train_config().precision == "mixed_bfloat16"
+        parameters.chapter_preset("ci", precision="fp16")
+    assert parameters.chapter_preset("ci", precision="mixed_bfloat16").train_config().precision == "mixed_bfloat16"
     with pytest.raises(ValueError, match=r"change the synthetic cohort; dataset 'avec2014'"):
-        experiments.chapter_preset("ci", "avec2014", n_train=10)
-    ci = experiments.get_preset("ci")
-    assert experiments.chapter_preset("ci", dataset="synthetic", root=None, show_faces=False, learning_rate=None) == ci
-    p = experiments.chapter_preset("ci", learning_rate=1e-4, max_steps=40, seeds="3,4", settings="G,GA")
+        parameters.chapter_preset("ci", "avec2014", n_train=10)
+    ci = presets.get_preset("ci")
+    assert parameters.chapter_preset("ci", dataset="synthetic", root=None, show_faces=False, learning_rate=None) == ci
+    p = parameters.chapter_preset("ci", learning_rate=1e-4, max_steps=40, seeds="3,4", settings="G,GA")
     assert p.ablation_lr == 1e-4 and p.train_config().max_steps == 40
     assert p.seeds == (3, 4) and p.lr_seeds == (3, 4) and p.settings == ("G", "GA")  # the study pairs the same seeds
     assert experiments.ablation_learning_rate(p) == (1e-4, "fixed by the preset")
 
 
 def test_cohort_knobs_key_the_cohort_directory(tmp_path):
-    ci = experiments.get_preset("ci")
-    local = experiments.chapter_preset("ci", cues="local", local_strength=2.0)
-    assert experiments.cohort_dir(ci) == experiments.data_root(ci) / "cohort"  # unchanged: the stored cohort
-    assert experiments.cohort_config(local).cues == ("local",) and experiments.cohort_config(local).local_strength == 2.0
-    assert experiments.cohort_dir(local) != experiments.cohort_dir(ci)
-    assert experiments.cohort_dir(local) == experiments.cohort_dir(experiments.chapter_preset("ci", local_strength=2, cues=["local"]))
-    assert experiments.cohort_dir(local, seed=1).name == experiments.cohort_dir(local).name + "-seed1"
+    ci = presets.get_preset("ci")
+    local = parameters.chapter_preset("ci", cues="local", local_strength=2.0)
+    assert data.cohort_dir(ci) == data.data_root(ci) / "cohort"  # unchanged: the stored cohort
+    assert presets.cohort_config(local).cues == ("local",) and presets.cohort_config(local).local_strength == 2.0
+    assert data.cohort_dir(local) != data.cohort_dir(ci)
+    assert data.cohort_dir(local) == data.cohort_dir(parameters.chapter_preset("ci", local_strength=2, cues=["local"]))
+    assert data.cohort_dir(local, seed=1).name == data.cohort_dir(local).name + "-seed1"
 
 
 def test_parameter_table_and_rerun_command_show_the_values_used():
     params = {"preset": "ci", "dataset": "synthetic", "root": None, "show_faces": False,
               "learning_rate": 1e-4, "max_steps": None, "seeds": "0,1"}
-    p = experiments.chapter_preset(**params)
-    table = experiments.parameter_table(p, params, (1e-4, "fixed by the preset")).set_index("parameter")
+    p = parameters.chapter_preset(**params)
+    table = parameters.parameter_table(p, params, (1e-4, "fixed by the preset")).set_index("parameter")
     assert table.loc["learning_rate", "value"] == "0.0001" and table.loc["learning_rate", "source"] == "set for this run"
     assert table.loc["max_steps", "value"] == "80" and table.loc["max_steps", "source"] == "preset ci"
     assert table.loc["seeds", "value"] == "0,1"
-    cmd = experiments.rerun_command("04_training", params)
+    cmd = parameters.rerun_command("04_training", params)
     assert "papermill book/04_training.ipynb out.ipynb -p preset ci -p learning_rate 0.0001 -p seeds 0,1\n" in cmd
     assert "python -m dlga.book build --preset ci --only 04 --set learning_rate=0.0001 --set seeds=0,1\n" in cmd
     # what the command passes reads back as the same preset
-    assert experiments.chapter_preset("ci", learning_rate="0.0001", seeds="0,1") == p
+    assert parameters.chapter_preset("ci", learning_rate="0.0001", seeds="0,1") == p
 
 
 def test_set_reaches_every_chapter_that_has_the_knob(monkeypatch, tmp_path):
@@ -303,7 +305,7 @@ def test_status_page_reads_the_executed_notebooks(tmp_path):
     page = book.status_page({"04_training": tmp_path / "04_training.ipynb"})
     assert "| [04_training](04_training.ipynb) | 2026-01-02 03:04:05 +0000 | 12.5 | `preset=ci`, `learning_rate=0.0001` |" in page
     assert "| tensorflow | 2.99 |" in page
-    assert set(book.library_versions()) >= {"python", "tensorflow", "papermill", "myst-nb"}
+    assert set(book.status_versions()) >= {"python", "tensorflow", "papermill", "myst-nb"}
 
 
 def test_ablation_conclusion_says_what_the_table_says():
@@ -322,7 +324,7 @@ def test_ablation_conclusion_says_what_the_table_says():
 
 
 def test_reference_compare_lists_what_differs():
-    from dlga import reference
+    from dlga.book import reference
     ref = {"learning_rate": 1e-3, "tolerances": {"rmse_bdi": 0.5},
            "settings": {"G": {"seeds": 10, "test_rmse": 9.0, "dev_rmse": 8.0}},
            "verdicts": {"G vs GA": {"verdict": "tie", "reading": "inconclusive", "fragile": True}},
@@ -411,16 +413,16 @@ def test_a_prose_edit_re_executes_only_the_chapters_that_import_it(monkeypatch, 
     keys = {c: book._notebook_key(c, params, "fingerprint") for c in book.CHAPTERS}
     real = book._module_file
     edited = tmp_path / "prose.py"
-    edited.write_text(real("dlga.prose").read_text() + "\n# a table formatter's comment\n")
-    monkeypatch.setattr(book, "_module_file", lambda m: edited if m == "dlga.prose" else real(m))
+    edited.write_text(real("dlga.book.prose").read_text() + "\n# a table formatter's comment\n")
+    monkeypatch.setattr(book, "_module_file", lambda m: edited if m == "dlga.book.prose" else real(m))
     changed = {c for c in book.CHAPTERS if book._notebook_key(c, params, "fingerprint") != keys[c]}
-    users = {c for c in book.CHAPTERS if "dlga.prose" in book.chapter_modules(c)}
+    users = {c for c in book.CHAPTERS if "dlga.book.prose" in book.chapter_modules(c)}
     assert changed == users and "05_ablations" in users and "01_introduction" not in users
-    assert "dlga.report" in book.chapter_modules("01_introduction")  # the closure follows imports
+    assert "dlga.book.report" in book.chapter_modules("01_introduction")  # the closure follows imports
 
 
 def _ci_ablation_runs():
-    store = experiments.prepare_data("ci")
+    store = data.prepare_data("ci")
     lr, _how = experiments.ablation_learning_rate("ci")
     return experiments.ensure_runs(experiments.ablation_specs("ci", store, lr))
 
@@ -446,7 +448,7 @@ def test_every_setting_learns_for_three_seeds(ci_book):
 @pytest.mark.slow
 def test_run_metrics_match_predictions(ci_book):
     """metrics.json agrees with predictions.csv; values are in range (tolerances, not text)."""
-    for r in _ci_ablation_runs()[:: len(experiments.BOOK_PRESETS["ci"].seeds)]:
+    for r in _ci_ablation_runs()[:: len(presets.BOOK_PRESETS["ci"].seeds)]:
         m = r.metrics
         for part, key in (("Development", "dev"), ("Testing", "test")):
             v = r.predictions[r.predictions["partition"] == part]
@@ -454,7 +456,7 @@ def test_run_metrics_match_predictions(ci_book):
             assert m[key]["mae"] == pytest.approx(mae(v["bdi"], v["prediction"]), abs=1e-6)
             assert 0 < m[key]["mae"] <= m[key]["rmse"] < 63
         assert m["test"]["rmse_low"] <= m["test"]["rmse"] <= m["test"]["rmse_high"]
-        assert m["steps"] <= experiments.BOOK_PRESETS["ci"].train_config().max_steps
+        assert m["steps"] <= presets.BOOK_PRESETS["ci"].train_config().max_steps
         assert 0 < m["best_step"] <= m["steps"]
 
 
@@ -489,7 +491,7 @@ def test_comparisons_with_g_use_the_verdict():
             # G and GA identical (a tie), every other setting four times G's error.
             scale = 1.0 if s in ("G", "GA") else 4.0
             runs.append(FakeRunWithPredictions(s, seed, 1e-3, bdi + scale * noise, bdi))
-    table, lines = report.comparisons_with(runs, "G", n=200)
+    table, lines = intervals.comparisons_with(runs, "G", n=200)
     assert list(table["G minus"]) == [s for s in SETTINGS if s != "G"]
     verdicts = dict(zip(table["G minus"], table["verdict"]))
     assert verdicts.pop("GA") == "tie"
@@ -497,14 +499,14 @@ def test_comparisons_with_g_use_the_verdict():
     assert (table["high"] < 0).sum() == len(SETTINGS) - 2
     assert len(lines) == len(table)
     assert [("**tie**" in line) for line in lines] == [v == "tie" for v in table["verdict"]]
-    assert report.verdict_label({"diff": 1.0, "low": 0.5, "high": 1.5}, "G", "B") == "B better"
+    assert intervals.verdict_label({"diff": 1.0, "low": 0.5, "high": 1.5}, "G", "B") == "B better"
 
 
 def test_paired_with_predictions_matches_by_video():
     bdi, noise = _labels_and_noise()
     g = FakeRunWithPredictions("G", 0, 1e-3, bdi + noise, bdi)
     baseline = g.predictions.assign(prediction=bdi + 3 * noise).iloc[::-1]  # another order
-    res = report.paired_with_predictions(report.pooled_predictions([g]), baseline, n=200)
+    res = intervals.paired_with_predictions(intervals.pooled_predictions([g]), baseline, n=200)
     expected = np.sqrt(np.mean(noise ** 2)) - np.sqrt(np.mean((3 * noise) ** 2))
     assert res["estimate"] == pytest.approx(expected)
     assert res["lo"] <= res["estimate"] <= res["hi"] < 0
@@ -513,7 +515,7 @@ def test_paired_with_predictions_matches_by_video():
 def test_lr_table_marks_the_chosen_rate_and_sets_the_paper_beside_it():
     bdi, noise = _labels_and_noise()
     runs = [FakeRunWithPredictions("G", 0, lr, bdi + k * noise, bdi) for k, lr in enumerate((1e-4, 1e-3, 1e-2), 1)]
-    table = report.lr_table(runs, "synthetic", chosen=1e-3, n_boot=100)
+    table = intervals.lr_table(runs, "synthetic", chosen=1e-3, n_boot=100)
     assert list(table["learning rate"]) == ["0.0001", "0.001", "0.01"]
     assert list(table["selected on Development"]) == ["", "yes", ""]
     assert list(table["RMSE reported"]) == [report.PAPER_LR["avec2014"][lr][0] for lr in (1e-4, 1e-3, 1e-2)]
@@ -540,7 +542,7 @@ def test_face_frame_index_finds_the_frame_with_detail():
     frames = np.full((5, 32, 32, 3), 120, np.uint8)
     frames[3, 8:24, 8:24] = rng.integers(0, 255, (16, 16, 3))  # a "face" in the centre
     frames[1, :4] = 255  # detail outside the centre does not count
-    assert report.face_frame_index(frames) == 3
+    assert figures.face_frame_index(frames) == 3
 
 
 # --- chapters steered by their parameters ----------------------------------------------------------
@@ -568,10 +570,10 @@ def test_misspelt_parameter_stops_the_chapter(tmp_path):
 @pytest.mark.slow
 def test_training_chapter_runs_with_its_parameters(tmp_path):
     nb = _papermill("04_training", tmp_path / "out.ipynb", learning_rate=1e-4, max_steps=40)
-    store = experiments.prepare_data("ci")
-    p = experiments.chapter_preset("ci", learning_rate=1e-4, max_steps=40)
+    store = data.prepare_data("ci")
+    p = parameters.chapter_preset("ci", learning_rate=1e-4, max_steps=40)
     (spec,) = experiments.run_specs(p, store, ["G"], [1e-4], [p.seeds[0]])
-    params = json.loads((experiments.RUNS_ROOT / spec.run_id / "params.json").read_text())
+    params = json.loads((settings.RUNS_DIR / spec.run_id / "params.json").read_text())
     assert params["train"]["learning_rate"] == 1e-4 and params["train"]["max_steps"] == 40
     html = next(o["data"]["text/html"] for c in nb.cells for o in c.get("outputs", [])
                 if "Parameters of this chapter" in o.get("data", {}).get("text/html", ""))
@@ -587,9 +589,9 @@ def test_ablation_conclusion_matches_its_table(ci_book):
     (executed,) = (ci_book["index"].parents[1] / "executed").glob("ci-synthetic-*/05_ablations.ipynb")
     nb = nbformat.read(executed, as_version=4)
     text = _glued(nb, "ablation_conclusion")
-    p = experiments.get_preset("ci")
+    p = presets.get_preset("ci")
     runs = _ci_ablation_runs()
-    table, _lines = report.comparisons_with(runs, "G", n=p.bootstrap)
+    table, _lines = intervals.comparisons_with(runs, "G", n=p.bootstrap)
     collapsed = {s: report.collapsed_seeds([r for r in runs if r.params["setting"] == s]) for s in SETTINGS}
     assert text == prose.ablation_conclusion(table, collapsed=collapsed)
     assert f"ties with **{int((table['verdict'] == 'tie').sum())}** of the {len(table)}" in text
@@ -601,7 +603,7 @@ def test_ablation_conclusion_matches_its_table(ci_book):
 def test_ci_build_matches_its_reference_numbers(ci_book):
     # book/reference/ci.json was written by `python -m dlga.book reference --preset ci` from a ci
     # build; a change of numerics or of a verdict shows here (tolerance: the file's).
-    from dlga import reference
+    from dlga.book import reference
     matches, diffs, head = reference.verify("ci")
     assert head["preset"] == "ci" and head["learning_rate"] == 1e-3
     assert {s["seeds"] for s in head["settings"].values()} == {3}  # equal seeds

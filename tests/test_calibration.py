@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from data_prep.synthetic import COHORT_PRESETS, TASKS
-from dlga import metrics
+from dlga.training import metrics
 
 N_STUDIES = 400
 N_RESAMPLES = 1000

@@ -3,8 +3,8 @@ book/decisions.md, "Architecture")."""
 
 import pytest
 
-from dlga.complexity import flops_per_image
 from dlga.config import ModelConfig
+from dlga.model.complexity import flops_per_image
 
 
 def test_paper_preset_flops_by_component():

@@ -6,8 +6,8 @@ import pytest
 
 from data_prep.align import template
 from data_prep.synthetic import CohortConfig, cue_stills
-from dlga import controls, experiments, prose
-from dlga.patches import CONV4_FIELD, field_union_mask, patch_centres, patch_fields
+from dlga.book import controls, data, experiments, presets, prose
+from dlga.model.patches import CONV4_FIELD, field_union_mask, patch_centres, patch_fields
 
 
 def test_patch_field_is_54_plus_8_per_extra_cell_before_clipping():
@@ -64,18 +64,18 @@ def test_cue_visibility_at_the_ci_preset_says_no_separation_is_claimable():
 
 
 def test_control_cohorts_differ_from_the_book_cohort_only_in_their_cues():
-    P = experiments.get_preset("ci")
-    base = experiments.cohort_config(P)
+    P = presets.get_preset("ci")
+    base = presets.cohort_config(P)
     dirs = set()
     for name, cues in controls.CONTROLS.items():
         cp = controls.control_preset(P, name)
-        cfg = experiments.cohort_config(cp)
+        cfg = presets.cohort_config(cp)
         assert cfg.cues == cues
         smaller = dict(P.control_overrides)  # the ci preset's control cohorts are also smaller
         assert {k: getattr(cfg, k) for k in smaller} == smaller
         assert cfg.replace(cues=base.cues, **{k: getattr(base, k) for k in smaller}) == base
-        dirs.add(experiments.cohort_dir(cp))
-    assert len(dirs) == 3 and experiments.cohort_dir(P) not in dirs
+        dirs.add(data.cohort_dir(cp))
+    assert len(dirs) == 3 and data.cohort_dir(P) not in dirs
     with pytest.raises(ValueError, match="unknown control"):
         controls.control_preset(P, "half")
     with pytest.raises(ValueError, match="real data"):
@@ -83,7 +83,7 @@ def test_control_cohorts_differ_from_the_book_cohort_only_in_their_cues():
 
 
 def test_control_specs_follow_the_preset_lists(tmp_path):
-    P = experiments.get_preset("ci")
+    P = presets.get_preset("ci")
     stores = {c: tmp_path / c for c in controls.CONTROLS}
     specs = controls.control_specs(P, stores, 1e-3)
     assert [s.label for s in specs["null"]] == list(P.null_settings)
@@ -96,7 +96,7 @@ def test_control_specs_follow_the_preset_lists(tmp_path):
 
 
 def test_power_seeds_add_seeds_to_their_settings_only(tmp_path):
-    P = experiments.get_preset("ci").with_overrides(power_settings=("G", "GA"), power_seeds=tuple(range(5)))
+    P = presets.get_preset("ci").with_overrides(power_settings=("G", "GA"), power_seeds=tuple(range(5)))
     specs = experiments.ablation_specs(P, tmp_path, 1e-3)
     per = pd.Series([s.label for s in specs]).value_counts()
     assert per["G"] == 5 and per["GA"] == 5 and per["LA-CMP+"] == 3 and len(specs) == 8 * 3 + 2 * 5
@@ -131,9 +131,9 @@ def test_control_cohort_sizes_are_named_in_the_chapter_note():
     note = controls.cohort_note("ci")
     assert "n_train 24 (book cohort: 60)" in note and "n_test 8 (book cohort: 20)" in note
     with pytest.raises(ValueError, match=r"control_overrides \['bogus'\] are not cohort fields"):
-        experiments.BookPreset(name="x", cohort="ci", control_overrides=(("bogus", 1),))
+        presets.BookPreset(name="x", cohort="ci", control_overrides=(("bogus", 1),))
     with pytest.raises(ValueError, match="control_overrides"):
-        experiments.BookPreset(name="x", cohort="ci", control_overrides=(("cues", ()),))
+        presets.BookPreset(name="x", cohort="ci", control_overrides=(("cues", ()),))
 
 
 # --- the permuted-label and positive controls (derived stores) -----------------------------------
@@ -185,7 +185,7 @@ def test_leak_table_and_the_smallest_flagged_level():
 
 
 def test_demo_controls_have_three_seeds_and_every_kind():
-    demo = experiments.get_preset("demo")
+    demo = presets.get_preset("demo")
     assert len(demo.control_seeds) >= 3 and demo.leak_levels == (4.0, 16.0, 64.0)
     assert set(demo.permuted_settings) == set(demo.null_settings) == {"G", "GA", "LA-CMP+"}
     assert {len(demo.seeds), len(demo.lr_seeds)} == {10} and not demo.power_settings

@@ -12,11 +12,14 @@ def _name(requirement: str) -> str:
 
 
 def test_environment_yml_lists_every_pyproject_dependency_with_the_same_bounds():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    # The environment `make` builds: the library with its book and test extras.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    deps = [*project["dependencies"], *extras["book"], *extras["test"]]
     text = (ROOT / "environment.yml").read_text()
     pip = [line.split("- ", 1)[1].strip().strip('"') for line in text.splitlines() if line.startswith("      - ")]
-    assert {_name(d): d for d in deps} == {_name(p): p for p in pip if p != "-e ."}
-    assert "-e ." in pip
+    assert {_name(d): d for d in deps} == {_name(p): p for p in pip if p != "-e .[book,test]"}
+    assert "-e .[book,test]" in pip
 
 
 def test_ci_runs_make_test_only():
@@ -43,12 +46,14 @@ def test_make_lets_python_keep_its_bytecode_inside_the_project(tmp_path):
 def test_reading_runs_does_not_import_tensorflow():
     """The chapters that only read runs (tables, intervals, prose) start without TensorFlow:
     its import costs each of the ~20 notebook kernels of `make test` several seconds. Training
-    (dlga.train), models and predictions import it where they are used."""
+    (dlga.training.train), models and predictions import it where they are used."""
     import subprocess
     import sys
 
-    modules = "dlga.experiments, dlga.report, dlga.controls, dlga.prose, dlga.baselines, dlga.runs, dlga.config"
+    modules = ("dlga.book.presets, dlga.book.data, dlga.book.experiments, dlga.book.parameters, dlga.book.report, "
+               "dlga.book.intervals, dlga.book.figures, dlga.book.models, dlga.book.controls, dlga.book.prose, "
+               "dlga.book.baselines, dlga.runs.cache, dlga.config")
     probe = (f"import sys, {modules}\n"
-             "print(sorted(m for m in ('tensorflow', 'keras', 'dlga.train', 'dlga.data') if m in sys.modules))")
+             "print(sorted(m for m in ('tensorflow', 'keras', 'dlga.training.train', 'dlga.training.data') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

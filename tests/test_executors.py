@@ -10,8 +10,8 @@ from concurrent.futures import Executor
 import distributed
 import pytest
 
-from dlga import executors, runs
 from dlga.config import TrainConfig
+from dlga.runs import executors, cache as runs
 from helpers_store import make_store
 
 FAST = TrainConfig.preset("ci", max_steps=12, eval_every=6, warmup_steps=4, batch_size=8)

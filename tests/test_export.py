@@ -1,4 +1,4 @@
-"""Exporting a trained run (dlga.export, `python -m dlga export`) and using the export."""
+"""Exporting a trained run (dlga.inference.export, `python -m dlga export`) and using the export."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 
 from data_prep.store import read_manifest, read_video, video_path
 from dlga import __main__ as cli
-from dlga.export import export_run
-from dlga.exportdir import EXPORT_FORMAT_VERSION, EXPORT_METADATA, read_metadata
-from dlga.predict import load_predictor, load_trained_model, predict_video
-from dlga.rundir import RunError
+from dlga.inference.export import export_run
+from dlga.inference.exportdir import EXPORT_FORMAT_VERSION, EXPORT_METADATA, read_metadata
+from dlga.inference.predict import load_predictor, load_trained_model, predict_video
+from dlga.runs.rundir import RunError
 
 TOL = 1e-5
 
@@ -77,7 +77,7 @@ def test_savedmodel_loads_without_the_project_and_matches(trained_run, reference
 def test_keras_export_matches_and_predicts_like_the_run(trained_run, reference, tmp_path, face_photos, make_face_video):
     import keras
 
-    import dlga.layers  # noqa: F401  the .keras format needs the custom layers registered
+    import dlga.model.layers  # noqa: F401  the .keras format needs the custom layers registered
 
     inputs, expected = reference
     out = export_run(trained_run, tmp_path / "model", "keras")

@@ -36,8 +36,8 @@ import pandas as pd
 import pytest
 from test_calibration import N_SUBJECTS, ONE_BDI_WORSE, simulate_settings
 
-from dlga import metrics
-from dlga.experiments import BOOK_PRESETS, BookPreset
+from dlga.book.presets import BOOK_PRESETS, BookPreset
+from dlga.training import metrics
 
 N_STUDIES = 400
 N_RESAMPLES = 2000

@@ -2,7 +2,7 @@
 these tests are what keeps the versions honest.
 
 * A tiny fixed run (conftest's ``trained_run``: setting G, 3 steps on the toy store) must give
-  the stored predictions at :data:`dlga.runs.NUMERICS_VERSION`; a change of numerics without a
+  the stored predictions at :data:`dlga.runs.cache.NUMERICS_VERSION`; a change of numerics without a
   version bump fails here.
 * A fixed clip (a CC0 photo written as a 4-frame video) preprocessed at 64 px must give the
   stored frames and landmarks at :data:`data_prep.store.DATA_VERSION`.
@@ -26,7 +26,7 @@ import pytest
 
 from data_prep import store
 from data_prep.preprocess import preprocess
-from dlga import runs
+from dlga.runs import cache as runs
 
 GOLDEN = Path(__file__).parent / "golden"
 WRITE = os.environ.get("DLGA_WRITE_GOLDEN") == "1"
@@ -50,7 +50,7 @@ def test_a_tiny_fixed_run_gives_the_golden_predictions(trained_run):
     assert sorted(got) == sorted(golden["predictions"])
     diff = max(abs(got[k] - golden["predictions"][k]) for k in got)
     assert diff < 0.01, (f"a tiny fixed run's predictions moved by {diff:.4f} BDI at the same NUMERICS_VERSION: "
-                         "bump dlga.runs.NUMERICS_VERSION and refresh the golden file")
+                         "bump dlga.runs.cache.NUMERICS_VERSION and refresh the golden file")
 
 
 def test_a_fixed_clip_preprocesses_to_the_golden_frames(tmp_path, face_photos, make_face_video):
@@ -75,7 +75,7 @@ def test_a_fixed_clip_preprocesses_to_the_golden_frames(tmp_path, face_photos, m
 _RUN_ID = """
 import sys
 from dlga.config import TrainConfig
-from dlga.runs import RunSpec
+from dlga.runs.cache import RunSpec
 print(RunSpec("G", "tiny", TrainConfig.preset("ci", max_steps=3), sys.argv[1]).run_id)
 """
 
@@ -89,7 +89,7 @@ def test_a_comment_or_a_move_changes_no_run_id(tmp_path, trained_run):
     copy = tmp_path / "copy"
     for package in ("dlga", "data_prep"):
         shutil.copytree(ROOT / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
-    train = copy / "dlga" / "train.py"
+    train = copy / "dlga" / "training" / "train.py"
     train.write_text("# a comment that changes no number\n" + train.read_text())
     (copy / "dlga" / "bench.py").rename(copy / "dlga" / "benchmarks_moved.py")
     env = {**os.environ, "PYTHONPATH": ""}

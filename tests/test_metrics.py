@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from dlga import metrics
+from dlga.training import metrics
 
 
 def test_mae_rmse_known_values():

@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 
 from dlga.config import SETTINGS, ModelConfig
-from dlga.layers import ChannelMaxPooling, GlobalAttention, LocalAttention, PatchCentres
-from dlga.layers import PatchCrop, WeightedSpatialPyramidPooling, wspp_bins
-from dlga.model import build_model, lga_size
-from dlga.patches import PATCH_NAMES, centre_matrix, patch_centres, window_starts
+from dlga.model.layers import ChannelMaxPooling, GlobalAttention, LocalAttention, PatchCentres
+from dlga.model.layers import PatchCrop, WeightedSpatialPyramidPooling, wspp_bins
+from dlga.model.network import build_model, lga_size
+from dlga.model.patches import PATCH_NAMES, centre_matrix, patch_centres, window_starts
 
 
 def known_landmarks():
@@ -166,7 +166,7 @@ def test_grouped_convolution_gradient_is_available_under_the_project_environment
     # gradient of a grouped convolution and `auto` falls back to im2col.
     import os
 
-    from dlga.layers import grouped_gradient_available
+    from dlga.model.layers import grouped_gradient_available
 
     assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
     assert grouped_gradient_available()
@@ -309,7 +309,7 @@ def test_a_mixed_bfloat16_model_keeps_geometry_score_and_attention_in_float32():
     """Under ``mixed_bfloat16`` the convolutions compute in bfloat16, but the patch centres
     and windows are float32's (bfloat16 would round a 150 px centre to 1 px) and every output
     is float32, close to the float32 model's with the same weights."""
-    from dlga.train import dtype_policy
+    from dlga.training.train import dtype_policy
 
     config = ModelConfig.setting("G", preset="small")
     with dtype_policy("mixed_bfloat16"):

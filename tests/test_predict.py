@@ -1,4 +1,4 @@
-"""Scoring videos with a trained run (dlga.predict, `python -m dlga predict`)."""
+"""Scoring videos with a trained run (dlga.inference.predict, `python -m dlga predict`)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import pytest
 
 from data_prep.store import read_manifest, read_video, video_path
 from dlga import __main__ as cli
-from dlga import data as data_lib
-from dlga import report
-from dlga.metrics import BAND_NAMES, severity_band
-from dlga.predict import (
+from dlga.book import models
+from dlga.training import data as data_lib
+from dlga.training.metrics import BAND_NAMES, severity_band
+from dlga.inference.predict import (
     ATTENTION_COLUMNS, PredictError, RunError, load_predictor, load_trained_model, predict_frames, predict_video,
     run_preprocessing, source_patch_centres, validate_preprocessing, write_overlay,
 )
-from dlga.rundir import load_run
+from dlga.runs.rundir import load_run
 
 
 def _frame_count(path) -> int:
@@ -197,19 +197,19 @@ def test_run_scores_videos_from_its_recorded_preprocessing_after_the_store_moved
 
 
 def test_report_attention_is_predict_frames_on_a_partition(trained_run):
-    """report.attention and report.load_run_model go through dlga.predict: same model, same
+    """models.attention and models.load_run_model go through dlga.inference.predict: same model, same
     columns (a1..a24, global_attention), same predictions as the run's predictions.csv."""
     run = load_run(trained_run)
-    model, config = report.load_run_model(run)
+    model, config = models.load_run_model(run)
     part = data_lib.load_partition(run.params["store_dir"], "Testing")
-    table = report.attention(model, part, config.input_size, batch_size=5)
+    table = models.attention(model, part, config.input_size, batch_size=5)
     assert list(table.columns) == ["video_id", "subject_id", "session_id", "partition", "bdi", "prediction",
                                    *ATTENTION_COLUMNS, "global_attention", "local_mean"]
     assert len(table) == part.n_frames
     np.testing.assert_allclose(table["local_mean"], table[list(ATTENTION_COLUMNS)].mean(axis=1))
     direct = predict_frames(model, part.frames, part.landmarks, config.input_size, batch_size=5)
     np.testing.assert_array_equal(table["prediction"], direct["prediction"])
-    streamed = report.attention(model, data_lib.load_partition(run.params["store_dir"], "Testing", in_memory=False),
+    streamed = models.attention(model, data_lib.load_partition(run.params["store_dir"], "Testing", in_memory=False),
                                 config.input_size, batch_size=5)
     pd.testing.assert_frame_equal(streamed, table)
     per_video = table.groupby("video_id")["prediction"].mean()

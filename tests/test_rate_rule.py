@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlga import rate_rule
-from dlga.experiments import BOOK_PRESETS
+from dlga.book import rate_rule
+from dlga.book.presets import BOOK_PRESETS
 
 DEMO = BOOK_PRESETS["demo"]
 SEEDS = tuple(DEMO.lr_seeds)

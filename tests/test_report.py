@@ -1,4 +1,4 @@
-"""The book's tables and verdicts (dlga.report) on fake runs: small predictions tables, no training."""
+"""The book's tables and verdicts (dlga.book.report) on fake runs: small predictions tables, no training."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlga import metrics, report, rundir
+from dlga.book import intervals, report
 from dlga.config import SETTINGS, TrainConfig
-from dlga.rundir import Run
+from dlga.runs import rundir
+from dlga.runs.rundir import Run
+from dlga.training import metrics
 
 N_SUBJECTS = 30
 N_BOOT = 400
@@ -56,7 +58,7 @@ def study(seeds=(0, 1, 2, 3, 4), worse: dict | None = None) -> list[Run]:
 
 def test_ablation_table_uses_the_two_level_interval_and_names_it():
     runs = study()
-    table = report.ablation_table(runs, "synthetic", n_boot=N_BOOT)
+    table = intervals.ablation_table(runs, "synthetic", n_boot=N_BOOT)
     ci = "RMSE 95% CI (seeds x subjects)"
     assert ci in table.columns and "MAE 95% CI (seeds x subjects)" in table.columns
     assert "RMSE 95% CI (seed-averaged ensemble, subjects)" in table.columns
@@ -87,7 +89,7 @@ def test_styled_formats_some_columns_and_keeps_the_precision_of_the_others():
 
 def test_comparisons_with_g_are_one_holm_family_and_ties_are_not_ranked():
     runs = study(worse={"GA": 6.0})
-    table, lines = report.comparisons_with(runs, "G", n=2000)
+    table, lines = intervals.comparisons_with(runs, "G", n=2000)
     assert table["G minus"].tolist() == [s for s in SETTINGS if s != "G"]
     ci = "95% CI (Holm, 9 comparisons; seeds x subjects)"
     assert ci in table.columns and table.attrs["adjustment"] == "Holm, 9 comparisons"
@@ -122,30 +124,30 @@ def test_comparisons_with_g_are_one_holm_family_and_ties_are_not_ranked():
 def test_paired_comparison_is_two_level_and_verdict_reads_it():
     runs = study(seeds=(0, 1, 2))
     g = [r for r in runs if r.params["setting"] == "G"]
-    res = report.paired_comparison(g, g, n=300)
+    res = intervals.paired_comparison(g, g, n=300)
     assert res["estimate"] == 0 and res["tie"] and res["resampled"] == "seeds x subjects"
-    assert report.verdict_label(res, "G", "G") == "tie"
+    assert intervals.verdict_label(res, "G", "G") == "tie"
     worse = [fake_run("GA", k, 5.0) for k in (0, 1, 2)]
-    res = report.paired_comparison(g, worse, n=300)
+    res = intervals.paired_comparison(g, worse, n=300)
     assert res["hi"] < 0 and res["n_seeds_a"] == res["n_seeds_b"] == 3 and res["n_subjects"] == N_SUBJECTS
-    assert report.verdict_label(res, "G", "GA") == "G better"
-    assert "seeds x subjects" in report.verdict(res, "G", "GA")
+    assert intervals.verdict_label(res, "G", "GA") == "G better"
+    assert "seeds x subjects" in intervals.verdict(res, "G", "GA")
 
 
 def test_baseline_comparisons_resample_seeds_and_subjects():
     g = [fake_run("G", k) for k in (0, 1, 2)]
     base = g[0].predictions.drop(columns="subject_id").assign(prediction=lambda t: t["bdi"] + 20.0)
-    res = report.compare_with_predictions(g, base, n=300)
+    res = intervals.compare_with_predictions(g, base, n=300)
     assert res["hi"] < 0 and res["n_seeds_a"] == 3 and res["n_seeds_b"] == 1
-    pooled = report.paired_with_predictions(report.pooled_predictions(g), base, n=300)
+    pooled = intervals.paired_with_predictions(intervals.pooled_predictions(g), base, n=300)
     assert pooled["hi"] < 0 and pooled["resampled"] == "subjects (seed-averaged ensemble)"
     with pytest.raises(ValueError, match="lack 2 Testing videos"):
-        report.compare_with_predictions(g, base.iloc[:-2], n=100)
+        intervals.compare_with_predictions(g, base.iloc[:-2], n=100)
 
 
 def test_comparisons_with_mean_flags_a_setting_that_beats_the_mean():
     runs = [fake_run(s, k, noise=1.0) for s in ("G", "GA") for k in (0, 1)]
-    table, lines = report.comparisons_with_mean(runs, n=1000)
+    table, lines = intervals.comparisons_with_mean(runs, n=1000)
     assert table["setting"].tolist() == ["GA", "G"]
     assert (table["diff RMSE"] < 0).all() and (table["verdict"] != "tie").all()
     assert all("training mean" in line for line in lines)
@@ -154,21 +156,21 @@ def test_comparisons_with_mean_flags_a_setting_that_beats_the_mean():
 
 def test_lr_and_cross_dataset_tables_name_the_resampled_unit():
     runs = [fake_run("G", k, lr=lr) for lr in (1e-4, 1e-3) for k in (0, 1)] + [fake_run("G", 2, lr=1e-2, stop="diverged")]
-    table = report.lr_table(runs, "synthetic", chosen=1e-3, n_boot=N_BOOT)
+    table = intervals.lr_table(runs, "synthetic", chosen=1e-3, n_boot=N_BOOT)
     assert table["learning rate"].tolist() == ["0.0001", "0.001", "0.01"]
     assert table["seeds"].tolist() == [2, 2, 1] and table["diverged"].tolist() == [0, 0, 1]
     assert table["selected on Development"].tolist() == ["", "yes", ""]
     # A run whose Development RMSE blew up and came back shows in the worst column, not in "diverged".
     spike = fake_run("G", 3, lr=1e-2)
     spike.history = pd.DataFrame({"step": [50, 100, 150], "dev_rmse": [9.0, 5091.0, 8.5]})
-    table = report.lr_table(runs + [spike], "synthetic", chosen=1e-3, n_boot=N_BOOT)
+    table = intervals.lr_table(runs + [spike], "synthetic", chosen=1e-3, n_boot=N_BOOT)
     assert table["worst Dev RMSE measured"].iloc[2] == 5091.0 and table["diverged"].tolist() == [0, 0, 1]
     assert table["worst Dev RMSE measured"].iloc[0] == max(r.metrics["dev"]["rmse"] for r in runs[:2])
     assert table["RMSE 95% CI (seeds x subjects)"].str.match(r"^\[\d+\.\d\d, \d+\.\d\d\]$").all()
-    cross = report.cross_dataset_table(runs[:2], runs[2:4], "synthetic", "synthetic, seed 1", n_boot=N_BOOT)
+    cross = intervals.cross_dataset_table(runs[:2], runs[2:4], "synthetic", "synthetic, seed 1", n_boot=N_BOOT)
     assert cross["tested on"].tolist() == ["synthetic", "synthetic, seed 1"]
     assert {"RMSE 95% CI (seeds x subjects)", "mean predictor RMSE 95% CI (subjects)"} <= set(cross.columns)
-    assert report.video_interval(runs[:2], n=N_BOOT) == report.interval(runs[:2], n=N_BOOT) == cross.iloc[0]["RMSE 95% CI (seeds x subjects)"]
+    assert intervals.video_interval(runs[:2], n=N_BOOT) == intervals.interval(runs[:2], n=N_BOOT) == cross.iloc[0]["RMSE 95% CI (seeds x subjects)"]
 
 
 def test_learning_check_reads_development_not_testing():
@@ -201,7 +203,7 @@ def test_old_predictions_without_subject_read_it_from_the_session(tmp_path):
 def test_power_table_gives_half_widths_and_counts_kept_checkpoints():
     runs = [fake_run(s, k) for s in ("G", "GA", "LA-CMP+") for k in range(4)]
     runs[5].metrics["best_step"] = runs[5].metrics["steps"]  # one GA run kept its last evaluation
-    comparisons, _ = report.comparisons_with(runs, "G", n=N_BOOT)
+    comparisons, _ = intervals.comparisons_with(runs, "G", n=N_BOOT)
     power = report.power_table(comparisons, runs, ["GA", "LA-CMP+"]).set_index("comparison")
     assert sorted(power.index) == ["G vs GA", "G vs LA-CMP+"]
     row = comparisons.set_index("G minus").loc["GA"]
@@ -225,7 +227,7 @@ def test_difficulty_table_puts_the_lowest_setting_first_and_adds_the_floor():
 
 
 def test_seed_counts_and_the_learning_check_sentence_say_what_the_runs_say():
-    from dlga import prose
+    from dlga.book import prose
 
     names = ["G"] * 10 + ["GA"] * 10 + ["LA-CMP+"] * 10 + ["A", "B", "C", "D", "E", "F", "LA-CMP-"]
     assert prose.seed_counts(names) == "10 seeds for G, GA and LA-CMP+; 1 for the other 7"
@@ -239,7 +241,7 @@ def test_seed_counts_and_the_learning_check_sentence_say_what_the_runs_say():
 
 
 def test_failed_checks_names_each_failed_check_with_its_value_and_target():
-    from dlga import prose
+    from dlga.book import prose
 
     checks = pd.DataFrame({"check": ["frames", "Spearman(BDI, mouth_corner_drop)", "error"],
                            "value": ["40/40", 0.341, 0.02], "target": ["all", ">= 0.5", "reported"],
@@ -251,23 +253,23 @@ def test_failed_checks_names_each_failed_check_with_its_value_and_target():
 
 def test_one_seed_intervals_say_so_and_get_no_verdict():
     runs = [fake_run("G", k) for k in range(4)] + [fake_run("GA", 0, shift=3.0)] + [fake_run("C", k) for k in range(4)]
-    table = report.ablation_table(runs, "synthetic", n_boot=200).set_index("setting")
-    ci = f"RMSE {report.CI_LABEL}"
+    table = intervals.ablation_table(runs, "synthetic", n_boot=200).set_index("setting")
+    ci = f"RMSE {intervals.CI_LABEL}"
     ga = next(i for i in table.index if i.startswith("GA"))
-    assert table.loc[ga, ci].endswith(f"({report.ONE_SEED})")
+    assert table.loc[ga, ci].endswith(f"({intervals.ONE_SEED})")
     assert table["seeds that diverged or did not learn"].tolist() == [0] * len(table)
-    assert not any(table.loc[i, ci].endswith(f"({report.ONE_SEED})") for i in table.index if i.startswith(("G2", "C")))
-    comparisons, lines = report.comparisons_with(runs, "G", n=500)
+    assert not any(table.loc[i, ci].endswith(f"({intervals.ONE_SEED})") for i in table.index if i.startswith(("G2", "C")))
+    comparisons, lines = intervals.comparisons_with(runs, "G", n=500)
     row = comparisons.set_index("G minus").loc["GA"]
-    assert row["verdict"] == report.ONE_SEED and row["reading"] == "no verdict" and not row["fragile"]
+    assert row["verdict"] == intervals.ONE_SEED and row["reading"] == "no verdict" and not row["fragile"]
     assert any(line.startswith("G vs GA: subjects only") and "no verdict" in line for line in lines)
     assert comparisons.set_index("G minus").loc["C", "reading"] in ("equivalent within 1 BDI", "inconclusive", "difference")
 
 
 def test_readings_and_fragility_follow_the_interval():
-    assert report.reading(-0.5, 0.5) == "equivalent within 1 BDI"
-    assert report.reading(-1.5, 0.5) == "inconclusive"
-    assert report.reading(0.2, 1.5) == "difference" and report.reading(-2.0, -0.1) == "difference"
-    assert report.is_fragile(-0.1, 0.6)        # an end near 0
-    assert report.is_fragile(-0.5, 0.9)        # an equivalence whose end is near the +-1 margin
-    assert not report.is_fragile(-0.6, 0.6) and not report.is_fragile(0.5, 2.0)
+    assert intervals.reading(-0.5, 0.5) == "equivalent within 1 BDI"
+    assert intervals.reading(-1.5, 0.5) == "inconclusive"
+    assert intervals.reading(0.2, 1.5) == "difference" and intervals.reading(-2.0, -0.1) == "difference"
+    assert intervals.is_fragile(-0.1, 0.6)        # an end near 0
+    assert intervals.is_fragile(-0.5, 0.9)        # an equivalence whose end is near the +-1 margin
+    assert not intervals.is_fragile(-0.6, 0.6) and not intervals.is_fragile(0.5, 2.0)

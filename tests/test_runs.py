@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import dlga.train
+import dlga.training.train
 from data_prep.store import read_video, store_fingerprint, video_path, write_video
-from dlga import rundir, runs
 from dlga.config import TrainConfig
+from dlga.runs import cache as runs, cli, rundir
 from helpers_store import make_store
 
 FAST = TrainConfig.preset("ci", max_steps=10, eval_every=5, warmup_steps=5)
@@ -77,7 +77,7 @@ def test_complete_run_is_reused_not_retrained(complete_run, spec, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a complete run was trained again")
 
-    monkeypatch.setattr(dlga.train, "train", no_training)
+    monkeypatch.setattr(dlga.training.train, "train", no_training)
     assert runs.execute(spec, root, progress=False) == path
     assert (path / "metrics.json").stat().st_mtime_ns == stamp
 
@@ -87,7 +87,7 @@ def test_interrupted_run_leaves_only_a_partial_dir(spec, store, tmp_path, monkey
         (run_dir / "history.csv").write_text("step\n1\n")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(dlga.train, "train", crash)
+    monkeypatch.setattr(dlga.training.train, "train", crash)
     with pytest.raises(KeyboardInterrupt):
         runs.execute(spec, tmp_path, progress=False)
     partial = tmp_path / f"{spec.run_id}.partial"
@@ -109,13 +109,13 @@ def test_plan_status_and_cli(complete_run, spec, store, capsys):
     assert table["run_id"].iloc[0] == spec.run_id
     listing = runs.list_runs(root)
     assert listing.loc[0, "state"] == "complete" and listing.loc[0, "test_rmse"] > 0
-    assert runs.main(["--runs", str(root), "status"]) == 0
+    assert cli.main(["--runs", str(root), "status"]) == 0
     assert spec.run_id in capsys.readouterr().out
-    assert runs.main(["--runs", str(root), "plan", "--store", str(store), "--seeds", "0", "--max-steps", "10"]) == 0
-    assert runs.main(["--runs", str(root), "run", "--id", spec.run_id]) == 0  # complete: no training
+    assert cli.main(["--runs", str(root), "plan", "--store", str(store), "--seeds", "0", "--max-steps", "10"]) == 0
+    assert cli.main(["--runs", str(root), "run", "--id", spec.run_id]) == 0  # complete: no training
     assert str(path) in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        runs.main(["--help"])
+        cli.main(["--help"])
 
 
 def test_paired_bootstrap_between_two_runs(complete_run, tmp_path):
@@ -167,7 +167,7 @@ def test_cross_dataset_run_tests_on_the_other_store(store, tmp_path):
 
 
 def test_run_directory_format_is_defined_once_and_read_back(complete_run, tmp_path):
-    """dlga.rundir owns the names and the version; reading checks them with clear errors."""
+    """dlga.runs.rundir owns the names and the version; reading checks them with clear errors."""
     path, root = complete_run
     assert sorted(p.name for p in path.iterdir() if p.is_file()) == sorted(rundir.RUN_FILES)
     assert rundir.state(root, path.name) == "complete" and rundir.state(root, "G-none") == "missing"
@@ -176,8 +176,8 @@ def test_run_directory_format_is_defined_once_and_read_back(complete_run, tmp_pa
     assert list(rundir.read_predictions(path).columns) == rundir.PREDICTION_COLUMNS
     assert list(rundir.read_history(path).columns) == rundir.HISTORY_COLUMNS
     # The version and the marker are defined in one module; the others import them.
-    package = Path(rundir.__file__).parent
-    defining = [p.name for p in sorted(package.glob("*.py"))
+    package = Path(rundir.__file__).parents[1]
+    defining = [p.name for p in sorted(package.rglob("*.py"))
                 if any(line.startswith(("FORMAT_VERSION =", "RUN_FORMAT_VERSION =", "COMPLETE =",
                                         "EXPORT_FORMAT_VERSION ="))
                        for line in p.read_text().splitlines())]

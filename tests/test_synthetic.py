@@ -271,7 +271,7 @@ def test_a_changed_cue_constant_makes_a_new_cohort_store_and_run_id(tmp_path, mo
     from data_prep.datasets import load_dataset
     from data_prep.preprocess import preprocess
     from data_prep.store import store_fingerprint
-    from dlga.runs import RunSpec
+    from dlga.runs.cache import RunSpec
     from dlga.config import TrainConfig
 
     def build(name: str):

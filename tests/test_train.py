@@ -17,11 +17,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlga import data as data_lib
-from dlga import train as train_lib
 from dlga.config import ModelConfig
-from dlga.model import build_model
-from dlga.train import STOP_REASONS, EarlyStopping, TrainConfig, TrainState, train
+from dlga.model.network import build_model
+from dlga.training import data as data_lib
+from dlga.training import optimizer as optimizer_lib
+from dlga.training import train as train_lib
+from dlga.training.checkpoints import STOP_REASONS, TrainState
+from dlga.training.early_stopping import EarlyStopping
+from dlga.training.train import TrainConfig, train
 from helpers_store import make_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,14 +143,14 @@ def test_tiny_model_learns_the_synthetic_cue(store, tmp_path):
     np.testing.assert_allclose(list(scalars["train/loss"].values()), history["train_loss"], rtol=1e-6)
     np.testing.assert_allclose(list(scalars["train/lr"].values()), history["lr"], rtol=1e-6)
     # The logged rate is the warm-up schedule's value at each update (step 1 used step 0's).
-    schedule = train_lib.WarmupConstant(config.learning_rate, config.warmup_steps)
+    schedule = optimizer_lib.WarmupConstant(config.learning_rate, config.warmup_steps)
     assert history["lr"].tolist() == [float(schedule(s - 1)) for s in history["step"]]
     assert history["lr"].iloc[0] == pytest.approx(1e-5) and history["lr"].iloc[-1] == pytest.approx(1e-3)
 
 
 def test_warmup_schedule_value_is_the_tensor_schedule_to_the_bit():
     for lr, warmup in ((1e-3, 100), (3e-4, 7), (1e-6, 0), (0.1, 1)):
-        schedule = train_lib.WarmupConstant(lr, warmup)
+        schedule = optimizer_lib.WarmupConstant(lr, warmup)
         assert [schedule.value(s) for s in range(0, 250, 3)] == [float(schedule(s)) for s in range(0, 250, 3)]
 
 
@@ -284,7 +287,7 @@ MIRRORED = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     import pandas as pd
     from dlga.config import ModelConfig
-    from dlga.train import TrainConfig, train
+    from dlga.training.train import TrainConfig, train
     model = ModelConfig.setting("G", preset="tiny")
     # 6 steps, not 8: at 8 the second evaluation cost the mirrored run 12 s more here (a retrace).
     config = TrainConfig.preset("ci", max_steps=6, eval_every=3, warmup_steps=3, seed=1)
@@ -318,7 +321,7 @@ def test_mirrored_strategy_on_two_cpus_matches_one_device(store, tmp_path):
 
 
 def test_one_predict_trace_serves_every_batch_size():
-    from dlga.train import make_predict_fn
+    from dlga.training.step import make_predict_fn
 
     model = build_model(MODEL)
     predict = make_predict_fn(model, MODEL.input_size)
@@ -338,7 +341,7 @@ def test_fused_adam_matches_keras_adam_with_one_kernel_per_variable():
     rounding, with one ResourceApplyAdam per variable instead of ~28 small ops."""
     import tensorflow as tf
 
-    from dlga.train import FusedAdam, make_optimizer
+    from dlga.training.optimizer import FusedAdam, make_optimizer
 
     rng = np.random.default_rng(0)
     shapes = [(5, 3), (3,), (2, 2, 3, 4)]

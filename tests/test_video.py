@@ -69,8 +69,8 @@ def test_only_frames_with_a_face_are_stored(tmp_path, face_photos):
 
 
 def test_scoring_takes_the_same_frames(tmp_path, face_photos, make_face_video):
-    from dlga.predict import PredictError
-    from dlga.predict import extract_faces as predict_faces
+    from dlga.inference.predict import PredictError
+    from dlga.inference.predict import extract_faces as predict_faces
 
     video = make_face_video(tmp_path / "v.mp4", face_photos[2], n_frames=8, blank=(0, 1, 5, 6, 7))
     track = predict_faces(video, make_params(size=64))
@@ -123,8 +123,8 @@ def faststart(data: bytes) -> bytes:
 
 
 def test_ffmpeg_messages_go_into_the_reason_not_the_terminal(tmp_path, capfd):
-    from dlga.predict import PredictError
-    from dlga.predict import extract_faces as predict_faces
+    from dlga.inference.predict import PredictError
+    from dlga.inference.predict import extract_faces as predict_faces
 
     noisy = tmp_path / "noisy.mp4"
     writer = cv2.VideoWriter(str(noisy), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (320, 240))
@@ -162,7 +162,7 @@ def test_partial_file_that_keeps_a_face_records_ffmpeg_in_the_reason(tmp_path, f
 
 
 def test_stores_say_how_each_frame_was_found_and_reused_frames_can_be_dropped(tmp_path):
-    from dlga.data import load_partition
+    from dlga.training.data import load_partition
     from helpers_store import make_store
 
     root = make_store(tmp_path / "store", {"Training": 2, "Development": 1, "Testing": 1}, frames_per_video=4)

@@ -26,7 +26,7 @@ def difference_sentence(a: str, b: str, diff: float, low: float, high: float, un
 def verdict_counts(comparisons: pd.DataFrame, reference: str = "G") -> str:
     """How a Holm family's comparisons read, in words: differences each way, ties split into
     equivalent within 1 BDI and inconclusive, comparisons without a verdict (one seed), and the
-    fragile ones (an interval end near a boundary, :func:`dlga.report.is_fragile`)."""
+    fragile ones (an interval end near a boundary, :func:`dlga.book.report.is_fragile`)."""
     verdicts = comparisons["verdict"]
     readings = comparisons["reading"] if "reading" in comparisons else pd.Series("", index=comparisons.index)
     better = int((verdicts == f"{reference} better").sum())
@@ -49,11 +49,11 @@ def verdict_counts(comparisons: pd.DataFrame, reference: str = "G") -> str:
 
 
 def ablation_conclusion(comparisons: pd.DataFrame, reference: str = "G", collapsed: Mapping[str, int] | None = None) -> str:
-    """The closing sentence of the ablation chapter from :func:`dlga.report.comparisons_with`'s
+    """The closing sentence of the ablation chapter from :func:`dlga.book.intervals.comparisons_with`'s
     table (one row per other setting: ``"<reference> minus"``, ``diff RMSE``, ``low``,
     ``high``, ``verdict``, ``reading``, ``fragile``). The table carries the numbers; this says
     what they add up to, without ranking ties. ``collapsed``: seeds per setting that diverged
-    or did not learn (:func:`dlga.report.collapsed_seeds`), named so that no difference is read
+    or did not learn (:func:`dlga.book.report.collapsed_seeds`), named so that no difference is read
     as the architecture's when it is a collapse."""
     text = (f"On Testing RMSE (paired two-level bootstrap over seeds x subjects, 95 % intervals Holm-adjusted "
             f"over the {len(comparisons)} comparisons), " + verdict_counts(comparisons, reference))
@@ -76,9 +76,9 @@ def training_conclusion(metrics: Mapping) -> str:
 
 
 def learning_rate_conclusion(table: pd.DataFrame, chosen: float, choice=None) -> str:
-    """The closing sentence of the learning-rate chapter from :func:`dlga.report.runs_table`
+    """The closing sentence of the learning-rate chapter from :func:`dlga.book.report.runs_table`
     of the study (columns ``lr``, ``dev_rmse``, ``test_rmse``), the rate chosen and, when
-    given, the rule's :class:`dlga.rate_rule.RateChoice` (how, and the rates tied with it)."""
+    given, the rule's :class:`dlga.book.rate_rule.RateChoice` (how, and the rates tied with it)."""
     by = table.groupby("lr")[["dev_rmse", "test_rmse"]].mean().sort_index()
     smallest = float(by.index.min())
     best_test = float(by["test_rmse"].idxmin())
@@ -116,7 +116,7 @@ def seed_counts(settings: list[str]) -> str:
 
 
 def learning_check_sentence(check: pd.DataFrame) -> str:
-    """One sentence on :func:`dlga.report.learning_check`'s table: that every setting learned
+    """One sentence on :func:`dlga.book.report.learning_check`'s table: that every setting learned
     on every seed, or which did not (a seed with constant Development predictions or an RMSE
     not below the training mean's), and what that means for its comparisons."""
     failed = check.loc[~check["learned (all seeds)"].astype(bool), "setting"].astype(str).tolist()
@@ -143,7 +143,7 @@ def failed_checks(checks: pd.DataFrame) -> str:
 def comparison_conclusion(results: Mapping[str, Mapping[str, float]], name: str = "DLGA-CNN G") -> str:
     """The closing sentence of the comparison chapter: ``results`` maps each measured
     baseline to the paired two-level result of ``name`` minus it (``estimate``, ``lo``, ``hi``:
-    :func:`dlga.report.compare_with_predictions`)."""
+    :func:`dlga.book.report.compare_with_predictions`)."""
     return "Measured on the same Testing subjects (seeds x subjects resampled): " + "; ".join(
         difference_sentence(name, other, r["estimate"], r["lo"], r["hi"]) for other, r in results.items()) + "."
 
@@ -161,10 +161,10 @@ def controls_conclusion(visibility: pd.DataFrame, null_comparisons: pd.DataFrame
     """The closing sentences of the Controls chapter.
 
     Args:
-        visibility: :func:`dlga.controls.cue_visibility`'s table.
-        null_comparisons: :func:`dlga.report.comparisons_with_mean` on the null cohort.
-        leaks: :func:`dlga.controls.leaks` of it.
-        branch: per single-cue cohort, :func:`dlga.report.comparisons_with` with ``reference``.
+        visibility: :func:`dlga.book.controls.cue_visibility`'s table.
+        null_comparisons: :func:`dlga.book.report.comparisons_with_mean` on the null cohort.
+        leaks: :func:`dlga.book.controls.leaks` of it.
+        branch: per single-cue cohort, :func:`dlga.book.report.comparisons_with` with ``reference``.
     """
     seen = "; ".join(f"{row['change inside union']:.0%} of the {row['cue']} cue's pixel change" for _, row in visibility.iterrows())
     separable = visibility.loc[visibility["branch separation claimable"], "cue"].tolist()
@@ -201,8 +201,8 @@ def _tie_count(comparisons: pd.DataFrame) -> str:
 
 def leak_conclusion(permuted: pd.DataFrame, leaks: pd.DataFrame, smallest: Mapping | None) -> str:
     """The permuted-label and positive controls in words: ``permuted`` is
-    :func:`dlga.report.comparisons_with_mean` on the permuted-label store, ``leaks``
-    :func:`dlga.controls.leak_table`, ``smallest`` :func:`dlga.controls.smallest_flagged`."""
+    :func:`dlga.book.report.comparisons_with_mean` on the permuted-label store, ``leaks``
+    :func:`dlga.book.controls.leak_table`, ``smallest`` :func:`dlga.book.controls.smallest_flagged`."""
     parts = []
     if not permuted.empty:
         better = permuted.loc[permuted["high"] < 0, "setting"].tolist()

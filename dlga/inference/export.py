@@ -15,10 +15,10 @@ Two formats:
 * ``keras``: ``model.save(PATH.keras)``. The ``.keras`` format stores the layer classes by
   name, so loading it needs the project's layers registered first::
 
-      import dlga.layers, keras
+      import dlga.model.layers, keras
       model = keras.models.load_model("model.keras")
 
-Both carry ``dlga.json`` (:mod:`dlga.exportdir`; in ``assets.extra/`` of the SavedModel, inside the zip):
+Both carry ``dlga.json`` (:mod:`dlga.inference.exportdir`; in ``assets.extra/`` of the SavedModel, inside the zip):
 the export format version, the run id, the model configuration and the preprocessing
 parameters of the training store (size S, sampling rate, detector settings), so that
 ``python -m dlga predict --model PATH`` preprocesses videos as training did. Faces must be
@@ -40,9 +40,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from dlga import rundir
-from dlga.exportdir import FORMATS, make_metadata, write_keras_metadata, write_savedmodel_metadata
-from dlga.predict import load_trained_model
+from dlga.inference.exportdir import FORMATS, make_metadata, write_keras_metadata, write_savedmodel_metadata
+from dlga.inference.predict import load_trained_model
+from dlga.runs import rundir
 
 
 def _serving_module(model, input_size: int):
@@ -86,9 +86,9 @@ def export_run(
     Args:
         run_dir: a complete run directory.
         out: the SavedModel directory, or the ``.keras`` file (the suffix is added if missing).
-        format: ``savedmodel`` (self-contained) or ``keras`` (needs ``import dlga.layers``).
+        format: ``savedmodel`` (self-contained) or ``keras`` (needs ``import dlga.model.layers``).
         store_dir: the training store, to take the preprocessing from it instead of the run's
-            recorded copy (see :func:`dlga.predict.run_preprocessing`).
+            recorded copy (see :func:`dlga.inference.predict.run_preprocessing`).
         overwrite: replace an existing ``out``.
 
     Returns:
@@ -96,7 +96,7 @@ def export_run(
         absent or complete.
 
     Raises:
-        RunError: the run cannot be loaded (see :func:`dlga.predict.load_trained_model`).
+        RunError: the run cannot be loaded (see :func:`dlga.inference.predict.load_trained_model`).
         FileExistsError: ``out`` exists and ``overwrite`` is False.
     """
     if format not in FORMATS:

@@ -105,7 +105,7 @@ def learned(run) -> bool:
 def study_table(runs) -> pd.DataFrame:
     """The learning-rate study as the rule reads it: one row per run with :data:`TABLE_COLUMNS`.
 
-    ``runs``: :class:`dlga.rundir.Run` objects (``metrics.json`` and Development predictions);
+    ``runs``: :class:`dlga.runs.rundir.Run` objects (``metrics.json`` and Development predictions);
     ``learned`` as :func:`learned`.
     """
     rows = []

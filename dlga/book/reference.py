@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from data_prep.store import atomic_write_json
-from dlga import controls, experiments, report
+from dlga.book import controls, data, experiments, intervals, presets
+from dlga.settings import PROJECT_ROOT
 
-REFERENCE_DIR = experiments.PROJECT_ROOT / "book" / "reference"
+REFERENCE_DIR = PROJECT_ROOT / "book" / "reference"
 REFERENCE_FORMAT_VERSION = 1
 
 DEFAULT_TOLERANCES = {"rmse_bdi": 0.5}
@@ -67,7 +68,7 @@ def _ablation(P, store) -> tuple[dict, dict, float, str]:
     settings = {s: {"seeds": len(rs),
                     "test_rmse": sum(r.metrics["test"]["rmse"] for r in rs) / len(rs),
                     "dev_rmse": sum(r.metrics["dev"]["rmse"] for r in rs) / len(rs)} for s, rs in by.items()}
-    table, _ = report.comparisons_with(runs, "G", n=P.bootstrap)
+    table, _ = intervals.comparisons_with(runs, "G", n=P.bootstrap)
     verdicts = {f"G vs {row['G minus']}": {"verdict": row["verdict"], "reading": row["reading"],
                                            "low": round(float(row["low"]), 3), "high": round(float(row["high"]), 3),
                                            "fragile": bool(row["fragile"])}
@@ -81,12 +82,12 @@ def _controls(P, lr: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in ("null", controls.PERMUTED):
         if runs.get(name):
-            t, _ = report.comparisons_with_mean(runs[name], n=P.bootstrap)
+            t, _ = intervals.comparisons_with_mean(runs[name], n=P.bootstrap)
             out[name] = {"verdict": "leak" if controls.leaks(t) else "no leak",
                          "fragile": bool(t["fragile"].any())}
     leak_runs = {c: r for c, r in runs.items() if c.startswith("leak ")}
     if leak_runs:
-        rows = controls.leak_table({c: report.comparisons_with_mean(r, n=P.bootstrap)[0] for c, r in leak_runs.items()})
+        rows = controls.leak_table({c: intervals.comparisons_with_mean(r, n=P.bootstrap)[0] for c, r in leak_runs.items()})
         smallest = controls.smallest_flagged(rows)
         out["positive"] = {"smallest flagged level": None if smallest is None else smallest["level"],
                            "gain at it (BDI)": None if smallest is None else round(smallest["gain"], 3)}
@@ -96,12 +97,12 @@ def _controls(P, lr: float) -> dict[str, Any]:
 def headline(preset: str = "demo", dataset: str = "synthetic", root=None) -> dict[str, Any]:
     """This build's headline numbers and verdicts, from its complete runs (a run that is
     missing is trained first, one at a time: build the book first to avoid that)."""
-    P = experiments.get_preset(preset)
-    store = experiments.prepare_data(P, dataset, root)
+    P = presets.get_preset(preset)
+    store = data.prepare_data(P, dataset, root)
     settings, verdicts, lr, how = _ablation(P, store)
     out = {"format_version": REFERENCE_FORMAT_VERSION, "preset": P.name, "dataset": dataset, "learning_rate": lr,
            "how": how, "settings": settings, "verdicts": verdicts, "cpu_isa": cpu_isa()}
-    if experiments.is_synthetic(dataset) and P.cohort is not None:
+    if data.is_synthetic(dataset) and P.cohort is not None:
         out["controls"] = _controls(P, lr)
     return out
 

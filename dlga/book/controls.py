@@ -19,13 +19,13 @@ Two stores derived from stores the book already has (no new cohort is drawn):
   leak the null control would have seen.
 
 Whether a branch *can* see a cue is geometry, not training: the 24 patch windows see the
-union of their units' receptive fields (:func:`dlga.patches.field_union_mask`).
+union of their units' receptive fields (:func:`dlga.model.patches.field_union_mask`).
 :func:`cue_visibility` measures the share of each cue's pixel change that falls inside that
 union; a branch separation is claimed only where the share is at most
 :data:`SEPARATION_MAX_SHARE`.
 
 Planning only describes runs (:func:`control_specs`); the chapter trains them with
-:func:`dlga.experiments.ensure_runs`, the book build with everything else under one bar.
+:func:`dlga.book.experiments.ensure_runs`, the book build with everything else under one bar.
 """
 
 from __future__ import annotations
@@ -42,11 +42,13 @@ import pandas as pd
 from data_prep.store import (atomic_write_csv, atomic_write_json, read_manifest, read_video, store_fingerprint,
                              video_path, write_video)
 from data_prep.synthetic import CUES, cue_stills
-from dlga import report
+from dlga.book import intervals, report
+from dlga.book.data import prepare_data
+from dlga.book.experiments import run_specs
+from dlga.book.presets import BookPreset, cohort_config, get_preset
 from dlga.config import FEATURE_STRIDE, SETTINGS
-from dlga.experiments import BookPreset, cohort_config, get_preset, prepare_data, run_specs
-from dlga.patches import CONV4_FIELD, field_union_mask, patch_centres
-from dlga.runs import RunSpec
+from dlga.model.patches import CONV4_FIELD, field_union_mask, patch_centres
+from dlga.runs.cache import RunSpec
 
 CONTROLS: dict[str, tuple[str, ...]] = {"null": (), "local only": ("local",), "global only": ("global",)}
 """The control cohorts and their cues."""
@@ -264,7 +266,7 @@ def draw_visibility(axes, images: Mapping[str, dict]) -> None:
 
 
 def leaks(comparisons: pd.DataFrame) -> list[str]:
-    """The settings of a null-control table (:func:`dlga.report.comparisons_with_mean`) whose
+    """The settings of a null-control table (:func:`dlga.book.report.comparisons_with_mean`) whose
     Holm-adjusted interval lies wholly below zero: better than the training mean on a cohort
     without a cue."""
     if comparisons.empty:
@@ -284,11 +286,11 @@ def setting_table(runs, n: int = 2000) -> pd.DataFrame:
         mine = [r for r in runs if r.params["setting"] == setting]
         if not mine:
             continue
-        res = report.seed_subject_interval(mine, n=n)
+        res = intervals.seed_subject_interval(mine, n=n)
         mean = mine[0].metrics["mean_predictor"]["test"]["rmse"]
         rows.append({"setting": setting, "seeds": len(mine),
                      "Testing RMSE": report.mean_sd(r.metrics["test"]["rmse"] for r in mine),
-                     report.CI_LABEL: report.interval_text(res["lo"], res["hi"]) + ("" if len(mine) > 1 else f" ({report.ONE_SEED})"),
+                     intervals.CI_LABEL: intervals.interval_text(res["lo"], res["hi"]) + ("" if len(mine) > 1 else f" ({intervals.ONE_SEED})"),
                      "training mean RMSE": round(mean, 2), "ratio to mean": round(res["estimate"] / mean, 3),
                      "diverged or did not learn": report.collapsed_seeds(mine)})
     return pd.DataFrame(rows)

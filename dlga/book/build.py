@@ -1,7 +1,9 @@
 """The book build: papermill executes the chapters, jupyter-book renders them, and its CLI.
 
-What the book runs (presets, data, run specs, the learning-rate choice) is planned in
-:mod:`dlga.experiments`; this module only executes and renders the chapters.
+What the book runs is planned elsewhere: presets in :mod:`dlga.book.presets`, their data in
+:mod:`dlga.book.data`, run specs and the learning-rate choice in :mod:`dlga.book.experiments`,
+chapter parameters in :mod:`dlga.book.parameters`; this module only executes and renders the
+chapters.
 
 Command line::
 
@@ -14,7 +16,7 @@ Command line::
     python -m dlga.book runs  --preset demo                       # dry run: the runs the book needs
 
 ``build`` first trains every run the chapters need through one executor (``--executor``, see
-:mod:`dlga.executors`; the chapters' kernels get the same one through ``$DLGA_EXECUTOR``), under
+:mod:`dlga.runs.executors`; the chapters' kernels get the same one through ``$DLGA_EXECUTOR``), under
 one progress bar: the learning-rate study, then the ablation grid at the rate it selects on
 Development. It then executes every chapter notebook with papermill (parameters ``preset``,
 ``dataset``, ``root`` and each ``--set NAME=VALUE`` the chapter has in its parameters cell)
@@ -52,25 +54,19 @@ import yaml
 from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
 from data_prep.store import store_fingerprint
-from dlga.experiments import (
-    BOOK_PRESETS,
-    KNOBS,
-    PROJECT_ROOT,
-    RUNS_ROOT,
+from dlga.book.data import is_synthetic, prepare_data
+from dlga.book.experiments import (
     ablation_learning_rate,
     book_specs,
-    chapter_preset,
     cross_dataset_specs,
-    format_value,
-    get_preset,
-    is_synthetic,
-    prepare_data,
     rate_selection_specs,
     train_book_runs,
-    unknown_parameters_message,
 )
-from dlga.controls import control_specs, control_stores
-from dlga.runs import load_run, numerics_identity, plan
+from dlga.book.controls import control_specs, control_stores
+from dlga.book.parameters import KNOBS, chapter_preset, format_value, unknown_parameters_message
+from dlga.book.presets import BOOK_PRESETS, get_preset
+from dlga.runs.cache import load_run, numerics_identity, plan
+from dlga.settings import BUILD_DIR, PROJECT_ROOT, RUNS_DIR
 
 BOOK_DIR = PROJECT_ROOT / "book"
 DATASETS = ("synthetic", "avec2013", "avec2014")
@@ -103,7 +99,6 @@ STATUS_LIBRARIES = ("tensorflow", "keras", "numpy", "pandas", "scikit-learn", "p
 
 
 # --- notebooks and the HTML build -------------------------------------------------------------
-BUILD_DIR = PROJECT_ROOT / "_build"
 
 
 def _sha(*parts: str | bytes) -> str:
@@ -144,7 +139,7 @@ def parse_set(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
-def notebook_parameters(name: str, dataset: str, root, base: dict[str, Any]) -> dict[str, Any]:
+def chapter_parameters(name: str, dataset: str, root, base: dict[str, Any]) -> dict[str, Any]:
     """The papermill parameters of chapter ``name``: ``preset`` etc. and each override of
     ``base`` that its parameters cell has (a chapter without a knob does not get it)."""
     names = set(chapter_parameter_names(name))
@@ -166,7 +161,7 @@ PACKAGES = ("dlga", "data_prep")
 
 
 def _module_file(module: str) -> Path | None:
-    """The source file of a project module (``dlga.report``), or None outside the packages."""
+    """The source file of a project module (``dlga.book.report``), or None outside the packages."""
     parts = module.split(".")
     if parts[0] not in PACKAGES:
         return None
@@ -178,7 +173,7 @@ def _module_file(module: str) -> Path | None:
 
 
 def _imported_modules(tree: ast.AST, package: str = "") -> set[str]:
-    """The project modules an AST imports (``from dlga import report`` names ``dlga.report``;
+    """The project modules an AST imports (``from dlga.book import report`` names ``dlga.book.report``;
     a relative import is resolved against ``package``)."""
     out: set[str] = set()
     for node in ast.walk(tree):
@@ -224,7 +219,7 @@ def chapter_modules(name: str) -> list[str]:
 
 def _notebook_key(name: str, parameters: dict[str, Any], fingerprint: str) -> str:
     """What decides an executed chapter: its cells, its parameters, the data fingerprint, the
-    numerics of the runs it reads (:func:`dlga.runs.numerics_identity`: with the parameters
+    numerics of the runs it reads (:func:`dlga.runs.cache.numerics_identity`: with the parameters
     and the data they fix the run ids) and the source of every project module it imports, so a
     table or prose edit re-executes the chapters that use it (seconds) and retrains nothing."""
     src = BOOK_DIR / f"{name}.ipynb"
@@ -270,7 +265,7 @@ def execute_notebook(
         tags = cell.metadata.get("tags", [])
         if ("injected-parameters" in tags or "parameters" in tags) and "remove-cell" not in tags:
             cell.metadata["tags"] = tags + ["remove-cell"]
-    nb.metadata["dlga"] = {"parameters": parameters, "versions": library_versions(),
+    nb.metadata["dlga"] = {"parameters": parameters, "versions": status_versions(),
                            "seconds": round(time.perf_counter() - t0, 1),
                            "finished": time.strftime("%Y-%m-%d %H:%M:%S %z")}
     nbformat.write(nb, tmp)
@@ -280,9 +275,10 @@ def execute_notebook(
     return out, True
 
 
-def library_versions() -> dict[str, str]:
-    """The installed versions of :data:`STATUS_LIBRARIES` (read from package metadata: nothing
-    is imported)."""
+def status_versions() -> dict[str, str]:
+    """The installed versions of :data:`STATUS_LIBRARIES` for the status page (read from package
+    metadata: nothing is imported; :func:`data_prep.store.library_versions` is the general form,
+    this one also finds TensorFlow installed as ``tensorflow-cpu``)."""
     out = {"python": sys.version.split()[0]}
     for lib in STATUS_LIBRARIES:
         out[lib] = "not installed"
@@ -297,9 +293,9 @@ def library_versions() -> dict[str, str]:
 
 def reference_section(preset: str, dataset: str, root=None, overrides: dict | None = None) -> str:
     """The Status page's "Reference" section: whether this build matches the preset's shipped
-    reference numbers (:mod:`dlga.reference`), and the CPU instruction set it ran on. A build
+    reference numbers (:mod:`dlga.book.reference`), and the CPU instruction set it ran on. A build
     with changed parameters or another dataset has no reference to match."""
-    from dlga import reference
+    from dlga.book import reference
     head = [f"CPU instruction set (oneDNN): {reference.cpu_isa()}.", ""]
     if overrides or not is_synthetic(dataset) or not reference.reference_path(preset).is_file():
         why = ("its parameters were changed" if overrides else "it is not the synthetic cohort" if not is_synthetic(dataset)
@@ -443,12 +439,12 @@ def build(
             specs = [] if cross is None else cross_dataset_specs(p, store, cross, lr)
             return specs + [s for group in control_specs(p, controls, lr).values() for s in group]
 
-        train_book_runs(p, store, RUNS_ROOT, executor, progress=progress, extra=extra)
+        train_book_runs(p, store, RUNS_DIR, executor, progress=progress, extra=extra)
     base = {"preset": p.name, **overrides}
     key = _sha(json.dumps({"dataset": dataset, "root": str(root), **base}, sort_keys=True, default=str))[:8]
     out_dir = build_dir / "executed" / f"{p.name}-{dataset}-{key}"
     with _environ(DLGA_EXECUTOR=executor):
-        executed = execute_chapters(chapters, lambda name: notebook_parameters(name, dataset, root, base), out_dir,
+        executed = execute_chapters(chapters, lambda name: chapter_parameters(name, dataset, root, base), out_dir,
                                     fingerprint, force=force, jobs=jobs, progress=progress, log=log)
     staging = build_dir / "src"
     write_toc(chapters, staging)
@@ -592,7 +588,7 @@ def refresh_committed(executed_dir: str | os.PathLike, chapters: Sequence[str] =
 
 
 def runs_plan(preset: str, dataset: str = "synthetic", root=None, seeds: Sequence[int] | None = None,
-              runs_root=RUNS_ROOT) -> pd.DataFrame:
+              runs_root=RUNS_DIR) -> pd.DataFrame:
     """The runs the book needs and their state (a dry run: nothing trains).
 
     While the learning-rate study that selects the ablation rate is incomplete, the ablation
@@ -651,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         print(prepare_data(args.preset, args.dataset, args.root, progress=True))
         return 0
     if args.command in ("reference", "verify"):
-        from dlga import reference
+        from dlga.book import reference
         if args.command == "reference":
             old = reference.reference_path(args.preset)
             tol = {"rmse_bdi": args.rmse_tolerance} if args.rmse_tolerance is not None else (
@@ -672,7 +668,3 @@ def main(argv: list[str] | None = None) -> int:
     build(args.preset, args.dataset, args.root, args.seeds, args.only, args.force, overrides=overrides,
           executor=args.executor, jobs=args.jobs)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""DLGA-CNN assembled from :mod:`dlga.layers` according to a :class:`~dlga.config.ModelConfig`.
+"""DLGA-CNN assembled from :mod:`dlga.model.layers` according to a :class:`~dlga.config.ModelConfig`.
 
 Fig. 1 of the paper: Depressed-CNN (Table 2) -> CMP -> {LA-CNN (24 LAL), GA-CNN (GAL)} ->
 concatenation (LGA, 2048) -> WSPP (151) -> FC(64) -> FC(1).
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import keras
 
-from .config import FEATURE_STRIDE, ModelConfig
-from .layers import (
+from dlga.config import FEATURE_STRIDE, ModelConfig
+from dlga.model.layers import (
     ChannelMaxPooling,
     GlobalAttention,
     LocalAttention,

@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from .config import WSPP_WINDOWS, wspp_bins  # noqa: F401 (part of this module's API)
-from .patches import NUM_LANDMARKS, NUM_PATCHES, centre_matrix, centre_offsets
+from dlga.config import WSPP_WINDOWS, wspp_bins  # noqa: F401 (part of this module's API)
+from dlga.model.patches import NUM_LANDMARKS, NUM_PATCHES, centre_matrix, centre_offsets
 
 _TRUNC_STD = 0.87962566103423978  # std of a unit normal truncated at +-2 (Keras' correction)
 
@@ -99,7 +99,7 @@ class ChannelMaxPooling(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="dlga")
 class PatchCentres(keras.layers.Layer):
-    """The 24 patch centres of Fig. 3 from 68 aligned landmarks (see :mod:`dlga.patches`).
+    """The 24 patch centres of Fig. 3 from 68 aligned landmarks (see :mod:`dlga.model.patches`).
 
     Args:
         input_size: side of the aligned face in pixels (scales the mouth-corner offsets).

@@ -28,7 +28,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
 from data_prep.store import PARTITIONS, read_manifest, read_video, video_path
-from dlga import metrics as metrics_lib
+from dlga.training import metrics as metrics_lib
 
 
 def lbp_histograms(gray: np.ndarray, grid: int = 4, points: int = 8, radius: float = 1.0) -> np.ndarray:

@@ -20,7 +20,12 @@ Decisions (the book's Decisions chapter, book/decisions.md, "Architecture"):
   minimum for ``patience`` steps. A raw per-step loss on 32 frames is too noisy to stop on.
 * Runs are exact on resume: model, optimizer, step, best-so-far and early-stopping state are
   checkpointed at every evaluation, and the data order is a function of ``(seed, step)``
-  (:mod:`dlga.data`), so an interrupted run ends with the metrics of an uninterrupted one.
+  (:mod:`dlga.training.data`), so an interrupted run ends with the metrics of an uninterrupted one.
+
+This module is the run loop; its pieces have modules of their own: the schedule and the
+optimizer (:mod:`dlga.training.optimizer`), the training and prediction steps
+(:mod:`dlga.training.step`), the checkpointed state (:mod:`dlga.training.checkpoints`) and
+early stopping (:mod:`dlga.training.early_stopping`).
 """
 
 from __future__ import annotations
@@ -41,21 +46,27 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from keras import ops
 from keras.src.random import seed_generator as keras_seed_generator
 from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
-from dlga import data as data_lib
-from dlga import metrics as metrics_lib
-from dlga import rundir
 from dlga.config import TRAIN_PRESETS, ModelConfig, TrainConfig, compiled_key  # noqa: F401  also this module's public names
-from dlga.model import build_model
-from dlga.rundir import HISTORY_COLUMNS  # noqa: F401  also this module's public name
+from dlga.model.network import build_model
+from dlga.runs import rundir
+from dlga.runs.rundir import HISTORY_COLUMNS  # noqa: F401  also this module's public name
+from dlga.training import data as data_lib
+from dlga.training import metrics as metrics_lib
+from dlga.training.checkpoints import Checkpoints, TrainState
+from dlga.training.early_stopping import EarlyStopping
+from dlga.training.optimizer import make_optimizer, make_schedule
+from dlga.training.step import Evaluator, make_predict_fn, make_train_step
 
 
-def library_versions() -> dict[str, str]:
+def runtime_versions() -> dict[str, str]:
+    """The versions a run's ``metrics.json`` records (of the modules this process imported)
+    and the platform: provenance only; the run id hashes
+    :func:`dlga.runs.cache.numerics_identity` instead."""
     return {
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
@@ -66,135 +77,6 @@ def library_versions() -> dict[str, str]:
         "platform": platform.platform(),
     }
 
-
-class WarmupConstant(keras.optimizers.schedules.LearningRateSchedule):
-    """lr * min(1, (step + 1) / warmup_steps): linear warm-up, then constant."""
-
-    def __init__(self, learning_rate: float, warmup_steps: int):
-        self.learning_rate = float(learning_rate)
-        self.warmup_steps = int(warmup_steps)
-
-    def __call__(self, step):
-        if self.warmup_steps <= 0:
-            return ops.convert_to_tensor(self.learning_rate, "float32")
-        frac = ops.minimum(1.0, (ops.cast(step, "float32") + 1.0) / self.warmup_steps)
-        return self.learning_rate * frac
-
-    def value(self, step: int) -> float:
-        """The rate at ``step`` as :meth:`__call__` computes it (the same float32 operations),
-        without running TensorFlow ops: the training loop logs it every step."""
-        if self.warmup_steps <= 0:
-            return float(np.float32(self.learning_rate))
-        one = np.float32(1.0)
-        frac = np.minimum(one, (np.float32(step) + one) / np.float32(self.warmup_steps))
-        return float(np.float32(self.learning_rate) * frac)
-
-    def get_config(self):
-        return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}
-
-
-class FusedAdam(keras.optimizers.Adam):
-    """``keras.optimizers.Adam`` with one fused TensorFlow kernel per variable.
-
-    Keras's Adam updates each variable with about 28 small ops (two powers, two square roots,
-    three assignments, ...): on the tiny model's 36 variables that is 1,000 ops a step and about
-    18 ms of an 80-115 ms step on one core, op dispatch rather than arithmetic. This subclass
-    applies the same update (Kingma & Ba with the "epsilon hat" form Keras uses:
-    ``m += (g - m)(1 - b1)``, ``v += (g^2 - v)(1 - b2)``,
-    ``w -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)``) with TensorFlow's
-    ``ResourceApplyAdam``, which computes it in one kernel. The variables, their names and
-    checkpoints are Adam's; results agree with Adam to float32 rounding, not bit for bit
-    (test_train). AMSGrad and sparse gradients take Adam's own path.
-    """
-
-    def update_step(self, gradient, variable, learning_rate):
-        if self.amsgrad or isinstance(gradient, tf.IndexedSlices) or not hasattr(variable, "handle"):
-            return super().update_step(gradient, variable, learning_rate)
-        index = self._get_variable_index(variable)
-        dtype = variable.dtype
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
-            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
-            lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
-            epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype), use_locking=False,
-        )
-
-
-def make_schedule(config: TrainConfig) -> WarmupConstant:
-    """The learning-rate schedule of ``config``: the optimizer's, and the one the loop logs."""
-    return WarmupConstant(config.learning_rate, config.warmup_steps)
-
-
-def make_optimizer(config: TrainConfig, model):
-    """Adam(0.9, 0.999, 1e-8) with :func:`make_schedule` (:class:`FusedAdam` unless
-    ``fused_adam`` is off); AdamW on kernels if ``decoupled``."""
-    schedule = make_schedule(config)
-    kwargs = dict(learning_rate=schedule, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
-    if config.decoupled:
-        optimizer = keras.optimizers.AdamW(weight_decay=config.weight_decay, **kwargs)
-        optimizer.exclude_from_weight_decay(
-            var_list=[v for v in model.trainable_variables if "kernel" not in v.path]
-        )
-    else:
-        optimizer = (FusedAdam if config.fused_adam else keras.optimizers.Adam)(**kwargs)
-    return optimizer
-
-
-def kernel_variables(model) -> list:
-    """The variables that L2 applies to: every trainable variable whose path has 'kernel'."""
-    kernels = [v for v in model.trainable_variables if "kernel" in v.path]
-    if not kernels:
-        raise ValueError(
-            f"model {model.name!r} has no trainable variable whose path contains 'kernel'; "
-            "name the weight matrices '...kernel' so that L2 applies to them"
-        )
-    return kernels
-
-
-def make_train_step(model, train_config: TrainConfig, optimizer=None, strategy=None):
-    """One optimisation step as a ``tf.function``: ``step(inputs, labels) -> (data_loss, l2)``.
-
-    The loss is 1/2 MSE (Eq. 7) averaged over the global batch, plus the coupled L2 term
-    ``weight_decay * sum(w**2) / 2`` over every kernel (none when ``decoupled``). Under a
-    strategy the batch is split over its replicas and the losses are summed back. This is the
-    step :func:`train` runs and the one ``python -m dlga bench`` times.
-    """
-    tc = train_config
-    strategy = strategy or tf.distribute.get_strategy()
-    replicas = strategy.num_replicas_in_sync
-    if optimizer is None:
-        optimizer = make_optimizer(tc, model)
-    kernels = kernel_variables(model)
-    variables = model.trainable_variables
-    l2_factor = 0.0 if tc.decoupled else 0.5 * tc.weight_decay
-    global_batch = tc.batch_size
-
-    def compute_gradients(inputs, labels):
-        with tf.GradientTape() as tape:
-            score = model(inputs, training=True)["score"]
-            per_frame = 0.5 * tf.square(tf.cast(score, tf.float32) - labels)  # Eq. 7
-            data_loss = tf.nn.compute_average_loss(per_frame, global_batch_size=global_batch)
-            l2 = l2_factor * tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels])
-            # Gradients are summed over replicas: each adds its share of the L2 term.
-            loss = data_loss + l2 / replicas
-        return tape.gradient(loss, variables), data_loss, l2 / replicas
-
-    grad_fn = tf.function(compute_gradients, jit_compile=tc.jit_compile)
-
-    def replica_step(inputs, labels):
-        grads, data_loss, l2 = grad_fn(inputs, labels)
-        optimizer.apply_gradients(zip(grads, variables))
-        return data_loss, l2
-
-    @tf.function
-    def train_step(inputs, labels):
-        data_loss, l2 = strategy.run(replica_step, args=(inputs, labels))
-        sum_ = tf.distribute.ReduceOp.SUM
-        return strategy.reduce(sum_, data_loss, axis=None), strategy.reduce(sum_, l2, axis=None)
-
-    return train_step
 
 # The scalars-plugin metadata is what ``tf.summary.scalar`` writes, so TensorBoard shows them.
 _SCALARS = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
@@ -224,150 +106,6 @@ class _StepScalars:
         self._write(tf.constant(step, tf.int64), tf.constant(values, tf.float32))
 
 
-def make_predict_fn(model, input_size: int, jit: bool = False):
-    """``predict({"image": (B, s, s, 3), "landmarks": (B, 68, 2)}) -> (B,)`` scores, as one
-    ``tf.function`` for any batch size B (s = ``input_size``).
-
-    The batch dimension is left open so that one trace serves every partition and its short
-    last batch: a trace of the 24-patch graph costs about a second, and a shape-specialised
-    function would trace twice per partition, six times per run.
-    """
-    signature = {
-        "image": tf.TensorSpec((None, input_size, input_size, 3), tf.float32),
-        "landmarks": tf.TensorSpec((None, 68, 2), tf.float32),
-    }
-    return tf.function(lambda x: model(x, training=False)["score"], input_signature=[signature], jit_compile=jit)
-
-
-class _Evaluator:
-    """Frame predictions of a partition, averaged per video (``predict``: :func:`make_predict_fn`)."""
-
-    def __init__(self, predict, part, input_size: int, batch_size: int):
-        self.part = part
-        self.dataset = data_lib.evaluation_dataset(part, input_size, batch_size)
-        self.frames = data_lib.frame_table(part)
-        self._predict = predict
-
-    def videos(self) -> pd.DataFrame:
-        preds = np.concatenate([self._predict(x).numpy() for x in self.dataset]).astype(np.float64)
-        frames = self.frames.assign(prediction=preds)
-        return metrics_lib.video_scores(frames)
-
-
-# --- the pieces of a run -----------------------------------------------------------------------
-STOP_REASONS = ("running", "max_steps", "early_stopping", "diverged")
-"""Why training ended. The checkpoint keeps the position in this tuple (a tf.Variable holds
-numbers); ``metrics.json`` and :attr:`TrainState.stop_reason` give the name."""
-
-
-class TrainState:
-    """The checkpointed counters of a run: step, best Development RMSE and its step, the
-    early-stopping state, the stop reason and the wall time so far (tf.Variables)."""
-
-    def __init__(self) -> None:
-        self.variables = {
-            "step": tf.Variable(0, dtype=tf.int64, trainable=False),
-            "best_dev_rmse": tf.Variable(np.inf, dtype=tf.float64, trainable=False),
-            "best_step": tf.Variable(-1, dtype=tf.int64, trainable=False),
-            "ema_loss": tf.Variable(np.nan, dtype=tf.float64, trainable=False),
-            "best_ema_loss": tf.Variable(np.inf, dtype=tf.float64, trainable=False),
-            "since_best": tf.Variable(0, dtype=tf.int64, trainable=False),
-            "stop_code": tf.Variable(0, dtype=tf.int64, trainable=False),
-            "wall_time": tf.Variable(0.0, dtype=tf.float64, trainable=False),
-        }
-
-    def __getitem__(self, name: str):
-        return self.variables[name]
-
-    @property
-    def step(self) -> int:
-        return int(self.variables["step"].numpy())
-
-    @property
-    def best_dev_rmse(self) -> float:
-        return float(self.variables["best_dev_rmse"].numpy())
-
-    @property
-    def best_step(self) -> int:
-        return int(self.variables["best_step"].numpy())
-
-    @property
-    def stop_reason(self) -> str:
-        return STOP_REASONS[int(self.variables["stop_code"].numpy())]
-
-    def set_stop_reason(self, reason: str) -> None:
-        if reason not in STOP_REASONS:
-            raise ValueError(f"stop reason must be one of {STOP_REASONS}, got {reason!r}")
-        self.variables["stop_code"].assign(STOP_REASONS.index(reason))
-
-
-class EarlyStopping:
-    """Stop when the smoothed per-step data loss has not reached a new minimum for ``patience`` steps.
-
-    The watched value is an exponential moving average with factor ``smoothing`` (0: the raw
-    loss); the first step starts it. ``patience`` 0 never stops.
-    """
-
-    def __init__(self, patience: int, smoothing: float):
-        self.patience = int(patience)
-        self.smoothing = float(smoothing)
-        self.ema = math.nan
-        self.best = math.inf
-        self.since_best = 0
-
-    def update(self, loss: float) -> bool:
-        """Take one step's loss; True when training should stop."""
-        self.ema = loss if math.isnan(self.ema) else self.smoothing * self.ema + (1 - self.smoothing) * loss
-        if self.ema < self.best:
-            self.best, self.since_best = self.ema, 0
-        else:
-            self.since_best += 1
-        return bool(self.patience) and self.since_best >= self.patience
-
-    def load(self, state: TrainState) -> None:
-        self.ema = float(state["ema_loss"].numpy())
-        self.best = float(state["best_ema_loss"].numpy())
-        self.since_best = int(state["since_best"].numpy())
-
-    def store(self, state: TrainState) -> None:
-        state["ema_loss"].assign(self.ema)
-        state["best_ema_loss"].assign(self.best)
-        state["since_best"].assign(self.since_best)
-
-
-class Checkpoints:
-    """``checkpoints/latest`` (model, optimizer and :class:`TrainState`, to resume) and
-    ``checkpoints/best`` (the model weights with the lowest Development RMSE so far)."""
-
-    def __init__(self, run_dir: Path, model, optimizer, state: TrainState):
-        self._full = tf.train.Checkpoint(model=model, optimizer=optimizer, **state.variables)
-        self._latest = tf.train.CheckpointManager(
-            self._full, str(rundir.checkpoint_dir(run_dir, rundir.LATEST)), max_to_keep=1)
-        self._weights = tf.train.Checkpoint(model=model)
-        self._best = tf.train.CheckpointManager(
-            self._weights, str(rundir.checkpoint_dir(run_dir, rundir.BEST)), max_to_keep=1)
-
-    def resume(self) -> bool:
-        """Restore the latest full state if there is one; True if restored."""
-        if not self._latest.latest_checkpoint:
-            return False
-        self._full.restore(self._latest.latest_checkpoint).assert_existing_objects_matched()
-        return True
-
-    def save_latest(self, step: int) -> None:
-        self._latest.save(checkpoint_number=step)
-
-    def save_best(self, step: int) -> None:
-        self._best.save(checkpoint_number=step)
-
-    def restore_best(self) -> bool:
-        """Load the best weights into the model if any were saved; True if loaded."""
-        if not self._best.latest_checkpoint:
-            return False
-        self._weights.restore(self._best.latest_checkpoint).assert_existing_objects_matched()
-        return True
-
-
 def final_report(
     *,
     videos: dict[str, pd.DataFrame],
@@ -383,7 +121,7 @@ def final_report(
 
     Args:
         videos: per-video predictions of ``Training``, ``Development`` and ``Testing``
-            (:func:`dlga.metrics.video_scores`) with the selected weights.
+            (:func:`dlga.training.metrics.video_scores`) with the selected weights.
         state: the run's counters (steps, stop reason, best step and RMSE).
         train_config, model_config: the run's configurations (``warm_start_bias`` set).
         parts: the loaded partitions (for the videos they skipped).
@@ -413,7 +151,7 @@ def final_report(
         "seed": train_config.seed,
         "replicas": replicas,
         "skipped_videos": {name: part.skipped for name, part in parts.items() if part.skipped},
-        "versions": library_versions(),
+        "versions": runtime_versions(),
         "model_config": model_config.to_dict(),
         "train_config": train_config.to_dict(),
     }
@@ -439,14 +177,14 @@ def train(
             training label (per frame).
         train_config: the schedule.
         store_dir: a preprocessed store with Training, Development and Testing videos.
-        run_dir: written (names from :mod:`dlga.rundir`): ``checkpoints/latest`` (full state,
+        run_dir: written (names from :mod:`dlga.runs.rundir`): ``checkpoints/latest`` (full state,
             for resuming), ``checkpoints/best`` (weights with the best Development RMSE),
             ``tb/`` (TensorBoard), ``history.csv`` (one row per step) and ``predictions.csv``.
         strategy: a ``tf.distribute.Strategy`` (default: the default strategy). The batch is
             split over its replicas; ``batch_size`` must divide evenly.
         progress: show a tqdm bar with loss, Development RMSE and ETA.
         model_fn: builds the Keras model from a ModelConfig (default:
-            :func:`dlga.model.build_model`); inputs ``{"image", "landmarks"}``, output
+            :func:`dlga.model.network.build_model`); inputs ``{"image", "landmarks"}``, output
             ``{"score": (B,)}``.
         on_step: called after every step as ``on_step(step, logs)``; may raise to stop.
         bootstrap: resamples for the 95 % intervals of the Testing metrics (0: none).
@@ -455,11 +193,12 @@ def train(
 
     Returns:
         A JSON-serialisable dict (:func:`final_report`): ``dev``/``test``/``train`` metric
-        dicts (per video and per session, see :func:`dlga.metrics.summarize`),
+        dicts (per video and per session, see :func:`dlga.training.metrics.summarize`),
         ``test_band_confusion``, ``mean_predictor`` (baseline), ``steps``, ``stop_reason``
-        (one of :data:`STOP_REASONS`: ``max_steps``, ``early_stopping``, or ``diverged`` when
-        the training loss became infinite or NaN; the weights evaluated are then the best
-        Development checkpoint, or the initial weights if none was saved yet), ``best_step``,
+        (one of :data:`~dlga.training.checkpoints.STOP_REASONS`: ``max_steps``, ``early_stopping``,
+        or ``diverged`` when the training loss became infinite or NaN; the weights evaluated are
+        then the best Development checkpoint, or the initial weights if none was saved yet),
+        ``best_step``,
         ``wall_time_s``, ``seed``, ``versions``, ``model_config``, ``train_config``.
     """
     if not isinstance(model_config, ModelConfig):
@@ -511,7 +250,7 @@ def test_elsewhere(
     """What :func:`train` returns with ``test_store_dir``, without training again.
 
     ``trained_dir`` is a complete run of the same model, schedule, seed and ``store_dir``
-    (the same run but for its Testing store: :meth:`dlga.runs.RunSpec.training_twin`). Training
+    (the same run but for its Testing store: :meth:`dlga.runs.cache.RunSpec.training_twin`). Training
     is deterministic on one machine, so training again would give its weights bit for bit: its
     selected weights, history and counters are taken, and every partition is evaluated with
     them, Testing from ``test_store_dir`` (test_runs checks the result against a run trained
@@ -663,7 +402,7 @@ class _Run:
         self.elapsed_before = float(self.state["wall_time"].numpy())
         self.train_step = compiled.train_step
         self.evaluators = {
-            name: _Evaluator(compiled.predict, part, self.config.input_size, tc.eval_batch_size)
+            name: Evaluator(compiled.predict, part, self.config.input_size, tc.eval_batch_size)
             for name, part in self.parts.items()
         }
         self.writer = tf.summary.create_file_writer(str(run_dir / rundir.TENSORBOARD))

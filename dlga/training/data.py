@@ -3,7 +3,7 @@
 A store holds one ``.npz`` per video; all reads go through :mod:`data_prep.store` and nothing
 is pickled. The model sees one aligned frame at a time, so training shuffles *frames* across
 videos; evaluation walks the frames in a fixed order and keeps each frame's video id so that
-:func:`dlga.metrics.video_scores` can average them.
+:func:`dlga.training.metrics.video_scores` can average them.
 
 The training order is a pure function of ``(seed, step)``: every epoch is a seeded permutation
 of frame indices, so a run resumed at step ``k`` sees exactly the batches an uninterrupted run

@@ -8,9 +8,9 @@ the text of any file: a comment or a move retrains nothing. It is written to
 ``runs/<id>.partial/`` (checkpoints included, so a rerun resumes) and renamed to
 ``runs/<id>/`` once ``COMPLETE`` is written, so a directory without the ``.partial`` suffix is
 always a whole run. An existing complete run is returned as it is, never recomputed. The
-files of a run directory and their format are :mod:`dlga.rundir`'s.
+files of a run directory and their format are :mod:`dlga.runs.rundir`'s.
 
-Command line (``python -m dlga.runs --help``)::
+Command line (:mod:`dlga.runs.cli`, ``python -m dlga.runs --help``)::
 
     python -m dlga.runs status                       # runs under runs/
     python -m dlga.runs plan --store S --settings G GA --lrs 1e-3 1e-4 --seeds 0 1 2
@@ -20,7 +20,6 @@ Command line (``python -m dlga.runs --help``)::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -28,7 +27,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass, field
@@ -39,11 +37,11 @@ import pandas as pd
 from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
 from data_prep.store import library_versions, store_fingerprint
-from dlga import executors, rundir
-from dlga.config import MODEL_PRESETS, SETTINGS, TRAIN_PRESETS, ModelConfig, TrainConfig, compiled_key
-from dlga.metrics import paired_two_level_bootstrap
-from dlga.rundir import COMPLETE, Run, is_complete, load_run  # also this module's public names
-from dlga.settings import onednn_enabled
+from dlga.config import MODEL_PRESETS, SETTINGS, ModelConfig, TrainConfig, compiled_key
+from dlga.runs import executors, rundir
+from dlga.runs.rundir import COMPLETE, Run, is_complete, load_run  # also this module's public names
+from dlga.settings import RUNS_DIR, onednn_enabled
+from dlga.training.metrics import paired_two_level_bootstrap
 
 NUMERICS_VERSION = 1
 """The version of the numbers a run produces from a store: the model, its initialisation, the
@@ -170,7 +168,7 @@ class RunSpec:
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()
         return f"{self.label}-{digest[:12]}"
 
-    def run_dir(self, runs_root: str | os.PathLike = "runs") -> Path:
+    def run_dir(self, runs_root: str | os.PathLike = RUNS_DIR) -> Path:
         return Path(runs_root) / self.run_id
 
     def training_twin(self) -> "RunSpec | None":
@@ -213,7 +211,7 @@ class RunSpec:
 
 def _store_params(store_dir: str) -> dict[str, Any] | None:
     """The store's preprocessing parameters, kept with the run so that it can score new videos
-    the same way after the store has moved (:func:`dlga.predict.run_preprocessing` reads them)."""
+    the same way after the store has moved (:func:`dlga.inference.predict.run_preprocessing` reads them)."""
     path = Path(store_dir) / "params.json"
     try:
         return json.loads(path.read_text())
@@ -223,7 +221,7 @@ def _store_params(store_dir: str) -> dict[str, Any] | None:
 
 def execute(
     spec: RunSpec,
-    runs_root: str | os.PathLike = "runs",
+    runs_root: str | os.PathLike = RUNS_DIR,
     *,
     strategy=None,
     progress: bool = True,
@@ -238,9 +236,9 @@ def execute(
     Args:
         spec: what to run.
         runs_root: where runs live.
-        strategy: a ``tf.distribute.Strategy`` for :func:`dlga.train.train`.
+        strategy: a ``tf.distribute.Strategy`` for :func:`dlga.training.train.train`.
         progress: show the training progress bar.
-        model_fn: a replacement for :func:`dlga.model.build_model` (its import path enters
+        model_fn: a replacement for :func:`dlga.model.network.build_model` (its import path enters
             the parameters and so the id).
     """
     params = spec.params()
@@ -261,7 +259,7 @@ def execute(
     partial.mkdir(parents=True, exist_ok=True)
     rundir.write_params(partial, params)
 
-    from dlga import train as train_lib  # TensorFlow: only where a run trains
+    from dlga.training import train as train_lib  # TensorFlow: only where a run trains
 
     twin = spec.training_twin()
     trained = None if twin is None else rundir.final_dir(runs_root, twin.run_id)
@@ -298,7 +296,7 @@ def compare(
 ) -> dict[str, Any]:
     """Paired bootstrap of ``metric(a) - metric(b)`` over the subjects both runs predicted.
 
-    :func:`dlga.metrics.paired_two_level_bootstrap` with one seed a side: the subjects (all
+    :func:`dlga.training.metrics.paired_two_level_bootstrap` with one seed a side: the subjects (all
     their videos together) are resampled, the same resample for both runs. Negative
     ``estimate`` means run ``a`` has the lower error; ``tie`` when the interval ``[lo, hi]``
     contains 0. Both runs must cover the same videos of ``partition`` (same store).
@@ -328,7 +326,7 @@ def run_chunks(specs: Sequence[RunSpec], size: int = CHUNK_RUNS) -> list[list[Ru
     differ) in chunks of at most ``size``, largest chunks first.
 
     A worker starts every run of a chunk after the first from the step it traced
-    (:class:`dlga.train.CompiledModel`; a tiny G run saves about 4 s on one core), and the
+    (:class:`dlga.training.train.CompiledModel`; a tiny G run saves about 4 s on one core), and the
     small chunks come last, so that no core waits long for another's last task.
     """
     if int(size) < 1:
@@ -364,7 +362,7 @@ def _waves(todo: dict[str, RunSpec]) -> list[list[RunSpec]]:
 
 def execute_all(
     specs: Sequence[RunSpec] | Iterable[RunSpec],
-    runs_root: str | os.PathLike = "runs",
+    runs_root: str | os.PathLike = RUNS_DIR,
     executor: str | Executor | None = "local",
     *,
     progress: bool = True,
@@ -421,7 +419,7 @@ def execute_all(
     return [root / run_id for run_id in ids]
 
 
-def list_runs(runs_root: str | os.PathLike = "runs") -> pd.DataFrame:
+def list_runs(runs_root: str | os.PathLike = RUNS_DIR) -> pd.DataFrame:
     """One row per run directory: id, state (complete/partial), setting, lr, seed, metrics."""
     rows = []
     root = Path(runs_root)
@@ -468,7 +466,7 @@ def grid(
     ]
 
 
-def plan(specs: Iterable[RunSpec], runs_root: str | os.PathLike = "runs") -> pd.DataFrame:
+def plan(specs: Iterable[RunSpec], runs_root: str | os.PathLike = RUNS_DIR) -> pd.DataFrame:
     """Dry run: which runs of ``specs`` are complete, partial (resumable) or missing."""
     rows = []
     for spec in specs:
@@ -476,70 +474,3 @@ def plan(specs: Iterable[RunSpec], runs_root: str | os.PathLike = "runs") -> pd.
         rows.append({"run_id": run_id, "state": rundir.state(runs_root, run_id), "setting": spec.label,
                      "learning_rate": spec.train_config.learning_rate, "seed": spec.train_config.seed})
     return pd.DataFrame(rows, columns=["run_id", "state", "setting", "learning_rate", "seed"])
-
-
-# --- command line ----------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dlga.runs", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", default="runs", help="runs directory (default: runs)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="list the runs under --runs")
-    for name, text in (("plan", "dry run: which runs of a grid are complete or missing"),
-                       ("run", "execute the missing runs of a grid, or one run by --id")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--store", help="preprocessed store directory")
-        p.add_argument("--settings", nargs="+", default=["G"], choices=list(SETTINGS))
-        p.add_argument("--lrs", nargs="+", type=float, default=None, help="learning rates (default: preset's)")
-        p.add_argument("--seeds", nargs="+", type=int, default=[0])
-        p.add_argument("--model-preset", default="tiny", choices=sorted(MODEL_PRESETS))
-        p.add_argument("--train-preset", default="ci", choices=sorted(TRAIN_PRESETS))
-        p.add_argument("--max-steps", type=int, default=None)
-        p.add_argument("--test-store", help="cross-dataset: evaluate the Testing partition of this other store")
-        if name == "run":
-            p.add_argument("--id", help="resume or run the run with this id (from its params.json)")
-            p.add_argument("--no-progress", action="store_true")
-            p.add_argument("--executor", default="local",
-                           help="where the runs train: local (one worker per core, default), local:N, serial, "
-                                "or dask://HOST:PORT (a Dask scheduler)")
-    return parser
-
-
-def _specs(args) -> list[RunSpec]:
-    if not args.store:
-        raise SystemExit("--store is required: the preprocessed store the runs train on")
-    overrides = {"max_steps": args.max_steps} if args.max_steps else {}
-    return grid(args.store, args.settings, args.lrs, args.seeds, args.model_preset, args.train_preset,
-                test_store_dir=args.test_store, **overrides)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    pd.set_option("display.width", 200)
-    if args.command == "status":
-        table = list_runs(args.runs)
-        print(table.drop(columns=["path"]).to_string(index=False) if len(table) else f"no runs under {args.runs}")
-        return 0
-    if args.command == "plan":
-        print(plan(_specs(args), args.runs).to_string(index=False))
-        return 0
-    root = Path(args.runs)
-    if args.id:
-        if is_complete(root / args.id):
-            print(root / args.id)
-            return 0
-        params_path = rundir.partial_dir(root, args.id) / rundir.PARAMS
-        if params_path.is_file():
-            specs = [RunSpec.from_params(rundir.read_params(params_path.parent))]
-        else:
-            specs = [s for s in _specs(args) if s.run_id == args.id]
-        if not specs:
-            raise SystemExit(f"no run {args.id!r} under {root} or in the given grid; see `plan` for ids")
-    else:
-        specs = _specs(args)
-    for path in execute_all(specs, root, args.executor, progress=not args.no_progress):
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

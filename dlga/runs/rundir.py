@@ -1,20 +1,20 @@
 """The run directory: its files, its format version, reading and writing them.
 
-A run (see :mod:`dlga.runs`) is trained in ``runs/<id>.partial/`` and renamed to
+A run (see :mod:`dlga.runs.cache`) is trained in ``runs/<id>.partial/`` and renamed to
 ``runs/<id>/`` once its ``COMPLETE`` marker is written, so a directory without the
 ``.partial`` suffix that holds the marker is always a whole run. A complete run holds:
 
 * ``params.json``: what the run is (identity, configurations, the store's path and its
   preprocessing parameters, ``format_version``);
-* ``metrics.json``: the final report of :func:`dlga.train.train` plus provenance;
+* ``metrics.json``: the final report of :func:`dlga.training.train.train` plus provenance;
 * ``predictions.csv``: one row per video (:data:`PREDICTION_COLUMNS`);
 * ``history.csv``: one row per training step (:data:`HISTORY_COLUMNS`);
 * ``checkpoints/best``: the weights selected on Development; ``tb/``: TensorBoard;
 * ``COMPLETE``: written last.
 
-This module is the only place that knows these names; :mod:`dlga.train` and
-:mod:`dlga.runs` write through it, :mod:`dlga.predict`, :mod:`dlga.export` and
-:mod:`dlga.report` read through it.
+This module is the only place that knows these names; :mod:`dlga.training.train` and
+:mod:`dlga.runs.cache` write through it, :mod:`dlga.inference.predict`, :mod:`dlga.inference.export` and
+:mod:`dlga.book.report` read through it.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def read_params(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """``metrics.json`` of a run (:func:`dlga.train.train`'s report plus provenance)."""
+    """``metrics.json`` of a run (:func:`dlga.training.train.train`'s report plus provenance)."""
     return read_json(Path(run_dir) / METRICS, "the run is damaged; rerun it")
 
 
@@ -173,7 +173,7 @@ def recorded_preprocessing(params: dict[str, Any]) -> dict[str, Any] | None:
 
 # --- writing -----------------------------------------------------------------------------------
 def write_params(run_dir: str | os.PathLike, params: dict[str, Any]) -> None:
-    """Write ``params.json`` (:meth:`dlga.runs.RunSpec.params`, which records :data:`FORMAT_VERSION`)."""
+    """Write ``params.json`` (:meth:`dlga.runs.cache.RunSpec.params`, which records :data:`FORMAT_VERSION`)."""
     atomic_write_json(Path(run_dir) / PARAMS, params)
 
 
@@ -228,7 +228,7 @@ def prediction_table(runs, partition: str = "Testing") -> pd.DataFrame:
     """The predictions of one partition of several runs (the seeds of one setting) as one long
     table: one row per (run, video), ``seed`` (the run's training seed) first, then
     :data:`PREDICTION_COLUMNS` (those present; ``subject_id`` from ``session_id`` where the
-    run has none); what :func:`dlga.metrics.two_level_bootstrap` reads.
+    run has none); what :func:`dlga.training.metrics.two_level_bootstrap` reads.
 
     ``runs``: :class:`Run` objects. Raises ValueError when ``runs`` is empty or a run has no
     video of ``partition``.

@@ -7,7 +7,7 @@ about 18.2 GFLOPs per image (the book's Decisions chapter, book/decisions.md, "A
 
 from __future__ import annotations
 
-from .config import ModelConfig, wspp_bins
+from dlga.config import ModelConfig, wspp_bins
 
 
 def _conv(h: int, w: int, k: int, cin: int, cout: int) -> int:

@@ -8,7 +8,7 @@ An export is one of
 The metadata (:func:`make_metadata`) holds the export format and its version, the run id,
 the model configuration and the preprocessing parameters of the training store, so that
 ``python -m dlga predict --model PATH`` preprocesses videos as training did.
-:mod:`dlga.export` writes exports through this module and :mod:`dlga.predict` reads them
+:mod:`dlga.inference.export` writes exports through this module and :mod:`dlga.inference.predict` reads them
 through it.
 """
 
@@ -20,7 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from dlga.rundir import RunError, read_json
+from dlga.runs.rundir import RunError, read_json
 
 EXPORT_FORMAT = "dlga-export"
 EXPORT_FORMAT_VERSION = 1

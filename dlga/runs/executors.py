@@ -1,7 +1,7 @@
 """Where runs execute: one :class:`concurrent.futures.Executor` seam (Decisions: Runs at scale).
 
 Runs are independent, so the unit of parallelism is the run. Everything that trains many runs
-(the run cache's :func:`dlga.runs.execute_all`, ``python -m dlga.runs run``, the book build)
+(the run cache's :func:`dlga.runs.cache.execute_all`, ``python -m dlga.runs run``, the book build)
 takes an executor, given as an object or as a string:
 
 * ``"local"`` (default): worker processes on this machine, one per core, each TensorFlow
@@ -93,8 +93,9 @@ def dask_executor(address: str) -> Executor:
     ``tcp://HOST:PORT``); its workers need this project installed."""
     try:
         from distributed import Client  # deferred: optional, and slow to import
-    except ImportError as exc:  # pragma: no cover - the project's environment has it
-        raise ImportError("executor 'dask://...' needs the `distributed` package: pip install 'dask[distributed]'") from exc
+    except ImportError as exc:  # pragma: no cover - the test and cluster extras install it
+        raise ImportError("executor 'dask://...' needs the `distributed` package: pip install 'dask[distributed]' "
+                          "(or this project's `cluster` extra)") from exc
     if "://" not in address:
         address = f"tcp://{address}"
     from distributed.cfexecutor import ClientExecutor

@@ -6,7 +6,7 @@ the video's estimate is the mean of its frames' predictions, as in evaluation (D
 
 Three kinds of model are accepted wherever a "model" is asked for:
 
-* a complete run directory (``runs/<id>/``, see :mod:`dlga.runs`): the model is rebuilt from
+* a complete run directory (``runs/<id>/``, see :mod:`dlga.runs.cache`): the model is rebuilt from
   its recorded configuration and the best-by-Development checkpoint is restored;
 * a SavedModel directory written by ``python -m dlga export --format savedmodel``;
 * a ``.keras`` file written by ``python -m dlga export --format keras``.
@@ -41,14 +41,14 @@ from data_prep.faces import LandmarkDetector
 from data_prep.preprocess import PARAMS_VERSION, params_from_record
 from data_prep.video import VideoError, iter_sampled_frames
 from data_prep.store import STORE_VERSION
-from dlga import rundir
 from dlga.config import ModelConfig
-from dlga.data import resize_batch
-from dlga.exportdir import export_kind, read_metadata
-from dlga.metrics import BAND_NAMES, severity_band
-from dlga.model import build_model  # also registers the custom layers that .keras files name
-from dlga.patches import NUM_PATCHES, patch_centres
-from dlga.rundir import RunError
+from dlga.inference.exportdir import export_kind, read_metadata
+from dlga.model.network import build_model  # also registers the custom layers that .keras files name
+from dlga.model.patches import NUM_PATCHES, patch_centres
+from dlga.runs import rundir
+from dlga.runs.rundir import RunError
+from dlga.training.data import resize_batch
+from dlga.training.metrics import BAND_NAMES, severity_band
 
 ALIGN_POINTS_NAME = "eye-corners"  # what data_prep.preprocess.make_params records for align_face
 ATTENTION_COLUMNS = tuple(f"a{j}" for j in range(1, NUM_PATCHES + 1))
@@ -64,7 +64,7 @@ def _find_store(run_dir: Path, recorded: str | None, store_dir: str | os.PathLik
     """The store a run trained on: ``store_dir`` if given, else the recorded path.
 
     A relative recorded path is tried from the working directory and from the project root
-    that holds ``runs/`` (the parent of the runs folder), where ``dlga.runs`` writes it from.
+    that holds ``runs/`` (the parent of the runs folder), where ``dlga.runs.cache`` writes it from.
     """
     if store_dir is not None:
         path = Path(store_dir)
@@ -172,7 +172,7 @@ def restore_run_model(run_dir: str | os.PathLike) -> tuple[Any, ModelConfig, dic
     """Rebuild the model of a complete run and restore its selected (best Development) weights.
 
     Returns:
-        ``(model, config, params)``: the ``keras.Model`` of :func:`dlga.model.build_model`, its
+        ``(model, config, params)``: the ``keras.Model`` of :func:`dlga.model.network.build_model`, its
         :class:`~dlga.config.ModelConfig` (with the trained ``warm_start_bias``) and the run's
         ``params.json``.
 
@@ -184,7 +184,7 @@ def restore_run_model(run_dir: str | os.PathLike) -> tuple[Any, ModelConfig, dic
     params, metrics, prefix = check_run(run_dir)
     if params.get("model_fn"):
         raise RunError(
-            f"{run_dir} was trained with a custom model_fn {params['model_fn']!r}, not dlga.model.build_model; "
+            f"{run_dir} was trained with a custom model_fn {params['model_fn']!r}, not dlga.model.network.build_model; "
             "rebuild it with that function and restore checkpoints/best yourself"
         )
     try:
@@ -312,12 +312,12 @@ def predict_frames(
     """Score aligned faces.
 
     Args:
-        model: a ``keras.Model`` from :func:`dlga.model.build_model`, a :class:`Predictor`, or
+        model: a ``keras.Model`` from :func:`dlga.model.network.build_model`, a :class:`Predictor`, or
             any callable ``{"image", "landmarks"} -> {"score", ...}``.
         frames: uint8 (N, S, S, 3) aligned RGB faces (a store's ``frames``).
         landmarks: float (N, 68, 2) aligned landmarks, pixels at S.
         input_size: the model's input side s; frames are resized to it and landmarks scaled
-            by s / S exactly as in training (:func:`dlga.data.resize_batch`).
+            by s / S exactly as in training (:func:`dlga.training.data.resize_batch`).
         batch_size: frames per model call.
 
     Returns:
@@ -444,7 +444,7 @@ def predict_video(
 def source_patch_centres(track: FaceTrack, mirror_mouth_offsets: bool = False) -> np.ndarray:
     """The 24 patch centres of every face in source-video pixels, (N, 24, 2) float64.
 
-    Computed in the aligned frame (:func:`dlga.patches.patch_centres` at the aligned size,
+    Computed in the aligned frame (:func:`dlga.model.patches.patch_centres` at the aligned size,
     which equals the model's centres scaled back from its input size) and mapped back with
     the inverse of each frame's alignment matrix.
     """
