@@ -37,11 +37,12 @@ RMSE = float(np.sqrt((SHRINK * LABEL_SD) ** 2 + SUBJECT_SD**2 + SEED_SUBJECT_SD*
 ONE_BDI_WORSE = 1 + 1 / RMSE
 
 
-def simulate_settings(rng: np.random.Generator, scales, n_seeds) -> list[pd.DataFrame]:
+def simulate_settings(rng: np.random.Generator, scales, n_seeds, seed_noise: float = 1.0) -> list[pd.DataFrame]:
     """Long tables (seed, video_id, session_id, bdi, prediction) of settings on one test set.
 
     Setting ``i`` has ``n_seeds[i]`` seeds and its error scaled by ``scales[i]``; the subjects,
-    their labels and their errors ``u_j`` are shared by all. tests/test_family.py uses it too.
+    their labels and their errors ``u_j`` are shared by all. ``seed_noise`` scales the three
+    seed-level terms (quality, bias, seed x subject error). tests/test_family.py uses it too.
     """
     n_videos = len(TASKS)
     labels = rng.uniform(0, LABEL_SD * np.sqrt(12), N_SUBJECTS)  # uniform with sd LABEL_SD
@@ -55,9 +56,9 @@ def simulate_settings(rng: np.random.Generator, scales, n_seeds) -> list[pd.Data
             "session_id": np.tile((video // n_videos).astype(str), seeds),
             "bdi": np.tile(np.repeat(labels, n_videos), seeds),
         })
-        quality = 1 + rng.normal(0, SEED_SCALE_SD, (seeds, 1, 1))
-        bias = rng.normal(0, SEED_BIAS_SD, (seeds, 1, 1))
-        seed_subject = rng.normal(0, SEED_SUBJECT_SD, (seeds, N_SUBJECTS, 1))
+        quality = 1 + rng.normal(0, seed_noise * SEED_SCALE_SD, (seeds, 1, 1))
+        bias = rng.normal(0, seed_noise * SEED_BIAS_SD, (seeds, 1, 1))
+        seed_subject = rng.normal(0, seed_noise * SEED_SUBJECT_SD, (seeds, N_SUBJECTS, 1))
         noise = rng.normal(0, VIDEO_SD, (seeds, N_SUBJECTS, n_videos))
         error = scale * (quality * (subject_error[None, :, None] + seed_subject + noise) + bias)
         return base.assign(prediction=base["bdi"].to_numpy() + error.ravel())

@@ -24,7 +24,10 @@ setting, Holm-adjusted and of the right sign):
     G 10, the others 1      33.5 % / -             38.0 % / -
     ======================  =====================  =========================
 
-The power is far below the 80 % that one comparison at 95 % reaches with 10 seeds a side
+At the seed-to-seed spread measured in the demo build (Development RMSE sd over ten seeds
+0.41 BDI, against about 0.65 in the generator's default; ``SEED_NOISE_DEMO``) ten seeds per
+setting give a family error of 2.0 % and find the 1-BDI difference in 90.8 % of studies.
+At the default spread the power is far below the 80 % that one comparison at 95 % reaches with 10 seeds a side
 (tests/test_calibration.py): Holm's first step asks for 99.4 %, and few seeds cost degrees
 of freedom. The book's demo preset sets the seeds per setting (``DEMO_SEEDS``).
 """
@@ -59,7 +62,8 @@ DEMO_SEEDS = seeds_per_setting(BOOK_PRESETS["demo"])
 MEASURED_POWER = {3: 0.0525, 5: 0.1375, 10: 0.4975}
 
 
-def _families(n_seeds_g: int, n_seeds_others: int, scale_first: float, interval: str, rng_seed: int) -> pd.DataFrame:
+def _families(n_seeds_g: int, n_seeds_others: int, scale_first: float, interval: str, rng_seed: int,
+              seed_noise: float = 1.0) -> pd.DataFrame:
     """One row per study: whether the family called any difference among the settings drawn
     like G (``false_call``), whether it found the first setting's difference (``found``), and
     the fewest degrees of freedom of a comparison (``min_df``)."""
@@ -67,7 +71,7 @@ def _families(n_seeds_g: int, n_seeds_others: int, scale_first: float, interval:
     scales = (1.0, scale_first) + (1.0,) * (N_OTHERS - 1)
     rows = []
     for i in range(N_STUDIES):
-        g, *others = simulate_settings(rng, scales, (n_seeds_g,) + (n_seeds_others,) * N_OTHERS)
+        g, *others = simulate_settings(rng, scales, (n_seeds_g,) + (n_seeds_others,) * N_OTHERS, seed_noise)
         family = metrics.holm_comparisons(g, {f"s{k}": t for k, t in enumerate(others)}, n=N_RESAMPLES, seed=i,
                                           interval=interval)
         called = ~family["tie"].to_numpy()
@@ -75,8 +79,31 @@ def _families(n_seeds_g: int, n_seeds_others: int, scale_first: float, interval:
         rows.append({"false_call": bool(null.any()),
                      "found": bool(called[0] and family.loc[0, "hi_holm"] < 0),  # G better: right sign
                      "estimate": family.loc[0, "estimate"], "min_df": family["df"].min(),
-                     "max_df": family["df"].max(), "n_seeds": family["n_seeds"].min()})
+                     "max_df": family["df"].max(), "n_seeds": family["n_seeds"].min(),
+                     "seed_sd": float(np.mean([_per_seed_rmse(t).std(ddof=1) for t in (g, *others)]))})
     return pd.DataFrame(rows)
+
+
+def _per_seed_rmse(table: pd.DataFrame) -> pd.Series:
+    return ((table["prediction"] - table["bdi"]) ** 2).groupby(table["seed"]).mean() ** 0.5
+
+
+# The seed-to-seed spread measured in the demo build at b3db70e (AVX2): the sd over ten seeds of
+# each setting's Development RMSE at the chosen rate, 0.41 BDI (root mean square over the ten
+# settings; 0.29 to 0.57), against about 0.65 in the generator's default. Development, not
+# Testing, sets it. SEED_NOISE_DEMO scales the generator's seed-level terms to match it.
+DEMO_SEED_SD = 0.41
+SEED_NOISE_DEMO = 0.6
+
+
+@pytest.fixture(scope="module")
+def one_bdi_demo_noise():
+    return _families(DEMO_SEEDS, DEMO_SEEDS, ONE_BDI_WORSE, "t", rng_seed=16, seed_noise=SEED_NOISE_DEMO)
+
+
+@pytest.fixture(scope="module")
+def null_demo_noise():
+    return _families(DEMO_SEEDS, DEMO_SEEDS, 1.0, "t", rng_seed=17, seed_noise=SEED_NOISE_DEMO)
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +177,11 @@ def test_one_seed_side_is_reported_not_covered(null_one_seed):
 def test_percentile_interval_errs_too_often_at_five_seeds(null_five_percentile):
     # The old method, which the t interval replaces: measured 16.75 % (t: 3.75 %) on the same studies.
     assert null_five_percentile["false_call"].mean() > MAX_FAMILY_ERROR
+
+
+def test_at_the_demos_measured_seed_spread_the_family_finds_one_bdi_in_80_percent(one_bdi_demo_noise, null_demo_noise):
+    # The generator's default seed noise is larger than the demo's measured spread; at the
+    # measured spread (Development) the issue's targets are asked for directly.
+    assert null_demo_noise["seed_sd"].mean() == pytest.approx(DEMO_SEED_SD, abs=0.08)
+    assert null_demo_noise["false_call"].mean() <= MAX_FAMILY_ERROR
+    assert one_bdi_demo_noise["found"].mean() >= 0.80
