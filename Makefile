@@ -35,6 +35,9 @@ export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
 unexport PYTHONDONTWRITEBYTECODE
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# TensorFlow's absl start-up lines ignore TF_CPP_MIN_LOG_LEVEL; every kernel and run worker
+# printed them. The long commands run through this filter (dlga/quiet.py), which drops only them.
+QUIET = $(PY) -m dlga.quiet
 
 .PHONY: help venv test test-fast book bench data clean distclean
 
@@ -59,20 +62,26 @@ venv: $(STAMP)
 # share one build) and whole notebooks (their cells run in order) stay on one process.
 # make test TEST_JOBS=0: everything in this process, one test after another.
 TEST_JOBS ?= 2
+# The tests' runs, stores and book build live in one named cache, never in runs/, data/ or
+# _build/ (tests/conftest.py sets the same folders for a bare pytest).
+TEST_CACHE := $(CURDIR)/.cache/test
+test: export DLGA_RUNS := $(TEST_CACHE)/runs
+test: export DLGA_DATA := $(TEST_CACHE)/data
+test: export DLGA_BUILD := $(TEST_CACHE)/build
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadscope --nbval-lax book/
+	$(QUIET) $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests
+	$(QUIET) $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadscope --nbval-lax book/
 
 # make book [PRESET=demo|ci|paper] [DATASET=synthetic|avec2013|avec2014 ROOT=DIR] [SET="NAME=VALUE ..."] [EXECUTOR=...]
 book: $(STAMP)
-	$(PY) -m dlga.book build $(BOOK_ARGS) $(foreach s,$(SET),--set $(s)) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(JOBS),--jobs $(JOBS))
+	$(QUIET) $(PY) -m dlga.book build $(BOOK_ARGS) $(foreach s,$(SET),--set $(s)) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(JOBS),--jobs $(JOBS))
 
 bench: $(STAMP)
-	$(PY) -m dlga bench --out bench/dlga.json
-	$(PY) -m data_prep bench --out bench/data_prep.json
+	$(QUIET) $(PY) -m dlga bench --out bench/dlga.json
+	$(QUIET) $(PY) -m data_prep bench --out bench/data_prep.json
 
 data: $(STAMP)
-	$(PY) -m dlga.book data $(BOOK_ARGS)
+	$(QUIET) $(PY) -m dlga.book data $(BOOK_ARGS)
 
 clean:
 	rm -rf _build .pytest_cache .cache/pycache

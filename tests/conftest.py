@@ -5,8 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Tests never write into a user's runs/, data/ or _build/: unless the caller named other
+# folders (make test names these same ones), the ci book, its runs and its stores live in one
+# named cache under .cache/test. dlga.settings reads the variables when it is first imported,
+# and the notebook kernels and run workers the tests start inherit them.
+TEST_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "test"
+for _variable, _folder in (("DLGA_RUNS", "runs"), ("DLGA_DATA", "data"), ("DLGA_BUILD", "build")):
+    os.environ.setdefault(_variable, str(TEST_CACHE / _folder))
+
 # Before any test module imports TensorFlow: the package's one oneDNN switch (dlga.settings).
-import dlga  # noqa: F401  (importing the package sets it)
+import dlga  # noqa: E402,F401  (importing the package sets it)
 
 import numpy as np
 import pytest

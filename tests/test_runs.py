@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -267,3 +268,12 @@ def test_a_moved_store_keeps_its_fingerprint_and_a_changed_label_does_not(tmp_pa
     manifest.loc[0, "bdi"] = str(float(manifest.loc[0, "bdi"]) + 1)
     manifest.to_csv(moved / "manifest.csv", index=False)
     assert store_fingerprint(moved) != store_fingerprint(store)
+
+
+def test_tests_write_into_their_own_cache_never_into_the_users_folders():
+    from dlga import settings
+
+    users = {settings.PROJECT_ROOT / name for name in ("runs", "data", "_build")}
+    for folder in (settings.RUNS_DIR, settings.DATA_DIR, settings.BUILD_DIR):
+        assert folder.resolve() not in users, f"tests would write into {folder}"
+    assert os.environ["DLGA_RUNS"] and settings.RUNS_DIR == Path(os.environ["DLGA_RUNS"])
