@@ -39,13 +39,14 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # printed them. The long commands run through this filter (dlga/quiet.py), which drops only them.
 QUIET = $(PY) -m dlga.quiet
 
-.PHONY: help venv test test-fast book bench data clean distclean
+.PHONY: help venv test test-fast book bench data publish clean distclean
 
 help:
 	@echo "make book    build the HTML book (PRESET=demo|ci|paper) into _build/html"
 	@echo "make test    run pytest and nbval (the ci preset)"
 	@echo "make bench   print the benchmark tables and write bench/*.json"
 	@echo "make data    make the synthetic cohort and preprocess it (PRESET=$(PRESET))"
+	@echo "make publish push the built book to the $(BRANCH) branch of $(REMOTE) (GitHub Pages)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -82,6 +83,22 @@ bench: $(STAMP)
 
 data: $(STAMP)
 	$(QUIET) $(PY) -m dlga.book data $(BOOK_ARGS)
+
+# make publish [REMOTE=origin] [BRANCH=gh-pages] [BUILD_HTML=DIR]: the HTML that `make book`
+# built becomes the next commit of BRANCH and is pushed to REMOTE, with ghp-import as
+# jupyter-book 1 documents it (-n: a .nojekyll file, so GitHub Pages serves _static/ as is;
+# -p: push; -f: force the push). REMOTE and BRANCH are set with `=`, not `?=`, so a BRANCH or
+# REMOTE in the environment (some CI services set BRANCH) can never force-push HTML over a
+# code branch; the command line still overrides them.
+REMOTE = origin
+BRANCH = gh-pages
+BUILD_HTML ?= $(or $(DLGA_BUILD),_build)/html
+publish:
+	@test -f "$(BUILD_HTML)/index.html" || { echo "make publish: $(BUILD_HTML)/index.html is missing; run make book first" >&2; exit 1; }
+	@test "$(BRANCH)" != "$$(git rev-parse --abbrev-ref HEAD 2>/dev/null)" || { echo "make publish: BRANCH=$(BRANCH) is the branch checked out here; publish to another (default gh-pages)" >&2; exit 1; }
+	@$(PY) -c "import ghp_import" 2>/dev/null || { echo "make publish: ghp-import is not installed in $(PY); install the book extra again (make venv) or: $(PY) -m pip install ghp-import" >&2; exit 1; }
+	$(PY) -m ghp_import -n -p -f -r "$(REMOTE)" -b "$(BRANCH)" -m "the book, built from $$(git rev-parse --short HEAD 2>/dev/null || echo an unknown commit)" "$(BUILD_HTML)"
+	@echo "published $(BUILD_HTML) to the $(BRANCH) branch of $(REMOTE)"
 
 clean:
 	rm -rf _build .pytest_cache .cache/pycache
