@@ -189,3 +189,23 @@ def test_demo_controls_have_three_seeds_and_every_kind():
     assert len(demo.control_seeds) >= 3 and demo.leak_levels == (4.0, 16.0, 64.0)
     assert set(demo.permuted_settings) == set(demo.null_settings) == {"G", "GA", "LA-CMP+"}
     assert {len(demo.seeds), len(demo.lr_seeds)} == {10} and not demo.power_settings
+
+
+def test_control_readings_compute_each_family_once_for_the_chapter_and_the_reference(monkeypatch):
+    tables = {"null": _null_table([0.4, 0.3]).assign(fragile=[False, True]),
+              controls.PERMUTED: _null_table([0.4, -0.1]).assign(fragile=False),
+              "leak 4": _null_table([0.5, 0.2]).iloc[:1], "leak 16": _null_table([-0.2, -0.3]).iloc[:1]}
+    calls = []
+
+    def with_mean(runs, n):  # a control's run list stands for the control here
+        calls.append(runs[0])
+        return tables[runs[0]], []
+
+    monkeypatch.setattr(controls.intervals, "comparisons_with_mean", with_mean)
+    readings = controls.read_controls({name: [name] for name in tables} | {"local only": ["x"]}, n=10)
+    assert sorted(calls) == sorted(tables)  # each family once; the branch cohorts are not controls of this kind
+    assert readings.smallest == {"level": 16.0, "gain": pytest.approx(0.7)}
+    assert readings.verdicts() == {"null": {"verdict": "no leak", "fragile": True},
+                                   controls.PERMUTED: {"verdict": "leak", "fragile": False},
+                                   "positive": {"smallest flagged level": 16.0, "gain at it (BDI)": 0.7}}
+    assert controls.read_controls({}, n=10).verdicts() == {}

@@ -33,8 +33,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -294,3 +295,46 @@ def setting_table(runs, n: int = 2000) -> pd.DataFrame:
                      "training mean RMSE": round(mean, 2), "ratio to mean": round(res["estimate"] / mean, 3),
                      "diverged or did not learn": report.collapsed_seeds(mine)})
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class ControlReadings:
+    """What the controls' runs say, computed once for the chapter and the reference file.
+
+    Attributes:
+        null: the null cohort's settings minus the training-mean predictor (Holm), or empty.
+        permuted: the same for the permuted-label store, or empty.
+        leak_rows: the positive control's :func:`leak_table`, or empty.
+        smallest: :func:`smallest_flagged` of ``leak_rows`` (None: no level was flagged).
+    """
+
+    null: pd.DataFrame = field(default_factory=pd.DataFrame)
+    permuted: pd.DataFrame = field(default_factory=pd.DataFrame)
+    leak_rows: pd.DataFrame = field(default_factory=pd.DataFrame)
+    smallest: dict | None = None
+
+    def verdicts(self) -> dict[str, Any]:
+        """The verdicts a reader compares across builds: leak or no leak for the null and
+        permuted controls (and whether an interval end is fragile), the positive control's
+        smallest flagged level and its gain (BDI)."""
+        out: dict[str, Any] = {}
+        for name, table in (("null", self.null), (PERMUTED, self.permuted)):
+            if not table.empty:
+                out[name] = {"verdict": "leak" if leaks(table) else "no leak", "fragile": bool(table["fragile"].any())}
+        if not self.leak_rows.empty:
+            out["positive"] = {"smallest flagged level": None if self.smallest is None else self.smallest["level"],
+                               "gain at it (BDI)": None if self.smallest is None else round(self.smallest["gain"], 3)}
+        return out
+
+
+def read_controls(runs: Mapping[str, list], n: int = 2000) -> ControlReadings:
+    """The comparisons with the training-mean predictor of the null and permuted-label controls
+    and of each leak level (``runs``: control name to its runs, as :func:`control_specs` names
+    them); ``n`` bootstrap resamples each."""
+    def with_mean(name):
+        return intervals.comparisons_with_mean(runs[name], n=n)[0] if runs.get(name) else pd.DataFrame()
+
+    leak_runs = [c for c in runs if c.startswith("leak ") and runs[c]]
+    rows = leak_table({c: with_mean(c) for c in leak_runs}) if leak_runs else pd.DataFrame()
+    return ControlReadings(null=with_mean("null"), permuted=with_mean(PERMUTED), leak_rows=rows,
+                           smallest=smallest_flagged(rows))

@@ -79,19 +79,7 @@ def _ablation(P, store) -> tuple[dict, dict, float, str]:
 def _controls(P, lr: float) -> dict[str, Any]:
     stores = controls.control_stores(P)
     runs = {c: experiments.ensure_runs(s, executor="serial") for c, s in controls.control_specs(P, stores, lr).items()}
-    out: dict[str, Any] = {}
-    for name in ("null", controls.PERMUTED):
-        if runs.get(name):
-            t, _ = intervals.comparisons_with_mean(runs[name], n=P.bootstrap)
-            out[name] = {"verdict": "leak" if controls.leaks(t) else "no leak",
-                         "fragile": bool(t["fragile"].any())}
-    leak_runs = {c: r for c, r in runs.items() if c.startswith("leak ")}
-    if leak_runs:
-        rows = controls.leak_table({c: intervals.comparisons_with_mean(r, n=P.bootstrap)[0] for c, r in leak_runs.items()})
-        smallest = controls.smallest_flagged(rows)
-        out["positive"] = {"smallest flagged level": None if smallest is None else smallest["level"],
-                           "gain at it (BDI)": None if smallest is None else round(smallest["gain"], 3)}
-    return out
+    return controls.read_controls(runs, n=P.bootstrap).verdicts()
 
 
 def headline(preset: str = "demo", dataset: str = "synthetic", root=None) -> dict[str, Any]:
