@@ -42,7 +42,7 @@ import cv2
 import pandas as pd
 from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
-from . import openface, store
+from . import openface, origin, store
 from .extract import FOUND, extract_faces, make_detector
 from .faces import FALLBACKS, REUSE_MIN_SCORE, LandmarkDetector
 from .workers import spawn_context
@@ -271,7 +271,8 @@ def preprocess(
         progress: show a tqdm bar over videos.
 
     Returns:
-        The store directory, with ``params.json``, ``manifest.csv`` (successful videos,
+        The store directory, with ``params.json``, ``origin.json`` (synthetic or real faces,
+        :mod:`data_prep.origin`), ``manifest.csv`` (successful videos,
         plus ``npz`` and ``n_frames``), ``qc.csv`` (every video) and ``videos/``.
     """
     missing = [c for c in store.MANIFEST_COLUMNS if c not in manifest.columns]
@@ -294,6 +295,8 @@ def preprocess(
             raise RuntimeError(f"{params_file} holds other parameters than its folder name says; remove {store_dir}")
     else:
         store.atomic_write_json(params_file, params)
+    # Whether these faces are synthetic, for what a model trained on them may claim (data_prep.origin).
+    origin.write_origin(store_dir, origin.manifest_origin(manifest["path"].astype(str), dataset))
     (store_dir / "videos").mkdir(parents=True, exist_ok=True)
     (store_dir / "qc").mkdir(parents=True, exist_ok=True)
     _clean_temporaries(store_dir)

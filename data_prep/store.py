@@ -4,6 +4,7 @@ Layout of a store directory::
 
     STORE/
       params.json      preprocessing parameters that produced it
+      origin.json      synthetic or real faces (data_prep.origin; outside the fingerprint)
       manifest.csv     one row per video (MANIFEST_COLUMNS + npz, n_frames)
       qc.csv           one row per video: frames read, faces found, status, reason
       videos/<video_id>.npz

@@ -75,6 +75,7 @@ from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywid
 
 from . import align, morph
 from .extract import extract_faces, make_detector
+from .origin import COHORT_FILE
 from .preprocess import make_params
 from .store import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text, library_versions
 from .workers import spawn_context
@@ -741,7 +742,7 @@ def make_cohort(
     """
     out = Path(out)
     meta = cohort_identity(cfg, seed)
-    meta_path = out / "cohort.json"
+    meta_path = out / COHORT_FILE  # data_prep.origin finds cohorts by it
     if meta_path.is_file() and not force:
         old = json.loads(meta_path.read_text())
         if {k: old.get(k) for k in meta} == meta and (out / "cohort.csv").is_file():

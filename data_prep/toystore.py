@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data_prep.origin import SYNTHETIC, origin_record, write_origin
 from data_prep.store import MANIFEST_COLUMNS, atomic_write_csv, atomic_write_json, video_path, write_video
 
 
@@ -74,7 +75,8 @@ def make_store(
     """Write a synthetic store to ``root`` and return it.
 
     ``n_videos`` counts sessions per partition (default 40/15/15); each session has one video
-    per task, with the same label, like AVEC2014.
+    per task, with the same label, like AVEC2014. ``origin.json`` says the faces are synthetic
+    (:mod:`data_prep.origin`).
     """
     root = Path(root)
     n_videos = n_videos or {"Training": 40, "Development": 15, "Testing": 15}
@@ -105,5 +107,6 @@ def make_store(
     atomic_write_csv(root / "manifest.csv", pd.DataFrame(rows, columns=MANIFEST_COLUMNS + ["npz", "n_frames"]))
     atomic_write_json(root / "params.json", {"synthetic": True, "size": size, "seed": seed,
                                              "frames_per_video": frames_per_video, "n_videos": n_videos})
+    write_origin(root, origin_record(SYNTHETIC, "toy", "data_prep.toystore: drawn ovals, not faces"))
     return root
 

@@ -33,6 +33,8 @@ The video is preprocessed as the training store was (sampling rate, face detecto
 size, as recorded in the run's params.json or the export's dlga.json); every sampled frame with a face
 is scored and the video's estimate is the mean of its frames. Severity bands (BDI-II):
 0-13 minimal, 14-19 mild, 20-28 moderate, 29-63 severe. A research model, not a diagnosis.
+Every output (printed lines, CSV, overlay) says so, and says when the model learned from
+synthetic faces (the book's demo runs do): its number then means nothing for a real person.
 
 examples:
   python -m dlga predict interview.mp4 --run runs/G-1a2b3c4d5e6f
@@ -44,8 +46,9 @@ savedmodel: a directory that loads with tf.saved_model.load() without this proje
   image float32 (None,S,S,3) 0-255 and landmarks float32 (None,68,2) aligned pixels; outputs
   score, local_attention, global_attention).
 keras: a .keras file; load it with `import dlga.model.layers; keras.models.load_model(PATH)`.
-Both carry dlga.json (format version, model configuration, preprocessing parameters), which
-`python -m dlga predict --model PATH` reads.
+Both carry dlga.json (format version, model configuration, preprocessing parameters, what the
+training faces were and the notice), which `python -m dlga predict --model PATH` reads, and
+NOTICE.txt (the notice in words).
 
 example:
   python -m dlga export runs/G-1a2b3c4d5e6f --format savedmodel --out exports/G
@@ -71,10 +74,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="read the preprocessing from this training store's params.json instead of the copy "
                         "the run recorded (only needed for runs that recorded none)")
     p.add_argument("--out", type=Path, metavar="CSV",
-                   help="write per-frame predictions: video, frame_index, how, prediction, a1..a24, global_attention")
+                   help="write per-frame predictions: video, frame_index, how, prediction, a1..a24, global_attention, "
+                        "training_data (synthetic, real or unknown), notice")
     p.add_argument("--overlay", type=Path, metavar="OUT.mp4",
-                   help="write the video with face box, patch centres coloured by attention and the running "
-                        "estimate (several videos: OUT_<video name>.mp4 each)")
+                   help="write the video with face box, patch centres coloured by attention, the running "
+                        "estimate and the notice (several videos: OUT_<video name>.mp4 each)")
     p.add_argument("--batch-size", type=int, default=64, help="frames per model call (default: %(default)s)")
 
     e = sub.add_parser("export", help="write a trained run as a SavedModel or .keras file",
@@ -115,7 +119,9 @@ def cmd_predict(args) -> int:
         _error(str(exc))
         return 2
     from data_prep.extract import make_detector
+    from dlga.inference.notice import describe
 
+    print(f"training data: {describe(predictor.training_data)}", flush=True)
     detector = make_detector(predictor.preprocessing)  # the store's detector, fallback included
     overlays = overlay_paths(args.overlay, args.videos) if args.overlay is not None else [None] * len(args.videos)
     results, failed = [], 0
@@ -147,7 +153,12 @@ def cmd_export(args) -> int:
     except (RunError, FileExistsError) as exc:
         _error(str(exc))
         return 2
+    from dlga.inference.exportdir import read_metadata
+    from dlga.inference.notice import describe, notice
+
+    meta = read_metadata(out)[0]
     print(f"exported {args.run} as {args.format}: {out}")
+    print(f"training data: {describe(meta['training_data'])}\nnote: {notice(meta['training_data'])}")
     if args.format == "keras":
         print("load it with: import dlga.model.layers, keras; keras.models.load_model(PATH)")
     return 0

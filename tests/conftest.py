@@ -67,7 +67,8 @@ def make_face_video():
 def trained_run(tmp_path_factory) -> Path:
     """A complete run of a tiny setting-G model trained for 3 steps on a small synthetic store.
 
-    The store is tests/helpers_store.py's, with the preprocessing parameters of a 64-px store
+    The store is tests/helpers_store.py's (its origin.json says synthetic: the run's notice is
+    the synthetic one), with the preprocessing parameters of a 64-px store
     (``data_prep.preprocess.make_params``) in its params.json, so that the run can score real
     videos the way a store made by ``python -m data_prep preprocess`` would.
     """
@@ -82,5 +83,26 @@ def trained_run(tmp_path_factory) -> Path:
     atomic_write_json(store_dir / "params.json", make_params(size=64))
     schedule = TrainConfig.preset("ci", max_steps=3, eval_every=3, batch_size=8, warmup_steps=0, jit_compile=False)
     return execute(RunSpec("G", "tiny", schedule, str(store_dir)), root / "runs", progress=False)
+
+
+@pytest.fixture(scope="session")
+def relabel_run(trained_run):
+    """Factory: ``relabel_run(dst, training_data, **params)`` copies ``trained_run`` (its store is
+    the toy store, so its recorded ``training_data`` is synthetic) to ``dst`` with another
+    ``training_data`` record in params.json (None: removed, as in runs made before it was kept)
+    and other params.json values; no training."""
+    import json
+    import shutil
+
+    def relabel(dst, training_data, **params):
+        run = Path(shutil.copytree(trained_run, dst))
+        old = json.loads((run / "params.json").read_text())
+        new = {**{k: v for k, v in old.items() if k != "training_data"}, **params}
+        if training_data is not None:
+            new["training_data"] = training_data
+        (run / "params.json").write_text(json.dumps(new))
+        return run
+
+    return relabel
 
 # ---------------------------------------------------------------------------------------------

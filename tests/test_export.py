@@ -14,7 +14,9 @@ import pytest
 from data_prep.store import read_manifest, read_video, video_path
 from dlga import __main__ as cli
 from dlga.inference.export import export_run
-from dlga.inference.exportdir import EXPORT_FORMAT_VERSION, EXPORT_METADATA, read_metadata
+from data_prep import origin
+from dlga.inference.exportdir import EXPORT_FORMAT_VERSION, EXPORT_METADATA, EXPORT_NOTICE, read_metadata
+from dlga.inference.notice import RESEARCH_NOTICE, SYNTHETIC_NOTICE, UNKNOWN_NOTICE, notice
 from dlga.inference.predict import load_predictor, load_trained_model, predict_video
 from dlga.runs.rundir import RunError
 
@@ -52,6 +54,11 @@ def test_savedmodel_loads_without_the_project_and_matches(trained_run, reference
     meta = json.loads((out / "assets.extra" / EXPORT_METADATA).read_text())
     assert meta["format_version"] == 1 and meta["preprocessing"]["size"] == 64 and meta["input_size"] == 64
     assert meta["outputs"] == ["global_attention", "local_attention", "score"]
+    # The run learned from synthetic faces: the export's files say so.
+    assert meta["training_data"]["kind"] == "synthetic" and meta["notice"] == f"{SYNTHETIC_NOTICE}; {RESEARCH_NOTICE}"
+    text = (out / "assets.extra" / EXPORT_NOTICE).read_text()
+    assert "training data: synthetic (toy; data_prep.toystore" in text
+    assert f"\n{SYNTHETIC_NOTICE}\n{RESEARCH_NOTICE}\n" in text
     np.savez(tmp_path / "inputs.npz", **inputs)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(
@@ -66,8 +73,14 @@ def test_savedmodel_loads_without_the_project_and_matches(trained_run, reference
         np.testing.assert_allclose(got[key], expected[key], atol=TOL, rtol=0)
     with pytest.raises(FileExistsError, match="--overwrite"):
         export_run(trained_run, out, "savedmodel")
-    # An export of another format version is refused by the reader, with what to do.
+    # An export written before training_data was kept: its scores say the training data are unknown.
     assert read_metadata(out)[0] == meta
+    old = {k: v for k, v in meta.items() if k not in ("training_data", "notice")}
+    (out / "assets.extra" / EXPORT_METADATA).write_text(json.dumps(old))
+    unknown = load_predictor(out).training_data
+    assert unknown["kind"] == "unknown" and "records no training data (exported before it was kept)" in unknown["evidence"]
+    assert notice(unknown) == f"{UNKNOWN_NOTICE}; {RESEARCH_NOTICE}"
+    # An export of another format version is refused by the reader, with what to do.
     (out / "assets.extra" / EXPORT_METADATA).write_text(json.dumps({**meta, "format_version": 99}))
     with pytest.raises(RunError, match=f"version 99, this code reads 'dlga-export' version {EXPORT_FORMAT_VERSION}; "
                                        "export the run again"):
@@ -82,7 +95,8 @@ def test_keras_export_matches_and_predicts_like_the_run(trained_run, reference, 
     inputs, expected = reference
     out = export_run(trained_run, tmp_path / "model", "keras")
     assert out.name == "model.keras"
-    assert EXPORT_METADATA in zipfile.ZipFile(out).namelist()
+    assert {EXPORT_METADATA, EXPORT_NOTICE} <= set(zipfile.ZipFile(out).namelist())
+    assert SYNTHETIC_NOTICE in zipfile.ZipFile(out).read(EXPORT_NOTICE).decode()
     model = keras.models.load_model(out, compile=False)
     got = model(inputs, training=False)
     for key in expected:
@@ -93,12 +107,25 @@ def test_keras_export_matches_and_predicts_like_the_run(trained_run, reference, 
     by_export = predict_video(video, load_predictor(out))
     np.testing.assert_allclose(by_export.frames["prediction"], by_run.frames["prediction"], atol=TOL, rtol=0)
     assert by_export.band == by_run.band
+    assert by_export.training_data == by_run.training_data and by_export.training_data["kind"] == "synthetic"
+
+
+def test_export_of_a_model_of_real_recordings_carries_only_the_research_notice(relabel_run, tmp_path, capsys):
+    run = relabel_run(tmp_path / "avec_run", origin.origin_record(origin.REAL, "avec2014", "a test's record"))
+    assert cli.main(["export", str(run), "--format", "keras", "--out", str(tmp_path / "m")]) == 0
+    assert f"training data: real (avec2014; a test's record)\nnote: {RESEARCH_NOTICE}\n" in capsys.readouterr().out
+    meta, _ = read_metadata(tmp_path / "m.keras")
+    assert meta["training_data"]["kind"] == "real" and meta["notice"] == RESEARCH_NOTICE
+    text = zipfile.ZipFile(tmp_path / "m.keras").read(EXPORT_NOTICE).decode()
+    assert text.endswith(f"\n{RESEARCH_NOTICE}\n") and "SYNTHETIC" not in text
 
 
 def test_export_cli(trained_run, tmp_path, capsys, face_photos, make_face_video):
     target = tmp_path / "sm"
     assert cli.main(["export", str(trained_run), "--format", "savedmodel", "--out", str(target)]) == 0
-    assert (target / "saved_model.pb").is_file() and "exported" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert (target / "saved_model.pb").is_file() and "exported" in printed
+    assert f"note: {SYNTHETIC_NOTICE}; {RESEARCH_NOTICE}\n" in printed
     assert cli.main(["export", str(trained_run), "--out", str(target)]) == 2
     assert "exists; choose another --out or pass --overwrite" in capsys.readouterr().err
     assert cli.main(["export", str(trained_run), "--out", str(target), "--overwrite"]) == 0
@@ -109,5 +136,6 @@ def test_export_cli(trained_run, tmp_path, capsys, face_photos, make_face_video)
     by_model = capsys.readouterr().out
     assert cli.main(["predict", str(video), "--run", str(trained_run)]) == 0
     assert capsys.readouterr().out == by_model and "BDI-II" in by_model
+    assert f"  note: {SYNTHETIC_NOTICE}; {RESEARCH_NOTICE}" in by_model  # the export's scores say it too
     assert cli.main(["export", str(tmp_path / "not_a_run"), "--out", str(tmp_path / "x")]) == 2
     assert "no such run directory" in capsys.readouterr().err

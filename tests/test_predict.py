@@ -12,15 +12,24 @@ import pandas as pd
 import pytest
 
 from data_prep.store import read_manifest, read_video, video_path
+from data_prep.video import iter_sampled_frames
 from dlga import __main__ as cli
 from dlga.book import models
 from dlga.training import data as data_lib
 from dlga.training.metrics import BAND_NAMES, severity_band
+from data_prep import origin
+from dlga.inference import predict as predict_module
+from dlga.inference.notice import RESEARCH_NOTICE, SYNTHETIC_NOTICE, UNKNOWN_NOTICE, notice
 from dlga.inference.predict import (
-    ATTENTION_COLUMNS, PredictError, RunError, load_predictor, load_trained_model, predict_frames, predict_video,
-    run_preprocessing, source_patch_centres, validate_preprocessing, write_overlay,
+    ATTENTION_COLUMNS, PredictError, RunError, load_predictor, load_trained_model, notice_band, predict_frames,
+    predict_video, run_preprocessing, source_patch_centres, validate_preprocessing, write_overlay,
 )
 from dlga.runs.rundir import load_run
+
+
+def _frames(path) -> list[np.ndarray]:
+    """Every decoded frame, RGB."""
+    return [rgb for _, rgb in iter_sampled_frames(path, None)]
 
 
 def _frame_count(path) -> int:
@@ -30,6 +39,32 @@ def _frame_count(path) -> int:
         n += 1
     cap.release()
     return n
+
+
+@pytest.fixture
+def notices_drawn(monkeypatch):
+    """The lines each overlay frame's notice band got (one tuple per frame written)."""
+    calls = []
+    draw = predict_module.draw_notice
+
+    def spy(bgr, lines):
+        calls.append(tuple(lines))
+        draw(bgr, lines)
+
+    monkeypatch.setattr(predict_module, "draw_notice", spy)
+    return calls
+
+
+def _assert_notice_band(overlay, video, lines):
+    """The overlay's bottom band is the notice (black, yellow text) on every frame, where the source is grey."""
+    got, source = _frames(overlay), _frames(video)
+    _, _, band = notice_band(lines, got[0].shape[1])
+    for frame, src in zip(got, source):
+        region = frame[-band:].astype(int)
+        assert np.abs(src[-band:].astype(int) - 90).mean() < 5  # the source's background there
+        assert region.mean() < 45  # black band
+        yellow = (region[..., 0] > 150) & (region[..., 1] > 150) & (region[..., 2] < 110)  # RGB
+        assert yellow.sum() > 50 * len(lines), "no notice text drawn in the band"
 
 
 def test_restored_model_reproduces_the_runs_own_predictions(trained_run):
@@ -50,13 +85,15 @@ def test_restored_model_reproduces_the_runs_own_predictions(trained_run):
         predict_frames(model, data["frames"], data["landmarks"][:1], 64)
 
 
-def test_cli_scores_a_video_writes_csv_and_overlay(trained_run, face_photos, make_face_video, tmp_path, capsys):
+def test_cli_scores_a_video_writes_csv_and_overlay(trained_run, face_photos, make_face_video, tmp_path, capsys,
+                                                   notices_drawn):
     video = make_face_video(tmp_path / "talk.mp4", face_photos[0], n_frames=6, blank=(2,))
     csv, overlay = tmp_path / "frames.csv", tmp_path / "out" / "talk_overlay.mp4"
     assert cli.main(["predict", str(video), "--run", str(trained_run), "--out", str(csv), "--overlay", str(overlay)]) == 0
     out = capsys.readouterr().out
     frames = pd.read_csv(csv)
-    assert list(frames.columns) == ["video", "frame_index", "how", "prediction", *ATTENTION_COLUMNS, "global_attention"]
+    assert list(frames.columns) == ["video", "frame_index", "how", "prediction", *ATTENTION_COLUMNS, "global_attention",
+                                    "training_data", "notice"]
     # The blank frame 2 shows no face: the last box is not verified there, so it is not scored.
     assert frames["frame_index"].tolist() == [0, 1, 3, 4, 5] and set(frames["how"]) == {"detected"}
     score = frames["prediction"].mean()
@@ -64,6 +101,85 @@ def test_cli_scores_a_video_writes_csv_and_overlay(trained_run, face_photos, mak
     assert f"{video}: BDI-II {score:.1f} ({band}); 5 of 6 sampled frames with a face" in out
     assert _frame_count(overlay) == _frame_count(video) == 6
     assert not list(overlay.parent.glob(".*tmp*"))
+    # The run learned from the toy store's synthetic faces: every output says so.
+    assert "training data: synthetic (toy; data_prep.toystore" in out
+    assert f"with a face\n  note: {SYNTHETIC_NOTICE}; {RESEARCH_NOTICE}\n" in out
+    assert set(frames["training_data"]) == {"synthetic"}
+    assert set(frames["notice"]) == {f"{SYNTHETIC_NOTICE}; {RESEARCH_NOTICE}"}
+    assert notices_drawn == [(SYNTHETIC_NOTICE, RESEARCH_NOTICE)] * 6
+    _assert_notice_band(overlay, video, (SYNTHETIC_NOTICE, RESEARCH_NOTICE))
+
+
+def test_a_model_of_real_recordings_carries_only_the_research_notice(relabel_run, face_photos, make_face_video,
+                                                                     tmp_path, capsys, notices_drawn):
+    run = relabel_run(tmp_path / "avec_run", origin.origin_record(origin.REAL, "avec2014", "a test's record"))
+    video = make_face_video(tmp_path / "v.mp4", face_photos[1], n_frames=3)
+    csv, overlay = tmp_path / "frames.csv", tmp_path / "o.mp4"
+    assert cli.main(["predict", str(video), "--run", str(run), "--out", str(csv), "--overlay", str(overlay)]) == 0
+    out = capsys.readouterr().out
+    assert "training data: real (avec2014; a test's record)" in out and f"  note: {RESEARCH_NOTICE}\n" in out
+    assert "SYNTHETIC" not in out and "unknown" not in out
+    frames = pd.read_csv(csv)
+    assert set(frames["training_data"]) == {"real"} and set(frames["notice"]) == {RESEARCH_NOTICE}
+    assert notices_drawn == [(RESEARCH_NOTICE,)] * 3
+    _assert_notice_band(overlay, video, (RESEARCH_NOTICE,))
+
+
+def test_runs_without_a_record_infer_it_from_their_store_or_say_unknown(trained_run, relabel_run, tmp_path):
+    store = json.loads((trained_run / "params.json").read_text())["store_dir"]
+    assert load_predictor(trained_run).training_data == origin.origin_record(
+        origin.SYNTHETIC, "toy", "data_prep.toystore: drawn ovals, not faces")
+    # An older run: no record, but its store (the toy store, origin.json) is there.
+    older = load_predictor(relabel_run(tmp_path / "older", None)).training_data
+    assert older["kind"] == "synthetic" and older["evidence"].startswith(f"not recorded by the run; store {store}")
+    # ... and its store is gone: unknown, and the outputs say it cannot tell.
+    gone = relabel_run(tmp_path / "gone", None, store_dir=str(tmp_path / "no_store"))
+    predictor = load_predictor(gone)
+    assert predictor.training_data["kind"] == "unknown"
+    assert "records no training data" in predictor.training_data["evidence"]
+    assert notice(predictor.training_data) == f"{UNKNOWN_NOTICE}; {RESEARCH_NOTICE}"
+    # A damaged record counts as none.
+    damaged = relabel_run(tmp_path / "damaged", {"kind": "maybe"}, store_dir=str(tmp_path / "no_store"))
+    assert load_predictor(damaged).training_data["kind"] == "unknown"
+
+
+def test_store_origin_is_recorded_by_preprocess_and_inferred_for_older_stores(face_photos, make_face_video, tmp_path):
+    from data_prep.preprocess import preprocess
+
+    # preprocess records it: a video inside a synthetic cohort folder (its cohort.json) is synthetic.
+    cohort = tmp_path / "cohort"
+    (cohort / "Video" / "Training" / "Freeform").mkdir(parents=True)
+    (cohort / origin.COHORT_FILE).write_text(json.dumps({"version": 1, "seed": 0, "config": {}}))
+    clip = make_face_video(cohort / "Video" / "Training" / "Freeform" / "1_1_Freeform_video.mp4", face_photos[4],
+                           n_frames=2)
+    manifest = pd.DataFrame([dict(video_id="1_1_Freeform", subject_id="1", session_id="1_1", task="Freeform",
+                                  partition="Training", bdi=7.0, path=str(clip))])
+    made = preprocess(manifest, tmp_path / "stores", size=64, dataset="avec2014", progress=False)
+    recorded = json.loads((made / origin.ORIGIN_FILE).read_text())
+    assert recorded["kind"] == "synthetic" and str(cohort) in recorded["evidence"]
+    assert origin.store_origin(made) == recorded
+    # Videos outside a cohort are real; the book's synthetic store names are synthetic.
+    elsewhere = make_face_video(tmp_path / "2_1_Freeform_video.mp4", face_photos[5], n_frames=2)
+    assert origin.manifest_origin([str(elsewhere)], "avec2014")["kind"] == "real"
+    assert origin.manifest_origin([str(tmp_path / "absent.mp4")], "avec2014")["kind"] == "unknown"
+    assert origin.manifest_origin([], "synthetic-seed1")["kind"] == "synthetic"
+
+    # Older stores (no origin.json): what the store shows, else unknown.
+    def older(name, paths=None, params=None):
+        store = shutil.copytree(made, tmp_path / "older" / name)
+        (store / origin.ORIGIN_FILE).unlink()
+        if paths is not None:
+            table = read_manifest(store).iloc[[0] * len(paths)].assign(path=paths)
+            table.to_csv(store / "manifest.csv", index=False)
+        if params is not None:
+            (store / "params.json").write_text(json.dumps(params))
+        return origin.store_origin(store)
+
+    assert older("avec2014-s64-x")["kind"] == "synthetic"  # its source is still in the cohort folder
+    assert older("avec2014-s64-y", [str(elsewhere)])["kind"] == "real"
+    assert older("avec2014-s64-z", [str(tmp_path / "gone.mp4")])["kind"] == "unknown"
+    assert older("synthetic-seed1-s64-abc", [str(tmp_path / "gone.mp4")])["kind"] == "synthetic"
+    assert older("toy", ["synthetic/a.mp4"], {"synthetic": True, "size": 64})["kind"] == "synthetic"
 
 
 def test_patch_centres_map_back_onto_the_source_face(trained_run, face_photos, make_face_video, tmp_path):

@@ -19,7 +19,9 @@ Two formats:
       model = keras.models.load_model("model.keras")
 
 Both carry ``dlga.json`` (:mod:`dlga.inference.exportdir`; in ``assets.extra/`` of the SavedModel, inside the zip):
-the export format version, the run id, the model configuration and the preprocessing
+the export format version, the run id, the model configuration, what the training faces were
+with the notice (:mod:`dlga.inference.notice`; ``NOTICE.txt`` beside it says it in words: a
+model trained on synthetic faces means nothing for a real person) and the preprocessing
 parameters of the training store (size S, sampling rate, detector settings), so that
 ``python -m dlga predict --model PATH`` preprocesses videos as training did. Faces must be
 aligned as :func:`data_prep.align.align_face` does (eye-corner similarity to the project's
@@ -41,7 +43,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from dlga.inference.exportdir import FORMATS, make_metadata, write_keras_metadata, write_savedmodel_metadata
-from dlga.inference.predict import load_trained_model
+from dlga.inference.predict import load_trained_model, run_training_data
 from dlga.runs import rundir
 
 
@@ -106,7 +108,8 @@ def export_run(
     params = rundir.read_params(run_dir)
     outputs = list(model.output) if isinstance(model.output, dict) else ["score"]
     meta = make_metadata(run_id=params.get("run_id", run_dir.name), setting=params.get("setting"), config=config,
-                         preprocessing=preprocessing, outputs=outputs)
+                         preprocessing=preprocessing, outputs=outputs,
+                         training_data=run_training_data(run_dir, params, store_dir))
     out = Path(out)
     if format == "keras":
         if out.suffix != ".keras":

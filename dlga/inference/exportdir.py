@@ -7,7 +7,11 @@ An export is one of
 
 The metadata (:func:`make_metadata`) holds the export format and its version, the run id,
 the model configuration and the preprocessing parameters of the training store, so that
-``python -m dlga predict --model PATH`` preprocesses videos as training did.
+``python -m dlga predict --model PATH`` preprocesses videos as training did, and what the
+training faces were (``training_data``, :mod:`data_prep.origin`) with the notice
+(:mod:`dlga.inference.notice`), so that the export's scores carry it too. ``NOTICE.txt`` beside
+``dlga.json`` says the notice in words. Exports written before ``training_data`` read as
+``unknown``.
 :mod:`dlga.inference.export` writes exports through this module and :mod:`dlga.inference.predict` reads them
 through it.
 """
@@ -20,12 +24,15 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from dlga.inference.notice import describe, notice, notice_lines
 from dlga.runs.rundir import RunError, read_json
 
 EXPORT_FORMAT = "dlga-export"
 EXPORT_FORMAT_VERSION = 1
 EXPORT_METADATA = "dlga.json"
 """Name of the metadata file: in ``<savedmodel>/assets.extra/`` and inside the ``.keras`` zip."""
+EXPORT_NOTICE = "NOTICE.txt"
+"""Name of the notice in words, beside :data:`EXPORT_METADATA`."""
 SAVEDMODEL_ASSETS = "assets.extra"
 FORMATS = ("savedmodel", "keras")
 
@@ -41,7 +48,8 @@ def export_kind(path: str | os.PathLike) -> str | None:
 
 
 def make_metadata(
-    *, run_id: str, setting: str | None, config, preprocessing: dict[str, Any], outputs: list[str]
+    *, run_id: str, setting: str | None, config, preprocessing: dict[str, Any], outputs: list[str],
+    training_data: dict[str, Any],
 ) -> dict[str, Any]:
     """The content of ``dlga.json`` (JSON-serialisable).
 
@@ -51,6 +59,7 @@ def make_metadata(
         config: its :class:`~dlga.config.ModelConfig`.
         preprocessing: the training store's validated preprocessing parameters.
         outputs: names of the model's outputs.
+        training_data: what its training faces were (:mod:`data_prep.origin`'s record).
     """
     s = config.input_size
     return {
@@ -66,6 +75,8 @@ def make_metadata(
         "outputs": sorted(outputs),
         "preprocessing": preprocessing,
         "model_config": config.to_dict(),
+        "training_data": training_data,
+        "notice": notice(training_data),
         "note": "frames of size preprocessing.size are resized to input_size (bilinear, antialiased) and "
                 "landmarks scaled by input_size / size before the model",
     }
@@ -75,16 +86,25 @@ def _encode(meta: dict[str, Any]) -> str:
     return json.dumps(meta, indent=2, sort_keys=True) + "\n"
 
 
+def notice_text(meta: dict[str, Any]) -> str:
+    """``NOTICE.txt``: the model, what its training faces were, and the notice, one line each."""
+    lines = notice_lines(meta.get("training_data"))
+    return (f"DLGA-CNN run {meta.get('run_id')}: BDI-II estimates from face videos.\n"
+            f"training data: {describe(meta.get('training_data'))}\n" + "".join(f"{line}\n" for line in lines))
+
+
 def write_savedmodel_metadata(savedmodel_dir: str | os.PathLike, meta: dict[str, Any]) -> None:
     assets = Path(savedmodel_dir) / SAVEDMODEL_ASSETS
     assets.mkdir(exist_ok=True)
     (assets / EXPORT_METADATA).write_text(_encode(meta))
+    (assets / EXPORT_NOTICE).write_text(notice_text(meta))
 
 
 def write_keras_metadata(keras_file: str | os.PathLike, meta: dict[str, Any]) -> None:
     # Keras reads only the entries it wrote; ours travels inside the same file.
     with zipfile.ZipFile(keras_file, "a") as zf:
         zf.writestr(EXPORT_METADATA, _encode(meta))
+        zf.writestr(EXPORT_NOTICE, notice_text(meta))
 
 
 def check_metadata(meta: dict[str, Any], source: str) -> dict[str, Any]:

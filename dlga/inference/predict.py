@@ -11,6 +11,12 @@ Three kinds of model are accepted wherever a "model" is asked for:
 * a SavedModel directory written by ``python -m dlga export --format savedmodel``;
 * a ``.keras`` file written by ``python -m dlga export --format keras``.
 
+Every output says what the number may claim (:mod:`dlga.inference.notice`): "research model, not
+a diagnosis", and, for a model that learned from synthetic faces (the book's demo runs: its
+``Predictor.training_data``, recorded by the run or the export, :mod:`data_prep.origin`), that
+the number means nothing for a real person: the printed lines, the CSV's ``training_data`` and
+``notice`` columns and the overlay's bottom band.
+
 Example::
 
     >>> predictor = load_predictor("runs/G-1a2b3c4d5e6f")
@@ -38,11 +44,13 @@ import tensorflow as tf
 from data_prep.align import transform_points
 from data_prep.extract import FaceTrack, extract_faces as extract_video_faces
 from data_prep.faces import LandmarkDetector
+from data_prep.origin import store_origin
 from data_prep.preprocess import PARAMS_VERSION, params_from_record
 from data_prep.video import VideoError, iter_sampled_frames
 from data_prep.store import STORE_VERSION
 from dlga.config import ModelConfig
 from dlga.inference.exportdir import export_kind, read_metadata
+from dlga.inference.notice import notice, notice_lines, training_data_or_unknown
 from dlga.model.network import build_model  # also registers the custom layers that .keras files name
 from dlga.model.patches import NUM_PATCHES, patch_centres
 from dlga.runs import rundir
@@ -53,6 +61,9 @@ from dlga.training.metrics import BAND_NAMES, severity_band
 ALIGN_POINTS_NAME = "eye-corners"  # what data_prep.preprocess.make_params records for align_face
 ATTENTION_COLUMNS = tuple(f"a{j}" for j in range(1, NUM_PATCHES + 1))
 FRAME_COLUMNS = ("video", "frame_index", "how", "prediction")
+NOTICE_COLUMNS = ("training_data", "notice")
+"""Last columns of the ``--out`` CSV: the training data's kind (``synthetic``, ``real``,
+``unknown``; :mod:`data_prep.origin`) and :func:`dlga.inference.notice.notice`, on every row."""
 
 
 class PredictError(RuntimeError):
@@ -76,10 +87,7 @@ def _find_store(run_dir: Path, recorded: str | None, store_dir: str | os.PathLik
             f"{run_dir}/{rundir.PARAMS} records neither the preprocessing nor a store_dir; pass the training "
             "store with --store STORE_DIR (store_dir=...)"
         )
-    candidates = [Path(recorded)]
-    if not Path(recorded).is_absolute():
-        candidates.append(run_dir.resolve().parent.parent / recorded)
-    for path in candidates:
+    for path in _store_candidates(run_dir, recorded):
         if (path / "params.json").is_file():
             return path
     raise RunError(
@@ -87,6 +95,39 @@ def _find_store(run_dir: Path, recorded: str | None, store_dir: str | os.PathLik
         "records is not found (its params.json holds them); pass it with --store STORE_DIR (store_dir=...), or "
         "export the model on a machine that has it (`python -m dlga export`): exports carry the parameters"
     )
+
+
+def _store_candidates(run_dir: Path, recorded: str) -> list[Path]:
+    candidates = [Path(recorded)]
+    if not Path(recorded).is_absolute():
+        candidates.append(run_dir.resolve().parent.parent / recorded)
+    return candidates
+
+
+def run_training_data(
+    run_dir: str | os.PathLike, params: dict[str, Any], store_dir: str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """What a run's training faces were (:mod:`data_prep.origin`'s record), for the notice.
+
+    The record the run kept in ``params.json``; for runs written before it, what the training
+    store shows (``store_dir`` if given, else the recorded store where it is found), the
+    evidence then starting ``store <path>: inferred``; else ``unknown``, saying why.
+    """
+    run_dir = Path(run_dir)
+    recorded = rundir.recorded_training_data(params)
+    if recorded is not None:
+        return recorded
+    if store_dir is not None:
+        stores = [Path(store_dir)]
+    else:
+        stores = _store_candidates(run_dir, params["store_dir"]) if params.get("store_dir") else []
+    for store in stores:
+        if (store / "manifest.csv").is_file() or (store / "params.json").is_file():
+            found = store_origin(store)
+            return {**found, "evidence": f"not recorded by the run; store {store}: {found['evidence']}"}
+    return training_data_or_unknown(
+        None, f"{run_dir}/{rundir.PARAMS} records no training data (runs made before it was kept) and its store "
+              f"{params.get('store_dir')!r} is not found")
 
 
 def run_preprocessing(
@@ -243,6 +284,9 @@ class Predictor:
         model: the ``keras.Model`` (None for a SavedModel).
         config: the :class:`ModelConfig` (None when unknown).
         metadata: an export's ``dlga.json`` (empty for a run).
+        training_data: what the model's training faces were (:mod:`data_prep.origin`'s record:
+            ``kind`` synthetic, real or unknown), for the notice on every output
+            (:mod:`dlga.inference.notice`).
     """
 
     fn: Callable[[dict], dict]
@@ -253,6 +297,8 @@ class Predictor:
     model: Any = None
     config: ModelConfig | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    training_data: dict[str, Any] = field(
+        default_factory=lambda: training_data_or_unknown(None, "the model's training data were not given"))
 
 
 def _keras_fn(model) -> Callable[[dict], dict]:
@@ -260,10 +306,10 @@ def _keras_fn(model) -> Callable[[dict], dict]:
 
 
 def _keras_predictor(model, config: ModelConfig, preprocessing: dict[str, Any], source: Path,
-                     metadata: dict[str, Any] | None = None) -> Predictor:
+                     training_data: dict[str, Any], metadata: dict[str, Any] | None = None) -> Predictor:
     return Predictor(fn=_keras_fn(model), input_size=config.input_size, preprocessing=preprocessing,
                      mirror_mouth_offsets=config.mirror_mouth_offsets, source=str(source), model=model,
-                     config=config, metadata=metadata or {})
+                     config=config, metadata=metadata or {}, training_data=training_data)
 
 
 def load_predictor(path: str | os.PathLike, store_dir: str | os.PathLike | None = None) -> Predictor:
@@ -282,8 +328,11 @@ def load_predictor(path: str | os.PathLike, store_dir: str | os.PathLike | None 
         meta, meta_source = read_metadata(path)
         prep = validate_preprocessing(meta["preprocessing"], meta_source)
         config = ModelConfig.from_dict(meta["model_config"])
+        training_data = training_data_or_unknown(
+            meta.get("training_data"), f"{meta_source} records no training data (exported before it was kept)")
         if kind == "keras":
-            return _keras_predictor(keras.models.load_model(path, compile=False), config, prep, path, meta)
+            return _keras_predictor(keras.models.load_model(path, compile=False), config, prep, path, training_data,
+                                    meta)
         loaded = tf.saved_model.load(str(path))
         return Predictor(
             fn=lambda x: loaded.serve(x["image"], x["landmarks"]),
@@ -293,10 +342,11 @@ def load_predictor(path: str | os.PathLike, store_dir: str | os.PathLike | None 
             source=str(path),
             config=config,
             metadata=meta,
+            training_data=training_data,
         )
     if path.is_dir() and (path / rundir.PARAMS).is_file():
         model, config, prep = load_trained_model(path, store_dir)
-        return _keras_predictor(model, config, prep, path)
+        return _keras_predictor(model, config, prep, path, run_training_data(path, rundir.read_params(path), store_dir))
     if not path.exists():
         raise RunError(f"{path}: no such run directory or exported model")
     raise RunError(
@@ -389,6 +439,7 @@ class VideoPrediction:
         frames: one row per frame with a face: ``video``, ``frame_index``, ``how``,
             ``prediction``, ``a1..a24`` and ``global_attention`` when the model has them.
         track: the aligned faces and source geometry (for :func:`write_overlay`).
+        training_data: the model's :attr:`Predictor.training_data`, for the notice.
     """
 
     path: str
@@ -396,11 +447,14 @@ class VideoPrediction:
     band: str
     frames: pd.DataFrame
     track: FaceTrack
+    training_data: dict[str, Any] = field(
+        default_factory=lambda: training_data_or_unknown(None, "the model's training data were not given"))
 
     def summary(self) -> str:
+        """Two lines: the estimate, then the notice (:func:`dlga.inference.notice.notice`)."""
         t = self.track
         return (f"{self.path}: BDI-II {self.score:.1f} ({self.band}); {len(self.frames)} of {t.frames_sampled} "
-                f"sampled frames with a face")
+                f"sampled frames with a face\n  note: {notice(self.training_data)}")
 
 
 def band_name(score: float) -> str:
@@ -437,7 +491,8 @@ def predict_video(
     table.insert(0, "frame_index", track.frame_index)
     table.insert(0, "video", str(path))
     score = float(table["prediction"].mean())
-    return VideoPrediction(path=str(path), score=score, band=band_name(score), frames=table, track=track)
+    return VideoPrediction(path=str(path), score=score, band=band_name(score), frames=table, track=track,
+                           training_data=predictor.training_data)
 
 
 # --- overlay ---------------------------------------------------------------------------------
@@ -464,15 +519,44 @@ def _attention_colours(alpha: np.ndarray | None) -> list[tuple[int, int, int]]:
     return [tuple(int(v) for v in c) for c in lut]
 
 
+NOTICE_FONT = cv2.FONT_HERSHEY_SIMPLEX
+NOTICE_MAX_SCALE = 0.6
+
+
+def notice_band(lines: Iterable[str], width: int) -> tuple[float, int, int]:
+    """``(font scale, line height, band height)`` in pixels of the notice on a ``width``-pixel
+    frame: the largest scale up to :data:`NOTICE_MAX_SCALE` at which the longest line fits."""
+    lines = list(lines)
+    widest = max(cv2.getTextSize(line, NOTICE_FONT, 1.0, 1)[0][0] for line in lines)
+    scale = min(NOTICE_MAX_SCALE, (width - 12) / widest)
+    line_height = int(round(30 * scale)) + 2
+    return scale, line_height, line_height * len(lines) + 6
+
+
+def draw_notice(bgr: np.ndarray, lines: Iterable[str]) -> None:
+    """Draw ``lines`` (:func:`dlga.inference.notice.notice_lines`) on a black band at the bottom
+    of a BGR frame, in place: yellow on black, shrunk to fit the frame's width."""
+    lines = list(lines)
+    height, width = bgr.shape[:2]
+    scale, line_height, band = notice_band(lines, width)
+    bgr[max(0, height - band):] = 0
+    for i, line in enumerate(lines):
+        y = height - band + 4 + line_height * (i + 1) - int(round(8 * scale))
+        cv2.putText(bgr, line, (6, y), NOTICE_FONT, scale, (0, 255, 255), 1, cv2.LINE_AA)
+
+
 def write_overlay(result: VideoPrediction, out_path: str | os.PathLike, predictor: Predictor | None = None) -> Path:
-    """Write the video with the face box, the 24 patch centres and the running estimate.
+    """Write the video with the face box, the 24 patch centres, the running estimate and the notice.
 
     Every decoded frame of the source is written (``mp4v`` in ``.mp4``), so the overlay has
     as many frames as the source decodes. A frame between two sampled frames shows what the
     latest sampled frame found (its face, or "no face"); frames after the last sampled one
     (``max_frames`` reached) say so. The estimate is the mean of the frame predictions so far. Patch
     centres are coloured by their local attention in that frame, blue (lowest) to red
-    (highest); the global attention is printed when the model has it.
+    (highest); the global attention is printed when the model has it. Every frame carries the
+    notice of ``result.training_data`` (:func:`draw_notice`): "research model, not a
+    diagnosis", and for a model trained on synthetic faces that its number means nothing for a
+    real person.
 
     Returns:
         ``out_path``.
@@ -484,6 +568,7 @@ def write_overlay(result: VideoPrediction, out_path: str | os.PathLike, predicto
     centres = source_patch_centres(track, mirror)
     local = table[[c for c in ATTENTION_COLUMNS if c in table]].to_numpy() if "a1" in table else None
     running = table["prediction"].expanding().mean().to_numpy()
+    lines = notice_lines(result.training_data)
     width, height = track.frame_size
     tmp = out_path.with_name(f".{out_path.stem}.tmp{out_path.suffix}")
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), track.fps, (width, height))
@@ -515,6 +600,7 @@ def write_overlay(result: VideoPrediction, out_path: str | os.PathLike, predicto
                 text = "no face yet"
             cv2.putText(bgr, text, (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 4, cv2.LINE_AA)
             cv2.putText(bgr, text, (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 1, cv2.LINE_AA)
+            draw_notice(bgr, lines)
             writer.write(bgr)
         writer.release()
         os.replace(tmp, out_path)
@@ -534,15 +620,22 @@ def overlay_paths(overlay: str | os.PathLike, videos: Iterable[str | os.PathLike
     return [overlay.with_name(f"{overlay.stem}_{v.stem}{overlay.suffix or '.mp4'}") for v in videos]
 
 
+def _notice_columns(result: VideoPrediction) -> dict[str, str]:
+    return dict(zip(NOTICE_COLUMNS, (result.training_data["kind"], notice(result.training_data))))
+
+
 def frame_table(results: Iterable[VideoPrediction]) -> pd.DataFrame:
-    """Per-frame predictions of several videos in one table (the ``--out`` CSV)."""
-    tables = [r.frames for r in results]
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(FRAME_COLUMNS))
+    """Per-frame predictions of several videos in one table (the ``--out`` CSV), each row
+    ending with :data:`NOTICE_COLUMNS` (what the model's training faces were, and the notice)."""
+    tables = [r.frames.assign(**_notice_columns(r)) for r in results]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=[*FRAME_COLUMNS, *NOTICE_COLUMNS])
 
 
 def video_table(results: Iterable[VideoPrediction]) -> pd.DataFrame:
-    """One row per video: ``video``, ``prediction``, ``band``, ``n_frames``, ``frames_sampled``."""
+    """One row per video: ``video``, ``prediction``, ``band``, ``n_frames``, ``frames_sampled``
+    and :data:`NOTICE_COLUMNS`."""
+    columns = ["video", "prediction", "band", "n_frames", "frames_sampled", *NOTICE_COLUMNS]
     rows = [{"video": r.path, "prediction": r.score, "band": r.band, "n_frames": len(r.frames),
-             "frames_sampled": r.track.frames_sampled} for r in results]
-    return pd.DataFrame(rows, columns=["video", "prediction", "band", "n_frames", "frames_sampled"])
+             "frames_sampled": r.track.frames_sampled, **_notice_columns(r)} for r in results]
+    return pd.DataFrame(rows, columns=columns)
 

@@ -36,6 +36,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 from tqdm import tqdm  # tqdm.auto warns in every notebook kernel without ipywidgets
 
+from data_prep.origin import store_origin
 from data_prep.store import library_versions, store_fingerprint
 from dlga.config import MODEL_PRESETS, SETTINGS, ModelConfig, TrainConfig, compiled_key
 from dlga.runs import executors, rundir
@@ -178,7 +179,8 @@ class RunSpec:
         return None if self.test_store_dir is None else dataclasses.replace(self, test_store_dir=None)
 
     def params(self) -> dict[str, Any]:
-        """The content of ``params.json``: the identity plus readable fields."""
+        """The content of ``params.json``: the identity plus readable fields (not in the id),
+        among them ``training_data``, what the store's faces are (:func:`data_prep.origin.store_origin`)."""
         return {
             **self.identity(),
             "run_id": self.run_id,
@@ -187,6 +189,9 @@ class RunSpec:
             "store_dir": self.store_dir,
             "test_store_dir": self.test_store_dir,
             "preprocessing": _store_params(self.store_dir),
+            # What the faces were (data_prep.origin): predictions on a real face say when they
+            # were synthetic. Outside identity(): it changes no run id.
+            "training_data": store_origin(self.store_dir),
             "format_version": rundir.FORMAT_VERSION,
             "notes": self.notes,
         }

@@ -5,7 +5,7 @@ A run (see :mod:`dlga.runs.cache`) is trained in ``runs/<id>.partial/`` and rena
 ``.partial`` suffix that holds the marker is always a whole run. A complete run holds:
 
 * ``params.json``: what the run is (identity, configurations, the store's path and its
-  preprocessing parameters, ``format_version``);
+  preprocessing parameters, what its faces were (``training_data``), ``format_version``);
 * ``metrics.json``: the final report of :func:`dlga.training.train.train` plus provenance;
 * ``predictions.csv``: one row per video (:data:`PREDICTION_COLUMNS`);
 * ``history.csv``: one row per training step (:data:`HISTORY_COLUMNS`);
@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from data_prep.origin import check_record
 from data_prep.store import atomic_write_csv, atomic_write_json, atomic_write_text
 
 FORMAT_VERSION = 1
@@ -169,6 +170,12 @@ def recorded_preprocessing(params: dict[str, Any]) -> dict[str, Any] | None:
     recorded none: runs of stores without a ``params.json``)."""
     prep = params.get("preprocessing")
     return prep if isinstance(prep, dict) else None
+
+
+def recorded_training_data(params: dict[str, Any]) -> dict[str, Any] | None:
+    """What the training faces were (:mod:`data_prep.origin`'s record) as the run recorded it
+    (None if it recorded none: runs written before the record was kept)."""
+    return check_record(params.get("training_data"))
 
 
 # --- writing -----------------------------------------------------------------------------------
