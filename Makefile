@@ -39,12 +39,13 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # printed them. The long commands run through this filter (dlga/quiet.py), which drops only them.
 QUIET = $(PY) -m dlga.quiet
 
-.PHONY: help venv test test-fast book bench data publish clean distclean
+.PHONY: help venv test test-fast book bench data pages publish clean distclean
 
 help:
 	@echo "make book    build the HTML book (PRESET=demo|ci|paper) into _build/html"
 	@echo "make test    run pytest and nbval (the ci preset)"
 	@echo "make bench   print the benchmark tables and write bench/*.json"
+	@echo "make pages   check that the built book's tables and code fit the page (needs chromium)"
 	@echo "make data    make the synthetic cohort and preprocess it (PRESET=$(PRESET))"
 	@echo "make publish push the built book to the $(BRANCH) branch of $(REMOTE) (GitHub Pages)"
 
@@ -76,6 +77,11 @@ test: $(STAMP)
 # make book [PRESET=demo|ci|paper] [DATASET=synthetic|avec2013|avec2014 ROOT=DIR] [SET="NAME=VALUE ..."] [EXECUTOR=...]
 book: $(STAMP)
 	$(QUIET) $(PY) -m dlga.book build $(BOOK_ARGS) $(foreach s,$(SET),--set $(s)) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(JOBS),--jobs $(JOBS))
+
+# make pages [SCREENSHOTS=DIR]: do the built book's tables and code fit the text column at 1400
+# and 800 px? Measured in headless Chromium (apt-get install chromium), so not part of make test.
+pages: $(STAMP)
+	$(PY) -m dlga.book pages --html $(or $(DLGA_BUILD),_build)/html $(if $(SCREENSHOTS),--screenshots $(SCREENSHOTS))
 
 bench: $(STAMP)
 	$(QUIET) $(PY) -m dlga bench --out bench/dlga.json

@@ -144,6 +144,7 @@ def test_stage_copies_the_decisions_page(tmp_path):
     staged = tmp_path / "book" / "decisions.md"
     assert staged.read_text() == (book.BOOK_DIR / "decisions.md").read_text()
     assert not (tmp_path / "book" / "stale.ipynb").exists()
+    assert (tmp_path / "_static" / "dlga.css").read_text() == (settings.PROJECT_ROOT / "_static" / "dlga.css").read_text()
     headings = [l[3:].strip() for l in staged.read_text().splitlines() if l.startswith("## ")]
     assert headings == ["Architecture", "Patch centres", "Data", "Runs and presets", "Conventions",
                         "Statistics", "Controls", "Runs at scale"]

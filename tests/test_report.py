@@ -273,3 +273,37 @@ def test_readings_and_fragility_follow_the_interval():
     assert intervals.is_fragile(-0.1, 0.6)        # an end near 0
     assert intervals.is_fragile(-0.5, 0.9)        # an equivalence whose end is near the +-1 margin
     assert not intervals.is_fragile(-0.6, 0.6) and not intervals.is_fragile(0.5, 2.0)
+
+
+# --- tables that fit the page ---------------------------------------------------------------------
+def test_a_wide_table_splits_into_core_and_details_each_led_by_its_key():
+    frame = pd.DataFrame({"setting": ["G", "A"], "RMSE": [9.1, 9.4], "MAE": [7.0, 7.2], "Dev": [8.8, 9.0]})
+    core, details = report.split_columns(frame, ["RMSE", "setting"])
+    assert list(core.columns) == ["setting", "RMSE"] and list(details.columns) == ["setting", "MAE", "Dev"]
+    assert core["setting"].tolist() == details["setting"].tolist() == ["G", "A"]
+    with pytest.raises(KeyError, match=r"no columns \['nope'\]"):
+        report.split_columns(frame, ["nope"])
+
+
+def test_columns_every_row_shares_are_taken_out_once():
+    frame = pd.DataFrame({"run id": ["a", "b"], "commit": ["abc", "abc"], "TF": ["2.21.0", "2.21.0"], "seed": [0, 1]})
+    varying, shared = report.constant_columns(frame)
+    assert list(varying.columns) == ["run id", "seed"] and shared == {"commit": "abc", "TF": "2.21.0"}
+    one, none = report.constant_columns(frame.iloc[:1])  # one row: nothing is "shared"
+    assert one.equals(frame.iloc[:1]) and none == {}
+
+
+def test_transposed_tables_keep_counts_whole_and_rates_at_their_precision():
+    qc = pd.DataFrame({"videos": [400, 100], "frames_kept": [2245, 560], "detection_rate": [0.9354, 1.0]},
+                      index=pd.Index(["Training", "Development"], name="partition"))
+    out = report.transposed(qc)
+    assert list(out.columns) == ["Training", "Development"] and list(out.index) == ["videos", "frames kept", "detection rate"]
+    assert out.loc["frames kept"].tolist() == ["2,245", "560"] and out.loc["detection rate"].tolist() == ["0.935", "1"]
+
+
+def test_headers_wrap_and_a_collapsed_block_hides_its_table_behind_a_summary():
+    html = report.styled(pd.DataFrame({"frames_kept": [1]}), "cap").to_html()
+    assert ">frames kept</th>" in html
+    block = report.collapsed(report.styled(pd.DataFrame({"parameter": ["preset"]}), "Parameters"), "Parameters <of> this").data
+    assert block.startswith('<details class="dlga-collapsed"><summary>Parameters &lt;of&gt; this</summary>')
+    assert "<table" in block and block.endswith("</details>")

@@ -331,12 +331,15 @@ def status_page(executed: dict[str, Path], extra: str = "") -> str:
 
 
 def stage(executed: dict[str, Path], staging: Path, status_extra: str = "") -> None:
-    """Copy the executed notebooks, the Markdown pages, the config and the toc into ``staging``;
+    """Copy the executed notebooks, the Markdown pages, the config, the toc and the book's
+    stylesheets (``_static/*.css``) into ``staging``;
     ``status_extra``: Markdown appended to the status page (:func:`reference_section`)."""
     staging.mkdir(parents=True, exist_ok=True)
     wanted = {"_config.yml", "_toc.yml"}
     for name in wanted:
         _copy_if_changed(PROJECT_ROOT / name, staging / name)
+    for style in (PROJECT_ROOT / "_static").glob("*.css"):  # jupyter-book links every _static/*.css
+        _copy_if_changed(style, staging / "_static" / style.name)
     for md in BOOK_DIR.glob("*.md"):
         _copy_if_changed(md, staging / "book" / md.name)
     for asset in (BOOK_DIR / "references.bib",):
@@ -636,10 +639,17 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--executor", default=None,
                            help="where runs train: local (default), local:N, serial, dask://HOST:PORT "
                                 "(default: $DLGA_EXECUTOR or local)")
+    pages = sub.add_parser("pages", add_help=False,
+                           help="measure the built pages in headless Chromium: do tables and code fit the column? "
+                                "(python -m dlga.book pages --help)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["pages"]:  # its own options (argparse's REMAINDER would not pass --html on)
+        from dlga.book import pages
+        return pages.main(argv[1:])
     args = _parser().parse_args(argv)
     if args.dataset in ("avec2013", "avec2014") and not args.root:
         raise SystemExit(f"--dataset {args.dataset} needs --root DIR (your copy of the dataset)")

@@ -106,6 +106,14 @@ def cross_dataset_table(within, across, dataset: str, other: str, n_boot: int = 
     return pd.DataFrame(rows)
 
 
+ABLATION_CORE = ("setting", "RMSE reported", "RMSE measured", f"RMSE {CI_LABEL}", "MAE reported", "MAE measured", "seeds")
+"""The columns of :func:`ablation_table` shown first; the rest follow in a second table
+(:func:`dlga.book.report.split_columns`) so that each fits the page."""
+LR_CORE = ("learning rate", "RMSE reported", "RMSE measured", f"RMSE {CI_LABEL}", "MAE reported", "MAE measured",
+           "selected on Development")
+"""The same for :func:`lr_table`."""
+
+
 def ablation_table(runs, dataset: str, n_boot: int = 2000) -> pd.DataFrame:
     """Tables 3/4: the paper's Testing RMSE/MAE beside ours for the ten settings.
 

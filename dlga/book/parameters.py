@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from data_prep.synthetic import CUES
+from dlga.book import report
 from dlga.book.data import is_synthetic
 from dlga.book.presets import COHORT_KNOBS, MODEL_FIELDS, TRAIN_FIELDS, BookPreset, cohort_config, get_preset
 from dlga.config import MODEL_PRESETS, PRECISIONS, SETTINGS
@@ -211,6 +212,14 @@ def parameter_table(preset: BookPreset, params: Mapping[str, Any], learning_rate
         rows.append({"parameter": name, "value": value,
                      "source": "set for this run" if params[name] is not None else f"preset {preset.name}"})
     return pd.DataFrame(rows, columns=["parameter", "value", "source"])
+
+
+
+def parameter_block(preset: BookPreset, params: Mapping[str, Any], learning_rate: tuple[float, str] | None = None):
+    """:func:`parameter_table` as the chapter shows it: a collapsed block titled "Parameters of
+    this chapter" (its rows are read by whoever reruns the chapter, not on every visit)."""
+    table = report.styled(parameter_table(preset, params, learning_rate), "Parameters of this chapter")
+    return report.collapsed(table, "Parameters of this chapter (click to show)")
 
 
 def rerun_command(chapter: str, params: Mapping[str, Any]) -> str:

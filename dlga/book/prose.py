@@ -23,20 +23,30 @@ def difference_sentence(a: str, b: str, diff: float, low: float, high: float, un
     return f"{b} beats {a} by {diff:.2f} {unit} [{low:.2f}, {high:.2f}]"
 
 
+def _count_verdicts(comparisons: pd.DataFrame, better_label: str) -> dict[str, int]:
+    """How many comparisons of a Holm family read each way: ``better`` (verdict
+    ``better_label``), ``tied`` (of which ``equivalent`` within 1 BDI and ``inconclusive``),
+    ``none`` (one seed: no verdict) and ``worse`` (the rest)."""
+    verdicts = comparisons["verdict"]
+    readings = comparisons["reading"] if "reading" in comparisons else pd.Series("", index=comparisons.index)
+    tied = verdicts == "tie"
+    counts = {"better": int((verdicts == better_label).sum()), "tied": int(tied.sum()),
+              "equivalent": int((tied & readings.str.startswith("equivalent")).sum()),
+              "inconclusive": int((tied & (readings == "inconclusive")).sum()),
+              "none": int((readings == "no verdict").sum())}
+    counts["worse"] = len(comparisons) - counts["better"] - counts["tied"] - counts["none"]
+    return counts
+
+
 def verdict_counts(comparisons: pd.DataFrame, reference: str = "G") -> str:
     """How a Holm family's comparisons read, in words: differences each way, ties split into
     equivalent within 1 BDI and inconclusive, comparisons without a verdict (one seed), and the
     fragile ones (an interval end near a boundary, :func:`dlga.book.report.is_fragile`)."""
-    verdicts = comparisons["verdict"]
-    readings = comparisons["reading"] if "reading" in comparisons else pd.Series("", index=comparisons.index)
-    better = int((verdicts == f"{reference} better").sum())
-    tied = verdicts == "tie"
-    equivalent = int((tied & readings.str.startswith("equivalent")).sum())
-    inconclusive = int((tied & (readings == "inconclusive")).sum())
-    none = int((readings == "no verdict").sum())
-    worse = len(comparisons) - better - int(tied.sum()) - none
+    c = _count_verdicts(comparisons, f"{reference} better")
+    better, worse, tied, equivalent, inconclusive, none = (c[k] for k in ("better", "worse", "tied", "equivalent",
+                                                                          "inconclusive", "none"))
     text = (f"{reference} has the lower error than **{better}**, the higher error than **{worse}**, and ties with "
-            f"**{int(tied.sum())}** of the {len(comparisons)} ({equivalent} equivalent within 1 BDI, {inconclusive} "
+            f"**{tied}** of the {len(comparisons)} ({equivalent} equivalent within 1 BDI, {inconclusive} "
             "inconclusive: wider than +-1 BDI, so neither a difference nor an equivalence is shown)")
     if none:
         text += f"; {none} have one seed and get no verdict"
@@ -191,12 +201,10 @@ def controls_conclusion(visibility: pd.DataFrame, null_comparisons: pd.DataFrame
 
 def _tie_count(comparisons: pd.DataFrame) -> str:
     """"3 of 3 tied", with the rest said: worse than the training mean, or one seed (no verdict)."""
-    k = len(comparisons)
-    tied = int((comparisons["verdict"] == "tie").sum())
-    none = int((comparisons.get("reading", pd.Series("", index=comparisons.index)) == "no verdict").sum())
-    worse = k - tied - none
-    return ", ".join([f"{tied} of {k} tied"] + ([f"{worse} worse"] if worse else [])
-                     + ([f"{none} with one seed, so no verdict"] if none else []))
+    c = _count_verdicts(comparisons, "setting better")
+    worse = c["better"] + c["worse"]  # any verdict but a tie is a setting apart from the training mean
+    return ", ".join([f"{c['tied']} of {len(comparisons)} tied"] + ([f"{worse} worse"] if worse else [])
+                     + ([f"{c['none']} with one seed, so no verdict"] if c["none"] else []))
 
 
 def leak_conclusion(permuted: pd.DataFrame, leaks: pd.DataFrame, smallest: Mapping | None) -> str:

@@ -145,18 +145,20 @@ def _paired(table: pd.DataFrame, rate: float, reference: float) -> np.ndarray:
     return (a.loc[seeds] - b.loc[seeds]).to_numpy(float)
 
 
-def _bounds(d: np.ndarray, level: float) -> tuple[float, float, float]:
-    """Mean, one-sided lower bound at ``level`` and two-sided upper end at ``level`` of the
-    paired differences ``d`` (Student t over seeds); no bound with fewer than two seeds."""
+def _bounds(d: np.ndarray, level: float) -> tuple[float, float, float, float]:
+    """Mean, one-sided lower bound at ``level``, and the two-sided interval's lower and upper
+    ends at ``level`` of the paired differences ``d`` (Student t over seeds); no bound with
+    fewer than two seeds."""
+    nan = float("nan")
     if len(d) == 0:
-        return float("nan"), float("nan"), float("nan")
+        return nan, nan, nan, nan
     mean = float(d.mean())
     if len(d) < 2:
-        return mean, float("nan"), float("nan")
+        return mean, nan, nan, nan
     se = float(d.std(ddof=1) / np.sqrt(len(d)))
     one = stats.t.ppf(level, len(d) - 1)
     two = stats.t.ppf(1 - (1 - level) / 2, len(d) - 1)
-    return mean, mean - one * se, mean + two * se
+    return mean, mean - one * se, mean - two * se, mean + two * se
 
 
 def select_rate(table: pd.DataFrame, default: float, rule: RateRule | None = None) -> RateChoice:
@@ -186,7 +188,7 @@ def select_rate(table: pd.DataFrame, default: float, rule: RateRule | None = Non
     rows = []
     for rate in rates:
         d = _paired(table, rate, start) if rate in eligible and start in eligible else np.array([])
-        mean, lower, upper = _bounds(d, rule.level)
+        mean, lower, _low, upper = _bounds(d, rule.level)
         qualifies = bool(rate != start and len(d) >= 2 and mean > rule.margin and lower > 0)
         rows.append({"rate": rate, "seeds": int(len(d)), "eligible": rate in eligible, "why": why.get(rate, ""),
                      "improvement": mean if rate != start else 0.0, "lower": lower, "upper": upper,
@@ -208,8 +210,7 @@ def select_rate(table: pd.DataFrame, default: float, rule: RateRule | None = Non
             tied.append(True)
             continue
         d = _paired(table, rate, chosen) if rate in eligible and chosen in eligible else np.array([])
-        mean, _lo, up = _bounds(d, rule.level)
-        lo2 = mean - (up - mean) if np.isfinite(up) else float("nan")
-        tied.append(bool(np.isfinite(up) and lo2 <= 0 <= up))
+        _mean, _one_sided, low, up = _bounds(d, rule.level)
+        tied.append(bool(np.isfinite(up) and low <= 0 <= up))
     out["tied"] = tied
     return RateChoice(rate=float(chosen), default=default, how=how, comparisons=out, rule=rule)

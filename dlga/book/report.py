@@ -146,7 +146,50 @@ def styled(frame: pd.DataFrame, caption: str | None = None, precision: int = 2, 
         sty = sty.hide(axis="index")
     if caption:
         sty = sty.set_caption(caption)
+    # Labels like frames_kept are one unbreakable word: spaced, a header wraps inside the column.
+    sty = sty.format_index(lambda label: str(label).replace("_", " "), axis="columns")
     return sty.set_table_attributes('class="dataframe"')
+
+
+def split_columns(frame: pd.DataFrame, core: Iterable[str], key: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A wide table as two that fit the text column: ``core`` columns (in that order) and the
+    rest, each led by ``key`` (default: the first column) so that rows can be matched."""
+    key = frame.columns[0] if key is None else key
+    core = [key] + [c for c in core if c != key]
+    missing = [c for c in core if c not in frame.columns]
+    if missing:
+        raise KeyError(f"split_columns: no columns {missing} in {list(frame.columns)}")
+    return frame[core], frame[[key] + [c for c in frame.columns if c not in core]]
+
+
+def transposed(frame: pd.DataFrame, precision: int = 3) -> pd.DataFrame:
+    """``frame`` with rows and columns swapped, as text: a table of many measures for a few
+    groups (partitions) fits the page as one row per measure. Whole numbers lose their
+    decimals, the rest keep ``precision``."""
+    def text(v) -> str:
+        if pd.isna(v):
+            return "–"
+        return f"{v:,.0f}" if float(v).is_integer() else f"{v:.{precision}f}"
+
+    out = frame.T.astype(object).map(text)
+    out.index = [str(i).replace("_", " ") for i in out.index]
+    return out
+
+
+def constant_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """``frame`` without the columns that hold one value in every row, and those values
+    (a column shown once instead of repeated in each row)."""
+    if len(frame) < 2:
+        return frame, {}
+    same = [c for c in frame.columns if frame[c].astype(str).nunique() == 1]
+    return frame.drop(columns=same), {c: frame[c].iloc[0] for c in same}
+
+
+def collapsed(table, summary: str) -> HTML:
+    """``table`` (a Styler or DataFrame) inside a closed ``<details>`` block titled ``summary``:
+    shown on a click, so that a chapter opens with its results, not its settings."""
+    body = table.to_html()
+    return HTML(f'<details class="dlga-collapsed"><summary>{html.escape(summary)}</summary>\n{body}\n</details>')
 
 
 def styled_comparisons(table: pd.DataFrame, caption: str):
