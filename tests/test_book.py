@@ -637,3 +637,21 @@ def test_chapters_run_timed_ones_last_and_alone_and_reuse_cached_copies(monkeypa
     assert book.TIMED_CHAPTERS == ("09_efficiency",)
     with pytest.raises(ValueError, match="jobs must be a positive integer"):
         book.execute_chapters(chapters, lambda name: {}, tmp_path, "fp", jobs=0, progress=False)
+
+
+def test_the_build_says_where_its_runs_train_and_how_long_on_a_cpu(monkeypatch, tmp_path):
+    from dlga import bench
+
+    p = presets.get_preset("paper")
+    monkeypatch.setattr(bench, "machine", lambda gpus=True: {"gpus": ["/physical_device:GPU:0"]})
+    assert book.device_line(p, 10) == "device: 1 GPU (/physical_device:GPU:0); the runs train there"
+    monkeypatch.setattr(bench, "machine", lambda gpus=True: {"gpus": []})
+    missing = book.device_line(p, 10, bench_json=tmp_path / "none.json")
+    assert missing.startswith("device: CPU only (TensorFlow sees no GPU); up to 10 runs x ") and "make bench" in missing
+    saved = tmp_path / "dlga.json"
+    saved.write_text(json.dumps({"rows": [{"preset": "paper", "train_s_per_step_batch32": 2.0},
+                                          {"preset": "tiny", "train_s_per_step_batch32": 0.05}]}))
+    t = p.train_config()
+    hours = 10 * t.max_steps * 2.0 * t.batch_size / 32 / 3600
+    assert book.device_line(p, 10, bench_json=saved).endswith(f"about {hours:,.1f} h at the 2 s per 32-frame step make bench measured here")
+    assert book.device_line(p, 10, "dask://scheduler:8786") == "device: the workers of dask://scheduler:8786 (their GPUs, if any, are theirs)"

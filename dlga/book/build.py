@@ -57,6 +57,7 @@ from data_prep.store import store_fingerprint
 from dlga.book.data import is_synthetic, prepare_data
 from dlga.book.experiments import (
     ablation_learning_rate,
+    ablation_specs,
     book_specs,
     cross_dataset_specs,
     rate_selection_specs,
@@ -442,6 +443,8 @@ def build(
             specs = [] if cross is None else cross_dataset_specs(p, store, cross, lr)
             return specs + [s for group in control_specs(p, controls, lr).values() for s in group]
 
+        n_runs = len(rate_selection_specs(p, store)) + len(ablation_specs(p, store, 1.0)) + len(extra(1.0))
+        log(device_line(p, n_runs, executor))
         train_book_runs(p, store, RUNS_DIR, executor, progress=progress, extra=extra)
     base = {"preset": p.name, **overrides}
     key = _sha(json.dumps({"dataset": dataset, "root": str(root), **base}, sort_keys=True, default=str))[:8]
@@ -458,6 +461,30 @@ def build(
     jupyter_book_build(staging, html, log=log, strict=len(chapters) == len(CHAPTERS))
     log(f"book built in {time.perf_counter() - t0:.0f} s: {html / 'index.html'}")
     return html / "index.html"
+
+
+def device_line(preset, n_runs: int, executor: str = "local", bench_json: str | os.PathLike | None = None) -> str:
+    """Where the book's runs will train, said before they start: the GPUs TensorFlow sees, or
+    that it runs on the CPU and about how long ``n_runs`` runs of the preset's schedule take
+    there (from the training step ``make bench`` timed for the preset's model, if it did).
+    Runs on another executor (Dask) train where its workers are: this names that instead."""
+    if executor not in ("local", "serial") and not executor.startswith("local:"):
+        return f"device: the workers of {executor} (their GPUs, if any, are theirs)"
+    from dlga import bench
+
+    gpus = bench.machine(gpus=True)["gpus"]
+    if gpus:
+        return f"device: {len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({', '.join(gpus)}); the runs train there"
+    train = preset.train_config()
+    steps = n_runs * train.max_steps
+    saved = bench.load_result(bench_json or PROJECT_ROOT / "bench" / "dlga.json") or {}
+    timed = [r["train_s_per_step_batch32"] for r in saved.get("rows", [])
+             if r.get("preset") == preset.model_preset and r.get("train_s_per_step_batch32")]
+    text = f"device: CPU only (TensorFlow sees no GPU); up to {n_runs} runs x {train.max_steps} steps"
+    if not timed:
+        return text + (f"; `make bench` times a {preset.model_preset!r} training step, which gives an estimate")
+    hours = steps * min(timed) * train.batch_size / 32 / 3600
+    return text + f", about {hours:,.1f} h at the {min(timed):.3g} s per 32-frame step make bench measured here"
 
 
 CHAPTER_JOBS = 2
