@@ -147,7 +147,7 @@ def test_stage_copies_the_decisions_page(tmp_path):
     assert not (tmp_path / "book" / "stale.ipynb").exists()
     headings = [l[3:].strip() for l in staged.read_text().splitlines() if l.startswith("## ")]
     assert headings == ["Architecture", "Patch centres", "Data", "Runs and presets", "Conventions",
-                        "Statistics", "Controls", "Runs at scale"]
+                        "Locked environment and jupyter-book 1", "Statistics", "Controls", "Runs at scale"]
 
 
 def test_notebooks_open_with_a_parameters_cell():
