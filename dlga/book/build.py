@@ -283,7 +283,7 @@ def status_versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0], "lock file": lock_hash()}
     for lib in STATUS_LIBRARIES:
         out[lib] = "not installed"
-        for dist in (lib, f"{lib}-cpu"):  # TensorFlow installs as tensorflow-cpu on some platforms
+        for dist in (lib, f"{lib}-cpu"):  # the cpu extra installs TensorFlow as tensorflow-cpu
             try:
                 out[lib] = importlib.metadata.version(dist)
                 break
