@@ -1,12 +1,21 @@
-# Two commands: `make book` and `make test`. Both create .venv from pyproject.toml when it is
-# missing or stale (the stamp file is older than pyproject.toml).
-# --no-compile: Python compiles what it imports on first use (into .cache/pycache); compiling
+# Two commands: `make book` and `make test`. Both create .venv from the lock file
+# locks/$(DEVICE).txt (every package at one version) when it is missing or stale: the stamp file
+# is older than pyproject.toml or the lock, or another DEVICE's stamp replaced it.
+# uv installs the lock (a clean clone's install took 46-56 s with uv against 85-101 s with pip
+# here); uv itself comes from PyPI at UV_VERSION. --no-compile (and uv, which compiles nothing
+# unless asked): Python compiles what it imports on first use (into .cache/pycache); compiling
 # every installed module up front took about 3 of the install's 5 minutes here.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# make DEVICE=gpu: TensorFlow with CUDA (extra gpu, locks/gpu.txt) instead of the CPU build.
+DEVICE ?= cpu
+LOCK := locks/$(DEVICE).txt
+# The stamp names the device: another DEVICE finds no stamp and syncs the environment to its lock.
+STAMP := $(VENV)/.installed-$(DEVICE)
+UV_VERSION := 0.13.9
+UV := $(VENV)/bin/uv
 PRESET ?= demo
 DATASET ?= synthetic
 ROOT ?=
@@ -27,6 +36,7 @@ export JUPYTER_RUNTIME_DIR := $(CURDIR)/.cache/jupyter/runtime
 export KERAS_HOME := $(CURDIR)/.cache/keras
 export XDG_CACHE_HOME := $(CURDIR)/.cache
 export PIP_CACHE_DIR := $(CURDIR)/.cache/pip
+export UV_CACHE_DIR := $(CURDIR)/.cache/uv
 export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
 # Some machines (the one this project is measured on among them) set PYTHONDONTWRITEBYTECODE=1: then no process
 # keeps what it compiled, and each of the ~40 processes a `make test` starts (notebook kernels,
@@ -38,8 +48,10 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 # TensorFlow's absl start-up lines ignore TF_CPP_MIN_LOG_LEVEL; every kernel and run worker
 # printed them. The long commands run through this filter (dlga/quiet.py), which drops only them.
 QUIET = $(PY) -m dlga.quiet
+# The lock the environment came from: the Status page and `verify` show its hash (dlga.settings).
+export DLGA_LOCK := $(CURDIR)/$(LOCK)
 
-.PHONY: help venv test test-fast book bench data pages publish clean distclean
+.PHONY: help venv lock test test-fast book bench data pages publish clean distclean
 
 help:
 	@echo "make book    build the HTML book (PRESET=demo|ci|paper) into _build/html"
@@ -48,15 +60,52 @@ help:
 	@echo "make pages   check that the built book's tables and code fit the page (needs chromium)"
 	@echo "make data    make the synthetic cohort and preprocess it (PRESET=$(PRESET))"
 	@echo "make publish push the built book to the $(BRANCH) branch of $(REMOTE) (GitHub Pages)"
+	@echo "make lock    resolve pyproject.toml again into locks/cpu.txt and locks/gpu.txt (UPGRADE=1: newest versions)"
+	@echo "DEVICE=gpu   with any of them: TensorFlow with CUDA from locks/gpu.txt (default DEVICE=cpu)"
 
-$(STAMP): pyproject.toml
+# uv, from PyPI into .venv (again when the Makefile changes, e.g. UV_VERSION).
+$(UV): Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet "pip>=23.2"
-	$(PY) -m pip install --quiet --no-compile -e ".[book,test]"
+	$(PY) -m pip install --quiet --no-compile "uv==$(UV_VERSION)"
+	@touch $(UV)
+
+# The locks are resolved for Python 3.11 (make lock): another Python stops here with what to do.
+# `uv pip sync` makes .venv exactly the lock: it removes what the lock lacks, so DEVICE=gpu
+# replaces tensorflow-cpu by tensorflow and its CUDA packages (the two install the same
+# `tensorflow/` package and cannot sit side by side), and DEVICE=cpu takes them out again.
+$(STAMP): pyproject.toml $(LOCK) | $(UV)
+	@$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "$(VENV) runs Python \
+	  $$($(PY) -c 'import platform; print(platform.python_version())'); $(LOCK) is resolved for Python 3.11: \
+	  rm -rf $(VENV) && make PYTHON=python3.11 (or pip install -e '.[$(DEVICE),book,test]' for pyproject's ranges)" >&2; exit 1; }
+	$(UV) pip sync --quiet --python $(PY) $(LOCK)
+	$(UV) pip install --quiet --python $(PY) --no-deps -e ".[$(DEVICE),book,test]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@rm -f $(VENV)/.installed*
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# make lock: resolve pyproject.toml's ranges again into locks/cpu.txt and locks/gpu.txt, for
+# Python 3.11 on Linux x86_64. Run it after changing a range in pyproject.toml (pins that still
+# fit are kept), or with UPGRADE=1 to move every package to its newest version in range. New
+# TensorFlow, Keras or numpy versions change the run ids (they hash those versions), so the next
+# `make book` trains its runs again, and the numbers may move: commit the locks with the new
+# numbers. The gpu lock is held to the cpu lock's versions (-c): the two environments differ
+# only in TensorFlow's build and the CUDA packages.
+LOCK_FOR := --python-version 3.11 --python-platform x86_64-manylinux_2_28
+define resolve
+	$(UV) pip compile --quiet --no-header pyproject.toml --extra $(1) --extra book --extra test $(2) \
+	  $(LOCK_FOR) $(if $(UPGRADE),--upgrade) -o locks/$(1).txt
+	{ echo '# locks/$(1).txt: every package of the DEVICE=$(1) environment (pyproject.toml with the extras $(1),book,test) at one version.'; \
+	  echo '# Resolved by `make lock` (uv $(UV_VERSION) pip compile $(LOCK_FOR)):'; \
+	  echo '# for Python 3.11 on Linux x86_64 (glibc 2.28 or newer). pyproject.toml allows Python >=3.10,<3.13; this file is for 3.11 only.'; \
+	  echo '# `make` installs it with `uv pip sync`; `make lock` writes it again (see the Makefile for when).'; \
+	  cat locks/$(1).txt; } > locks/$(1).txt.new && mv locks/$(1).txt.new locks/$(1).txt
+endef
+lock: $(UV)
+	$(call resolve,cpu)
+	$(call resolve,gpu,-c locks/cpu.txt)
 
 # pytest (unit tests and the ci book: runs, notebooks, HTML), then nbval on every chapter at
 # the ci preset (reusing the ci runs): only cells tagged nbval-check-output are compared.

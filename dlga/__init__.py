@@ -6,6 +6,7 @@ metrics, the training loop), :mod:`dlga.runs` (the run cache, run directories, e
 import it). :mod:`dlga.settings` holds the process-wide switches and where things live.
 """
 
-from dlga.settings import enable_onednn
+from dlga.settings import enable_onednn, require_tensorflow
 
+require_tensorflow()  # TensorFlow is an extra (cpu or gpu): without it, say which to install
 enable_onednn()  # before anything imports TensorFlow (dlga.settings says why)

@@ -348,7 +348,7 @@ def machine(gpus: bool = True) -> dict:
         from importlib.metadata import PackageNotFoundError, version as package_version
 
         devices, version = None, None
-        for name in ("tensorflow", "tensorflow-cpu"):  # the GPU extra's package, else pyproject's
+        for name in ("tensorflow", "tensorflow-cpu"):  # the gpu extra's distribution, else the cpu extra's
             try:
                 version = package_version(name)
                 break

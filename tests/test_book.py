@@ -9,6 +9,7 @@ page exists and holds its table. The run-level checks read the runs' ``metrics.j
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import re
 import time
@@ -147,7 +148,7 @@ def test_stage_copies_the_decisions_page(tmp_path):
     assert (tmp_path / "_static" / "dlga.css").read_text() == (settings.PROJECT_ROOT / "_static" / "dlga.css").read_text()
     headings = [l[3:].strip() for l in staged.read_text().splitlines() if l.startswith("## ")]
     assert headings == ["Architecture", "Patch centres", "Data", "Runs and presets", "Conventions",
-                        "Statistics", "Controls", "Runs at scale"]
+                        "Locked environment and jupyter-book 1", "Statistics", "Controls", "Runs at scale"]
 
 
 def test_notebooks_open_with_a_parameters_cell():
@@ -306,7 +307,23 @@ def test_status_page_reads_the_executed_notebooks(tmp_path):
     page = book.status_page({"04_training": tmp_path / "04_training.ipynb"})
     assert "| [04_training](04_training.ipynb) | 2026-01-02 03:04:05 +0000 | 12.5 | `preset=ci`, `learning_rate=0.0001` |" in page
     assert "| tensorflow | 2.99 |" in page
-    assert set(book.status_versions()) >= {"python", "tensorflow", "papermill", "myst-nb"}
+    assert set(book.status_versions()) >= {"python", "tensorflow", "papermill", "myst-nb", "lock file"}
+
+
+def test_status_page_and_verify_show_the_lock_file_and_the_instruction_set(tmp_path, monkeypatch, capsys):
+    from dlga.book import reference
+    lock = tmp_path / "gpu.txt"
+    lock.write_text("tensorflow==2.21.0\n")
+    monkeypatch.setattr(settings, "LOCK_FILE", lock)  # what $DLGA_LOCK names
+    shown = f"gpu.txt sha256 {hashlib.sha256(lock.read_bytes()).hexdigest()[:12]}"
+    assert book.status_versions()["lock file"] == shown  # a row of the Status page's library table
+    line = f"CPU instruction set (oneDNN): {reference.cpu_isa()}. Lock file: {shown}."
+    assert line in book.reference_section("ci", "avec2013").splitlines()  # no reference to verify: no runs needed
+    monkeypatch.setattr(reference, "verify", lambda *a, **k: (True, [], {}))
+    assert book.main(["verify", "--preset", "ci"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == line
+    lock.unlink()  # e.g. a package installed outside the checkout
+    assert book.status_versions()["lock file"] == f"no lock ({lock} not found)"
 
 
 def test_ablation_conclusion_says_what_the_table_says():

@@ -48,3 +48,15 @@ def test_library_source_imports_no_book_tool():
             offenders += [f"{module}: {n}" for n in names
                           if any(n == f or n.startswith(f + ".") for f in NOT_IMPORTED_BY_THE_LIBRARY)]
     assert offenders == []
+
+
+def test_without_tensorflow_importing_the_library_says_which_extra_to_install():
+    """TensorFlow is an extra (cpu: tensorflow-cpu, gpu: tensorflow[and-cuda]): without either,
+    `import dlga` stops with one error naming both, not a ModuleNotFoundError deep in Keras."""
+    # sys.modules["tensorflow"] = None: Python's own way to make a package unimportable.
+    probe = f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nsys.modules['tensorflow'] = None\nimport dlga.runs.cache"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("ModuleNotFoundError: dlga needs TensorFlow, which is not installed")
+    assert "dlga-book[cpu]" in last and "dlga-book[gpu]" in last

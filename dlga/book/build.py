@@ -67,7 +67,7 @@ from dlga.book.controls import control_specs, control_stores
 from dlga.book.parameters import KNOBS, chapter_preset, format_value, unknown_parameters_message
 from dlga.book.presets import BOOK_PRESETS, get_preset
 from dlga.runs.cache import load_run, numerics_identity, plan
-from dlga.settings import BUILD_DIR, PROJECT_ROOT, RUNS_DIR
+from dlga.settings import BUILD_DIR, PROJECT_ROOT, RUNS_DIR, lock_hash
 
 BOOK_DIR = PROJECT_ROOT / "book"
 DATASETS = ("synthetic", "avec2013", "avec2014")
@@ -279,11 +279,12 @@ def execute_notebook(
 def status_versions() -> dict[str, str]:
     """The installed versions of :data:`STATUS_LIBRARIES` for the status page (read from package
     metadata: nothing is imported; :func:`data_prep.store.library_versions` is the general form,
-    this one also finds TensorFlow installed as ``tensorflow-cpu``)."""
-    out = {"python": sys.version.split()[0]}
+    this one also finds TensorFlow installed as ``tensorflow-cpu``), and the lock file they were
+    installed from (:func:`dlga.settings.lock_hash`)."""
+    out = {"python": sys.version.split()[0], "lock file": lock_hash()}
     for lib in STATUS_LIBRARIES:
         out[lib] = "not installed"
-        for dist in (lib, f"{lib}-cpu"):  # TensorFlow installs as tensorflow-cpu on some platforms
+        for dist in (lib, f"{lib}-cpu"):  # the cpu extra installs TensorFlow as tensorflow-cpu
             try:
                 out[lib] = importlib.metadata.version(dist)
                 break
@@ -294,10 +295,10 @@ def status_versions() -> dict[str, str]:
 
 def reference_section(preset: str, dataset: str, root=None, overrides: dict | None = None) -> str:
     """The Status page's "Reference" section: whether this build matches the preset's shipped
-    reference numbers (:mod:`dlga.book.reference`), and the CPU instruction set it ran on. A build
-    with changed parameters or another dataset has no reference to match."""
+    reference numbers (:mod:`dlga.book.reference`), the CPU instruction set it ran on and the lock
+    file of its libraries. A build with changed parameters or another dataset has no reference to match."""
     from dlga.book import reference
-    head = [f"CPU instruction set (oneDNN): {reference.cpu_isa()}.", ""]
+    head = [reference.build_environment(), ""]
     if overrides or not is_synthetic(dataset) or not reference.reference_path(preset).is_file():
         why = ("its parameters were changed" if overrides else "it is not the synthetic cohort" if not is_synthetic(dataset)
                else f"no reference ships for preset {preset!r}")
@@ -692,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
             print(reference.write_reference(reference.headline(args.preset, args.dataset, args.root), tol))
             return 0
         matches, diffs, _head = reference.verify(args.preset, args.dataset, args.root)
+        print(reference.build_environment())
         print(reference.verify_text(args.preset, matches, diffs))
         return 0 if matches else 1
     if args.command == "runs":

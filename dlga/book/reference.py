@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 from data_prep.store import atomic_write_json
 from dlga.book import controls, data, experiments, intervals, presets
-from dlga.settings import PROJECT_ROOT
+from dlga.settings import PROJECT_ROOT, lock_hash
 
 REFERENCE_DIR = PROJECT_ROOT / "book" / "reference"
 REFERENCE_FORMAT_VERSION = 1
@@ -56,6 +56,12 @@ def cpu_isa() -> str:
         if flag in flags:
             return isa
     return platform.machine()
+
+
+def build_environment() -> str:
+    """What a build ran on beyond its parameters, one line for the Status page and ``verify``: the
+    instruction set oneDNN may use and the hash of the lock file the libraries came from."""
+    return f"CPU instruction set (oneDNN): {cpu_isa()}. Lock file: {lock_hash()}."
 
 
 def _ablation(P, store) -> tuple[dict, dict, float, str]:
@@ -89,7 +95,8 @@ def headline(preset: str = "demo", dataset: str = "synthetic", root=None) -> dic
     store = data.prepare_data(P, dataset, root)
     settings, verdicts, lr, how = _ablation(P, store)
     out = {"format_version": REFERENCE_FORMAT_VERSION, "preset": P.name, "dataset": dataset, "learning_rate": lr,
-           "how": how, "settings": settings, "verdicts": verdicts, "cpu_isa": cpu_isa()}
+           "how": how, "settings": settings, "verdicts": verdicts, "cpu_isa": cpu_isa(),
+           "lock": lock_hash()}
     if data.is_synthetic(dataset) and P.cohort is not None:
         out["controls"] = _controls(P, lr)
     return out
