@@ -341,7 +341,7 @@ def test_ablation_conclusion_says_what_the_table_says():
     assert "Seeds that diverged or did not learn: GA 1." in named and "C 0" not in named
 
 
-def test_reference_compare_lists_what_differs():
+def test_reference_compare_lists_what_differs(monkeypatch):
     from dlga.book import reference
     ref = {"learning_rate": 1e-3, "tolerances": {"rmse_bdi": 0.5},
            "settings": {"G": {"seeds": 10, "test_rmse": 9.0, "dev_rmse": 8.0}},
@@ -358,11 +358,20 @@ def test_reference_compare_lists_what_differs():
     assert len(diffs) == 5
     assert diffs[0] == "learning rate: 0.01 (reference 0.001)"
     assert "G mean test_rmse: 9.60 (reference 9.00, tolerance 0.5 BDI)" in diffs
-    assert any(d.startswith("G vs GA: G better, difference") and d.endswith("(fragile in the reference)") for d in diffs)
+    assert any(d.startswith("G vs GA: G better, difference") and d.endswith(reference.FRAGILE_ALLOWED) for d in diffs)
     assert "null control: leak (reference no leak)" in diffs
     assert "positive control: smallest flagged leak 64.0 (reference 16.0)" in diffs
     other["settings"]["G"]["test_rmse"] = 9.4  # inside the tolerance
     assert not any("test_rmse" in d for d in reference.compare(other, ref))
+    # Only the fragile verdict differs: listed, and still a match (verify counts the rest).
+    only_fragile = json.loads(json.dumps(ref))
+    only_fragile["verdicts"]["G vs GA"] = {"verdict": "tie", "reading": "equivalent within 1 BDI"}
+    monkeypatch.setattr(reference, "load_reference", lambda preset, path=None: ref)
+    monkeypatch.setattr(reference, "headline", lambda preset, dataset, root: only_fragile)
+    matches, listed, _ = reference.verify("demo")
+    assert matches and listed == ["G vs GA: tie, equivalent within 1 BDI (reference tie, inconclusive)" + reference.FRAGILE_ALLOWED]
+    ref["verdicts"]["G vs GA"]["fragile"] = False
+    assert reference.verify("demo")[0] is False
     assert "differs" in reference.verify_text("ci", False, diffs) and "matches" in reference.verify_text("ci", True, [])
 
 

@@ -272,7 +272,9 @@ def test_readings_and_fragility_follow_the_interval():
     assert intervals.reading(0.2, 1.5) == "difference" and intervals.reading(-2.0, -0.1) == "difference"
     assert intervals.is_fragile(-0.1, 0.6)        # an end near 0
     assert intervals.is_fragile(-0.5, 0.9)        # an equivalence whose end is near the +-1 margin
-    assert not intervals.is_fragile(-0.6, 0.6) and not intervals.is_fragile(0.5, 2.0)
+    assert not intervals.is_fragile(-2.0, 2.0) and not intervals.is_fragile(0.6, 2.0)  # 1 and 0.6 BDI from any boundary
+    assert intervals.FRAGILE_BDI == 0.55  # the measured cross-ISA move of an interval end (0.51), rounded up
+    assert intervals.is_fragile(-0.6, 0.6) and not intervals.is_fragile(-0.6, 0.6, spread=0.25)
 
 
 # --- tables that fit the page ---------------------------------------------------------------------

@@ -221,10 +221,12 @@ EQUIVALENCE_BDI = 1.0
 """BDI points: a tie whose Holm-adjusted interval lies inside +-this is "equivalent within 1 BDI";
 a wider tie is "inconclusive" (Decisions: Statistics). Neither is ranked."""
 
-FRAGILE_BDI = 0.25
+FRAGILE_BDI = 0.55
 """BDI points: an interval end this close to a verdict's boundary (0, or +-EQUIVALENCE_BDI for
-equivalence) can move across it on another CPU (Decisions: "Verdicts that reproduce"; the
-cross-CPU spread of interval ends measured between two demo builds)."""
+equivalence) can move across it on another CPU (Decisions: "Verdicts that reproduce"). Set from
+the demo ablation built twice on one machine, natively (AVX2) and with oneDNN limited to AVX:
+the Holm-adjusted interval ends of G's nine comparisons moved by up to 0.51 BDI (G vs C's lower
+end), rounded up."""
 
 ONE_SEED = "subjects only (one seed: training variance not included)"
 

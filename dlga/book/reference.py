@@ -38,6 +38,12 @@ DEFAULT_TOLERANCES = {"rmse_bdi": 0.5}
 demo's is set from the measured cross-CPU spread (the reference file carries its own)."""
 
 
+FRAGILE_ALLOWED = " (fragile in the reference: allowed)"
+"""The end of a :func:`compare` line for a verdict the reference marks fragile (an interval end
+within the measured cross-CPU spread of its boundary): another CPU may read it otherwise, so
+it is listed but is no mismatch."""
+
+
 def reference_path(preset: str) -> Path:
     return REFERENCE_DIR / f"{preset}.json"
 
@@ -125,7 +131,8 @@ def load_reference(preset: str, path: str | os.PathLike | None = None) -> dict[s
 
 def compare(head: Mapping[str, Any], ref: Mapping[str, Any]) -> list[str]:
     """What differs between a build's headline and the reference, one line each (empty: it
-    matches). A verdict the reference marks fragile is reported as ``(fragile)`` but counted."""
+    matches). A verdict the reference marks fragile may read otherwise on another CPU: its line
+    ends with :data:`FRAGILE_ALLOWED` and :func:`verify` does not count it as a mismatch."""
     tol = float(ref.get("tolerances", DEFAULT_TOLERANCES)["rmse_bdi"])
     diffs = []
     if head["learning_rate"] != ref["learning_rate"]:
@@ -145,7 +152,7 @@ def compare(head: Mapping[str, Any], ref: Mapping[str, Any]) -> list[str]:
         if got is None or (got["verdict"], got["reading"]) != (want["verdict"], want["reading"]):
             shown = "missing" if got is None else f"{got['verdict']}, {got['reading']}"
             diffs.append(f"{name}: {shown} (reference {want['verdict']}, {want['reading']})"
-                         + (" (fragile in the reference)" if want.get("fragile") else ""))
+                         + (FRAGILE_ALLOWED if want.get("fragile") else ""))
     for name, want in ref.get("controls", {}).items():
         got = head.get("controls", {}).get(name)
         if name == "positive":
@@ -162,7 +169,7 @@ def verify(preset: str = "demo", dataset: str = "synthetic", root=None, path=Non
     ref = load_reference(preset, path)
     head = headline(preset, dataset, root)
     diffs = compare(head, ref)
-    return not diffs, diffs, head
+    return not [d for d in diffs if not d.endswith(FRAGILE_ALLOWED)], diffs, head
 
 
 def verify_text(preset: str, matches: bool, diffs: list[str], ref_path: Path | None = None) -> str:
