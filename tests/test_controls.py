@@ -177,10 +177,16 @@ def test_leak_table_and_the_smallest_flagged_level():
     rows = controls.leak_table(tables)
     assert rows["flagged as a leak"].tolist() == [False, True, True]
     assert rows["gain over the training mean (BDI)"].tolist() == pytest.approx([0.0, 0.7, 2.5])
-    assert controls.smallest_flagged(rows) == {"level": 16.0, "gain": pytest.approx(0.7)}
+    assert rows["fragile"].tolist() == [True, True, False]  # ends 0.5 and 0.2 BDI from 0; 64's is 2 away
+    assert controls.smallest_flagged(rows) == {"level": 16.0, "gain": pytest.approx(0.7), "fragile": True}
+    robust = controls.smallest_flagged(rows, robust=True)
+    assert robust == {"level": 64.0, "gain": pytest.approx(2.5), "fragile": False}
     assert controls.smallest_flagged(rows[rows["leak (grey levels at BDI 63)"] == 4.0]) is None
-    text = prose.leak_conclusion(pd.DataFrame(), rows, controls.smallest_flagged(rows))
+    text = prose.leak_conclusion(pd.DataFrame(), rows, controls.smallest_flagged(rows), robust)
     assert "the smallest flagged is **16**" in text and "leaks larger than **0.70 BDI** would have been seen" in text
+    assert "That flag is fragile" in text and "smallest level flagged robustly is **64** (gain 2.50 BDI)" in text
+    plain = prose.leak_conclusion(pd.DataFrame(), rows.iloc[2:], controls.smallest_flagged(rows.iloc[2:]))
+    assert "the smallest flagged is **64**" in plain and "fragile" not in plain
     assert "positive control fails" in prose.leak_conclusion(pd.DataFrame(), rows.iloc[:1], None)
 
 
@@ -204,8 +210,9 @@ def test_control_readings_compute_each_family_once_for_the_chapter_and_the_refer
     monkeypatch.setattr(controls.intervals, "comparisons_with_mean", with_mean)
     readings = controls.read_controls({name: [name] for name in tables} | {"local only": ["x"]}, n=10)
     assert sorted(calls) == sorted(tables)  # each family once; the branch cohorts are not controls of this kind
-    assert readings.smallest == {"level": 16.0, "gain": pytest.approx(0.7)}
+    assert readings.smallest == {"level": 16.0, "gain": pytest.approx(0.7), "fragile": True}
     assert readings.verdicts() == {"null": {"verdict": "no leak", "fragile": True},
                                    controls.PERMUTED: {"verdict": "leak", "fragile": False},
-                                   "positive": {"smallest flagged level": 16.0, "gain at it (BDI)": 0.7}}
+                                   "positive": {"smallest flagged level": 16.0, "gain at it (BDI)": 0.7, "fragile": True,
+                                                "smallest robustly flagged level": None}}
     assert controls.read_controls({}, n=10).verdicts() == {}

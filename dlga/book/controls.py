@@ -205,22 +205,27 @@ def leak_table(comparisons: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         for row in table.to_dict("records"):
             rows.append({"leak (grey levels at BDI 63)": float(name.split()[-1]), "setting": row["setting"],
                          "gain over the training mean (BDI)": -row["diff RMSE"], "low": row["low"], "high": row["high"],
-                         "flagged as a leak": bool(row["high"] < 0)})
+                         "flagged as a leak": bool(row["high"] < 0),
+                         "fragile": intervals.is_fragile(row["low"], row["high"])})
     return pd.DataFrame(rows)
 
 
-def smallest_flagged(table: pd.DataFrame) -> dict | None:
+def smallest_flagged(table: pd.DataFrame, robust: bool = False) -> dict | None:
     """The smallest leak level of :func:`leak_table` flagged by every setting trained on it,
-    with the smallest gain it produced (BDI); None when no level was flagged."""
+    with the smallest gain it produced (BDI) and whether any of its intervals is fragile (an end
+    within the cross-CPU spread of 0: another CPU may not flag it); None when no level was
+    flagged. ``robust``: only levels flagged with no fragile interval."""
     if table.empty:
         return None
-    by = table.groupby("leak (grey levels at BDI 63)")
-    flagged = [lvl for lvl, t in by if t["flagged as a leak"].all()]
+    fragile = table["fragile"] if "fragile" in table else pd.Series(False, index=table.index)
+    by = table.assign(fragile=fragile).groupby("leak (grey levels at BDI 63)")
+    flagged = [lvl for lvl, t in by if t["flagged as a leak"].all() and not (robust and t["fragile"].any())]
     if not flagged:
         return None
     level = min(flagged)
-    gain = float(table.loc[table["leak (grey levels at BDI 63)"] == level, "gain over the training mean (BDI)"].min())
-    return {"level": level, "gain": gain}
+    at = table["leak (grey levels at BDI 63)"] == level
+    return {"level": level, "gain": float(table.loc[at, "gain over the training mean (BDI)"].min()),
+            "fragile": bool(fragile[at].any())}
 
 
 def cue_visibility(preset: str | BookPreset, index: int = 0) -> tuple[pd.DataFrame, dict]:
@@ -306,12 +311,14 @@ class ControlReadings:
         permuted: the same for the permuted-label store, or empty.
         leak_rows: the positive control's :func:`leak_table`, or empty.
         smallest: :func:`smallest_flagged` of ``leak_rows`` (None: no level was flagged).
+        robust: the same among the levels flagged with no fragile interval.
     """
 
     null: pd.DataFrame = field(default_factory=pd.DataFrame)
     permuted: pd.DataFrame = field(default_factory=pd.DataFrame)
     leak_rows: pd.DataFrame = field(default_factory=pd.DataFrame)
     smallest: dict | None = None
+    robust: dict | None = None
 
     def verdicts(self) -> dict[str, Any]:
         """The verdicts a reader compares across builds: leak or no leak for the null and
@@ -323,7 +330,9 @@ class ControlReadings:
                 out[name] = {"verdict": "leak" if leaks(table) else "no leak", "fragile": bool(table["fragile"].any())}
         if not self.leak_rows.empty:
             out["positive"] = {"smallest flagged level": None if self.smallest is None else self.smallest["level"],
-                               "gain at it (BDI)": None if self.smallest is None else round(self.smallest["gain"], 3)}
+                               "gain at it (BDI)": None if self.smallest is None else round(self.smallest["gain"], 3),
+                               "fragile": bool(self.smallest and self.smallest["fragile"]),
+                               "smallest robustly flagged level": None if self.robust is None else self.robust["level"]}
         return out
 
 
@@ -337,4 +346,4 @@ def read_controls(runs: Mapping[str, list], n: int = 2000) -> ControlReadings:
     leak_runs = [c for c in runs if c.startswith("leak ") and runs[c]]
     rows = leak_table({c: with_mean(c) for c in leak_runs}) if leak_runs else pd.DataFrame()
     return ControlReadings(null=with_mean("null"), permuted=with_mean(PERMUTED), leak_rows=rows,
-                           smallest=smallest_flagged(rows))
+                           smallest=smallest_flagged(rows), robust=smallest_flagged(rows, robust=True))

@@ -207,10 +207,13 @@ def _tie_count(comparisons: pd.DataFrame) -> str:
                      + ([f"{c['none']} with one seed, so no verdict"] if c["none"] else []))
 
 
-def leak_conclusion(permuted: pd.DataFrame, leaks: pd.DataFrame, smallest: Mapping | None) -> str:
+def leak_conclusion(permuted: pd.DataFrame, leaks: pd.DataFrame, smallest: Mapping | None,
+                    robust: Mapping | None = None) -> str:
     """The permuted-label and positive controls in words: ``permuted`` is
     :func:`dlga.book.report.comparisons_with_mean` on the permuted-label store, ``leaks``
-    :func:`dlga.book.controls.leak_table`, ``smallest`` :func:`dlga.book.controls.smallest_flagged`."""
+    :func:`dlga.book.controls.leak_table`, ``smallest`` :func:`dlga.book.controls.smallest_flagged`
+    and ``robust`` the same among levels flagged with no fragile interval (said when
+    ``smallest`` is fragile)."""
     parts = []
     if not permuted.empty:
         better = permuted.loc[permuted["high"] < 0, "setting"].tolist()
@@ -231,4 +234,10 @@ def leak_conclusion(permuted: pd.DataFrame, leaks: pd.DataFrame, smallest: Mappi
                          f"linear in the label), the smallest flagged is **{smallest['level']:g}**, where G beat the "
                          f"training mean by {smallest['gain']:.2f} BDI: leaks larger than **{smallest['gain']:.2f} BDI** "
                          "would have been seen by the null control's procedure.")
+            if smallest.get("fragile"):
+                parts.append("That flag is fragile (an interval end within the cross-CPU spread of 0): on another CPU "
+                             "this level may not be flagged. "
+                             + ("No level is flagged robustly." if robust is None else
+                                f"The smallest level flagged robustly is **{robust['level']:g}** (gain {robust['gain']:.2f} "
+                                f"BDI): leaks larger than **{robust['gain']:.2f} BDI** are seen on any CPU."))
     return " ".join(parts)
