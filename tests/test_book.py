@@ -681,3 +681,32 @@ def test_the_build_says_where_its_runs_train_and_how_long_on_a_cpu(monkeypatch, 
     hours = 10 * t.max_steps * 2.0 * t.batch_size / 32 / 3600
     assert book.device_line(p, 10, bench_json=saved).endswith(f"about {hours:,.1f} h at the 2 s per 32-frame step make bench measured here")
     assert book.device_line(p, 10, "dask://scheduler:8786") == "device: the workers of dask://scheduler:8786 (their GPUs, if any, are theirs)"
+
+
+def test_book_runs_announce_what_they_will_train_and_start_nothing_when_complete(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from dlga.book import experiments as ex
+
+    def specs(*names):
+        return [SimpleNamespace(run_id=n) for n in names]
+
+    done, started, trained, said = set(), [], [], []
+    monkeypatch.setattr(ex, "rate_selection_specs", lambda p, store: specs("s1", "s2"))
+    monkeypatch.setattr(ex, "book_specs", lambda p, store, lr: specs("s1", "s2", f"g1@{lr:g}", f"g2@{lr:g}"))
+    monkeypatch.setattr(ex, "_study_rate", lambda p, study, root: 0.001)
+    monkeypatch.setattr(ex, "is_complete", lambda d: d.name in done)
+    monkeypatch.setattr(ex, "make_executor", lambda e: started.append(e) or SimpleNamespace(shutdown=lambda wait: None))
+
+    def execute_all(specs, root, pool, bar=None):
+        trained.extend(s.run_id for s in specs if s.run_id not in done)
+        done.update(s.run_id for s in specs)
+
+    monkeypatch.setattr(ex, "execute_all", execute_all)
+    run = lambda: ex.train_book_runs("ci", None, tmp_path, "local", progress=False, announce=said.append,
+                                     extra=lambda lr: specs(f"x@{lr:g}"))
+    assert run() == 0.001  # nothing done: the study's 2 and, at a rate not yet known, a grid of 3 more
+    assert said == [5] and trained == ["s1", "s2", "g1@0.001", "g2@0.001", "x@0.001"] and started == ["local"]
+    done.discard("g2@0.001")
+    assert run() == 0.001 and said == [5, 1] and trained[-1] == "g2@0.001"
+    assert run() == 0.001 and said == [5, 1] and started == ["local", "local"]  # complete: no line, no pool

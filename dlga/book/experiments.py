@@ -171,30 +171,52 @@ def _missing(specs: Sequence[RunSpec], runs_root: Path) -> set[str]:
 
 def train_book_runs(preset: BookPreset, store, runs_root: str | os.PathLike = RUNS_DIR,
                     executor: str | concurrent.futures.Executor | None = None, progress: bool = True,
-                    extra: Callable[[float], list[RunSpec]] | None = None) -> float:
+                    extra: Callable[[float], list[RunSpec]] | None = None,
+                    announce: Callable[[int], None] | None = None) -> float:
     """Train every run the book needs, on one executor, under one progress bar (runs done of
     runs needed, with an ETA): the learning-rate study first, then, at the rate it selects on
     Development (or the preset's fixed rate), :func:`book_specs` and ``extra(rate)`` (the
-    cross-dataset runs). Returns the ablation rate. The chapters then find their runs complete."""
+    cross-dataset runs). Returns the ablation rate. The chapters then find their runs complete.
+
+    ``announce(n)`` is called once, before anything trains, with the number of runs to train (at
+    most ``n`` while the learning-rate study that picks the rate is incomplete); not at all when
+    every run is complete, and then no executor is started."""
     root = Path(runs_root)
+    study = rate_selection_specs(preset, store)
+
+    def grid(lr: float) -> list[RunSpec]:
+        return book_specs(preset, store, lr) + (extra(lr) if extra else [])
+
+    missing_study = _missing(study, root)
+    if missing_study:  # the rate is unknown: a rate of none of the study's (1.0) gives an upper bound
+        todo = len(missing_study | _missing(grid(1.0), root))
+    else:
+        todo = len(_missing(grid(_study_rate(preset, study, root)), root))
+        if not todo:
+            return _study_rate(preset, study, root)
+    if announce:
+        announce(todo)
     owned = not isinstance(executor, concurrent.futures.Executor)
     pool = make_executor(executor or default_executor())
-    study = rate_selection_specs(preset, store)
-    n_grid = len(ablation_specs(preset, store, 1.0))  # an estimate until the rate is known
-    bar = tqdm(total=len(_missing(study, root)) + n_grid, desc="runs", unit="run", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=todo, desc="runs", unit="run", disable=not progress, dynamic_ncols=True)
     try:
         with bar:
-            if study:
+            if missing_study:
                 execute_all(study, root, pool, bar=bar)
-            lr, _how = ablation_learning_rate(preset, [load_run(root / s.run_id) for s in study])
-            grid = book_specs(preset, store, lr) + (extra(lr) if extra else [])
-            bar.total = bar.n + len(_missing(grid, root))
+            lr = _study_rate(preset, study, root)
+            specs = grid(lr)
+            bar.total = bar.n + len(_missing(specs, root))
             bar.refresh()
-            execute_all(grid, root, pool, bar=bar)
+            execute_all(specs, root, pool, bar=bar)
     finally:
         if owned:
             pool.shutdown(wait=True)
+    return lr
+
+
+def _study_rate(preset: BookPreset, study: Sequence[RunSpec], runs_root: Path) -> float:
+    """The ablation rate from the complete learning-rate study (the preset's, if fixed)."""
+    lr, _how = ablation_learning_rate(preset, [load_run(runs_root / s.run_id) for s in study])
     return lr
 
 

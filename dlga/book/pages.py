@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from html import unescape
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -79,8 +80,6 @@ def read_measure(dom: str) -> dict:
     m = re.search(rf'<pre id="{MARK}"[^>]*>(.*?)</pre>', dom, re.S)
     if m is None:
         raise ValueError("the page left no measurement: did it load (a JavaScript error, or a page without <body>)?")
-    from html import unescape
-
     return json.loads(unescape(m.group(1)))
 
 
