@@ -65,13 +65,11 @@ from dlga.book.experiments import (
 )
 from dlga.book.controls import control_specs, control_stores
 from dlga.book.parameters import KNOBS, chapter_preset, format_value, unknown_parameters_message
-from dlga.book.presets import BOOK_PRESETS, get_preset
+from dlga.book.presets import AVEC_DATASETS, BOOK_PRESETS, get_preset
 from dlga.runs.cache import load_run, numerics_identity, plan
 from dlga.settings import BUILD_DIR, PROJECT_ROOT, RUNS_DIR, lock_hash
 
 BOOK_DIR = PROJECT_ROOT / "book"
-DATASETS = ("synthetic", "avec2013", "avec2014")
-PARTITIONS = ("Training", "Development", "Testing")
 
 # The chapters, in order; the toc lists the same stems.
 CHAPTERS = (
@@ -687,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         from dlga.book import pages
         return pages.main(argv[1:])
     args = _parser().parse_args(argv)
-    if args.dataset in ("avec2013", "avec2014") and not args.root:
+    if args.dataset in AVEC_DATASETS and not args.root:
         raise SystemExit(f"--dataset {args.dataset} needs --root DIR (your copy of the dataset)")
     if args.command == "data":
         print(prepare_data(args.preset, args.dataset, args.root, progress=True))

@@ -17,7 +17,7 @@ from data_prep.preprocess import preprocess
 from data_prep.store import atomic_write_json
 from data_prep.synthetic import make_cohort
 from data_prep.synthetic import cohort_key as synthetic_cohort_key
-from dlga.book.presets import BookPreset, cohort_config, get_preset
+from dlga.book.presets import AVEC_DATASETS, BookPreset, cohort_config, get_preset
 from dlga.settings import DATA_DIR
 
 
@@ -89,7 +89,7 @@ def prepare_data(
         make_cohort(cohort_config(preset, cohort_seed), cohort_dir(preset, cohort_seed), seed=cohort_seed,
                     workers=preset.workers, progress=progress)
         adapter, where = "avec2014", cohort_dir(preset, cohort_seed)
-    elif dataset in ("avec2013", "avec2014"):
+    elif dataset in AVEC_DATASETS:
         if root is None:
             raise ValueError(f"--dataset {dataset} needs --root: the folder of your {dataset.upper()} copy")
         adapter, where = dataset, Path(root)

@@ -24,7 +24,10 @@ from data_prep.synthetic import CohortConfig
 from dlga.config import SETTINGS, ModelConfig, TrainConfig
 
 
-DATASETS = ("synthetic", "avec2013", "avec2014")
+AVEC_DATASETS = ("avec2013", "avec2014")
+"""The AVEC challenges a book can read from a ``--root`` folder (the paper's two)."""
+DATASETS = ("synthetic", *AVEC_DATASETS)
+"""What ``--dataset`` names besides the path of a manifest CSV."""
 
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 MODEL_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig)) - {
