@@ -51,7 +51,7 @@ QUIET = $(PY) -m dlga.quiet
 # The lock the environment came from: the Status page and `verify` show its hash (dlga.settings).
 export DLGA_LOCK := $(CURDIR)/$(LOCK)
 
-.PHONY: help venv lock test test-fast book bench data pages publish clean distclean
+.PHONY: help venv lock test test-fast book bench data pages publish cross-cpu clean distclean
 
 help:
 	@echo "make book    build the HTML book (PRESET=demo|ci|paper) into _build/html"
@@ -60,6 +60,7 @@ help:
 	@echo "make pages   check that the built book's tables and code fit the page (needs chromium)"
 	@echo "make data    make the synthetic cohort and preprocess it (PRESET=$(PRESET))"
 	@echo "make publish push the built book to the $(BRANCH) branch of $(REMOTE) (GitHub Pages)"
+	@echo "make cross-cpu  two books from clean clones, native and ISA=$(ISA), and their verdicts side by side (hours)"
 	@echo "make lock    resolve pyproject.toml again into locks/cpu.txt and locks/gpu.txt (UPGRADE=1: newest versions)"
 	@echo "DEVICE=gpu   with any of them: TensorFlow with CUDA from locks/gpu.txt (default DEVICE=cpu)"
 
@@ -154,6 +155,21 @@ publish:
 	@$(PY) -c "import ghp_import" 2>/dev/null || { echo "make publish: ghp-import is not installed in $(PY); install the book extra again (make venv) or: $(PY) -m pip install ghp-import" >&2; exit 1; }
 	$(PY) -m ghp_import -n -p -f -r "$(REMOTE)" -b "$(BRANCH)" -m "the book, built from $$(git rev-parse --short HEAD 2>/dev/null || echo an unknown commit)" "$(BUILD_HTML)"
 	@echo "published $(BUILD_HTML) to the $(BRANCH) branch of $(REMOTE)"
+
+# make cross-cpu [ISA=AVX2] [PRESET=demo]: do the verdicts reproduce on another CPU? Two clean
+# clones of HEAD (commit first) under $(CROSS_DIR), one built natively and one with oneDNN
+# limited to ISA (run ids include the switch, so each clone trains its own runs; hours on 2
+# cores), each writes its headline (python -m dlga.book reference --out), and the two are printed
+# side by side. Interrupted, it resumes: the clones and their runs are kept.
+ISA ?= AVX2
+CROSS_DIR ?= $(CURDIR)/.cache/cross-cpu
+cross-cpu: $(STAMP)
+	@for side in native $(ISA); do test -d $(CROSS_DIR)/$$side || git clone -q $(CURDIR) $(CROSS_DIR)/$$side || exit 1; done
+	$(MAKE) -C $(CROSS_DIR)/native book PRESET=$(PRESET)
+	cd $(CROSS_DIR)/native && .venv/bin/python -m dlga.quiet .venv/bin/python -m dlga.book reference --preset $(PRESET) --out $(CROSS_DIR)/native.json
+	ONEDNN_MAX_CPU_ISA=$(ISA) $(MAKE) -C $(CROSS_DIR)/$(ISA) book PRESET=$(PRESET)
+	cd $(CROSS_DIR)/$(ISA) && ONEDNN_MAX_CPU_ISA=$(ISA) .venv/bin/python -m dlga.quiet .venv/bin/python -m dlga.book reference --preset $(PRESET) --out $(CROSS_DIR)/$(ISA).json
+	$(PY) -m dlga.book verdicts $(CROSS_DIR)/native.json $(CROSS_DIR)/$(ISA).json --labels native $(ISA)
 
 clean:
 	rm -rf _build .pytest_cache .cache/pycache

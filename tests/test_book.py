@@ -375,6 +375,58 @@ def test_reference_compare_lists_what_differs(monkeypatch):
     assert "differs" in reference.verify_text("ci", False, diffs) and "matches" in reference.verify_text("ci", True, [])
 
 
+def test_two_builds_side_by_side(tmp_path, monkeypatch, capsys):
+    from dlga.book import reference
+    native = json.loads(reference.reference_path("demo").read_text())
+    other = json.loads(json.dumps(native))
+    other["cpu_isa"] = "AVX (ONEDNN_MAX_CPU_ISA)"
+    other["settings"]["C"]["test_rmse"] += 0.25
+    other["verdicts"]["G vs C"].update(reading="equivalent within 1 BDI", low=-0.93)
+    other["controls"]["positive"].update({"smallest flagged level": 64.0, "gain at it (BDI)": 5.91, "fragile": False})
+    table = reference.side_by_side({"native": native, "AVX": other}).set_index("")
+    assert list(table.columns) == ["native", "AVX", "agree"]
+    assert len(table) == 1 + len(native["settings"]) + len(native["verdicts"]) + len(native["controls"])
+    assert table.loc["learning rate"].tolist() == ["0.001", "0.001", "yes"]
+    assert table.loc["C: mean Testing RMSE (seeds)", "agree"] == "0.25 apart"
+    assert table.loc["G vs C", "native"].startswith("tie, inconclusive [-1.44, ")
+    assert table.loc["G vs C", "AVX"].startswith("tie, equivalent [-0.93, ") and table.loc["G vs C", "agree"] == "no"
+    assert table.loc["G vs A", "agree"] == "yes" and table.loc["G vs A", "native"].endswith("(fragile)")
+    positive = table.loc["positive control: smallest flagged leak (grey levels)"]
+    assert positive["native"].startswith("16 (gain 0.23 BDI) (fragile); robustly 64") and positive["AVX"].startswith("64 (gain 5.91")
+    assert positive["agree"] == "no" and table.loc["null control", "agree"] == "yes"
+    # The command: headlines written by `reference --out`, printed as one Markdown table.
+    monkeypatch.setattr(reference, "headline", lambda preset, dataset, root: other)
+    assert book.main(["reference", "--preset", "demo", "--out", str(tmp_path / "avx.json")]) == 0
+    assert json.loads((tmp_path / "avx.json").read_text())["tolerances"] == native["tolerances"]
+    (tmp_path / "native.json").write_text(json.dumps(native))
+    capsys.readouterr()
+    assert book.main(["verdicts", str(tmp_path / "native.json"), str(tmp_path / "avx.json"), "--labels", "native", "AVX"]) == 0
+    out = capsys.readouterr().out
+    assert [c.strip() for c in out.splitlines()[0].split("|")[1:-1]] == ["", "native", "AVX", "agree"]
+    assert "| G vs C" in out and "equivalent [-0.93" in out
+    # The native build against the AVX headline: G vs C is fragile there (allowed), its robust 64 is not.
+    monkeypatch.setattr(reference, "headline", lambda preset, dataset, root: native)
+    assert book.main(["verify", "--preset", "demo", "--reference", str(tmp_path / "avx.json")]) == 1
+    out = capsys.readouterr().out
+    assert "**differs** from the reference `avx.json` in 2 place(s)" in out, out
+    assert "- positive control: smallest flagged leak 16.0 (reference 64.0)\n" in out and "G vs C: tie, inconclusive" in out
+    with pytest.raises(SystemExit, match="give 2 different titles"):
+        book.main(["verdicts", str(tmp_path / "native.json"), str(tmp_path / "avx.json"), "--labels", "x", "x"])
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="bad.json: not a headline"):
+        book.main(["verdicts", str(tmp_path / "bad.json")])
+
+
+def test_make_cross_cpu_reads_each_headline_on_the_cpu_it_trained_on():
+    # Run ids include ONEDNN_MAX_CPU_ISA: a headline read without it would train its runs again natively.
+    recipe = (book.PROJECT_ROOT / "Makefile").read_text().split("\ncross-cpu:", 1)[1].split("\n\n", 1)[0]
+    lines = [line.strip() for line in recipe.splitlines()[1:]]
+    isa_side = [line for line in lines if "$(CROSS_DIR)/$(ISA)" in line and "verdicts" not in line and "git clone" not in line]
+    assert len(isa_side) == 2 and all("ONEDNN_MAX_CPU_ISA=$(ISA)" in line for line in isa_side)
+    assert not any("ONEDNN" in line for line in lines if "$(CROSS_DIR)/native" in line and "git clone" not in line)
+    assert lines[-1].endswith("verdicts $(CROSS_DIR)/native.json $(CROSS_DIR)/$(ISA).json --labels native $(ISA)")
+
+
 def test_cli_requires_root_for_avec():
     with pytest.raises(SystemExit):
         book.main(["data", "--preset", "ci", "--dataset", "avec2014"])

@@ -660,6 +660,12 @@ def _parser() -> argparse.ArgumentParser:
         if name == "reference":
             p.add_argument("--rmse-tolerance", type=float, default=None,
                            help="BDI a setting's mean RMSE may move between CPUs (default: keep the file's, else 0.5)")
+            p.add_argument("--out", default=None,
+                           help="write the headline here instead of book/reference/<preset>.json "
+                                "(to compare builds: see the verdicts command)")
+        if name == "verify":
+            p.add_argument("--reference", default=None,
+                           help="compare with this headline file (default: book/reference/<preset>.json)")
         if name in ("build", "runs"):
             p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the preset's)")
         if name == "build":
@@ -673,6 +679,10 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--executor", default=None,
                            help="where runs train: local (default), local:N, serial, dask://HOST:PORT "
                                 "(default: $DLGA_EXECUTOR or local)")
+    verdicts = sub.add_parser("verdicts", help="headlines of builds (reference --out) side by side: the rate, "
+                                               "every verdict and control, and whether they agree")
+    verdicts.add_argument("files", nargs="+", help="headline JSON files, one per build")
+    verdicts.add_argument("--labels", nargs="+", default=None, help="column titles (default: the files' CPU instruction sets)")
     pages = sub.add_parser("pages", add_help=False,
                            help="measure the built pages in headless Chromium: do tables and code fit the column? "
                                 "(python -m dlga.book pages --help)")
@@ -685,6 +695,14 @@ def main(argv: list[str] | None = None) -> int:
         from dlga.book import pages
         return pages.main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.command == "verdicts":
+        from dlga.book import reference
+        heads = [reference.read_headline(f) for f in args.files]
+        labels = args.labels or [f"{h.get('cpu_isa', '?')} ({Path(f).name})" for h, f in zip(heads, args.files)]
+        if len(labels) != len(heads) or len(set(labels)) != len(labels):
+            raise SystemExit(f"--labels: give {len(heads)} different titles, one per file")
+        print(reference.markdown_table(reference.side_by_side(dict(zip(labels, heads)))))
+        return 0
     if args.dataset in AVEC_DATASETS and not args.root:
         raise SystemExit(f"--dataset {args.dataset} needs --root DIR (your copy of the dataset)")
     if args.command == "data":
@@ -696,11 +714,11 @@ def main(argv: list[str] | None = None) -> int:
             old = reference.reference_path(args.preset)
             tol = {"rmse_bdi": args.rmse_tolerance} if args.rmse_tolerance is not None else (
                 json.loads(old.read_text()).get("tolerances") if old.is_file() else None)
-            print(reference.write_reference(reference.headline(args.preset, args.dataset, args.root), tol))
+            print(reference.write_reference(reference.headline(args.preset, args.dataset, args.root), tol, args.out))
             return 0
-        matches, diffs, _head = reference.verify(args.preset, args.dataset, args.root)
+        matches, diffs, _head = reference.verify(args.preset, args.dataset, args.root, args.reference)
         print(reference.build_environment())
-        print(reference.verify_text(args.preset, matches, diffs))
+        print(reference.verify_text(args.preset, matches, diffs, None if args.reference is None else Path(args.reference)))
         return 0 if matches else 1
     if args.command == "runs":
         with pd.option_context("display.width", 200, "display.max_rows", 500):

@@ -16,6 +16,14 @@ Command line (``python -m dlga.book``)::
 
     python -m dlga.book reference --preset demo     # write book/reference/demo.json from the runs
     python -m dlga.book verify --preset demo        # compare this build's runs with it
+
+Two builds on two CPUs (say a native one and one with ``ONEDNN_MAX_CPU_ISA=AVX2``), each from
+its own clone::
+
+    python -m dlga.book reference --out native.json          # in the first clone, after make book
+    python -m dlga.book reference --out avx2.json            # in the second
+    python -m dlga.book verdicts native.json avx2.json       # their verdicts side by side
+    python -m dlga.book verify --reference native.json       # or: the second against the first
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ import os
 import platform
 from pathlib import Path
 from typing import Any, Mapping
+
+import pandas as pd
 
 from data_prep.store import atomic_write_json
 from dlga.book import controls, data, experiments, intervals, presets
@@ -179,3 +189,80 @@ def verify_text(preset: str, matches: bool, diffs: list[str], ref_path: Path | N
         return f"This build **matches** the reference `{where.name}` (rate, every setting's mean RMSE within tolerance, every verdict)."
     return (f"This build **differs** from the reference `{where.name}` in {len(diffs)} place(s):\n\n"
             + "\n".join(f"- {d}" for d in diffs))
+
+
+def _reading(v: Mapping[str, Any]) -> str:
+    text = f"{v['verdict']}, {v['reading'].replace(' within 1 BDI', '')}"
+    if "low" in v:
+        text += f" [{v['low']:+.2f}, {v['high']:+.2f}]"
+    return text + (" (fragile)" if v.get("fragile") else "")
+
+
+def _level(v: Mapping[str, Any] | None) -> str:
+    if v is None or v.get("smallest flagged level") is None:
+        return "none flagged"
+    text = f"{v['smallest flagged level']:g} (gain {v['gain at it (BDI)']:.2f} BDI)" + (" (fragile)" if v.get("fragile") else "")
+    robust = v.get("smallest robustly flagged level")
+    return text + f"; robustly {'none' if robust is None else f'{robust:g}'}"
+
+
+def side_by_side(heads: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Builds' headlines (:func:`headline` or reference files, by label) as one table: a row for
+    the rate, each setting's mean Testing RMSE, each ablation verdict with its Holm interval
+    and each control, a column per build, and ``agree``: for a verdict whether every build reads
+    it the same (tie/difference and equivalent/inconclusive; the interval may move), for an
+    RMSE how far the means lie apart (BDI)."""
+    if not heads:
+        raise ValueError("side_by_side needs at least one headline")
+    labels = list(heads)
+    first = heads[labels[0]]
+    rows: list[dict[str, Any]] = []
+
+    def row(name, cells, agree):
+        rows.append({"": name, **dict(zip(labels, cells)), "agree": agree})
+
+    def same(values):
+        return "yes" if len(set(values)) == 1 else "no"
+
+    rates = [h["learning_rate"] for h in heads.values()]
+    row("learning rate", [f"{r:g}" for r in rates], same(rates))
+    for s in first["settings"]:
+        got = [h["settings"].get(s) for h in heads.values()]
+        means = [g["test_rmse"] for g in got if g is not None]
+        row(f"{s}: mean Testing RMSE (seeds)", ["missing" if g is None else f"{g['test_rmse']:.2f} ({g['seeds']})" for g in got],
+            f"{max(means) - min(means):.2f} apart" if len(means) == len(got) else "no")
+    for name in first["verdicts"]:
+        got = [h["verdicts"].get(name) for h in heads.values()]
+        row(name, ["missing" if g is None else _reading(g) for g in got],
+            same([None if g is None else (g["verdict"], g["reading"]) for g in got]))
+    for name in first.get("controls", {}):
+        got = [h.get("controls", {}).get(name) for h in heads.values()]
+        if name == "positive":
+            row("positive control: smallest flagged leak (grey levels)", [_level(g) for g in got],
+                same([None if g is None else g["smallest flagged level"] for g in got]))
+        else:
+            row(f"{name} control", ["missing" if g is None else g["verdict"] + (" (fragile)" if g.get("fragile") else "") for g in got],
+                same([None if g is None else g["verdict"] for g in got]))
+    return pd.DataFrame(rows)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """``table`` as a Markdown (GitHub) table, for the terminal and a closing note: its columns
+    padded to one width each, no index."""
+    cells = [list(map(str, table.columns))] + [[str(v) for v in row] for row in table.itertuples(index=False)]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(table.columns))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
+    return "\n".join([lines[0], "|" + "|".join("-" * (w + 2) for w in widths) + "|", *lines[1:]])
+
+
+def read_headline(path: str | os.PathLike) -> dict[str, Any]:
+    """A headline written by ``reference --out`` (or a shipped reference file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such headline; write one in a built clone with "
+                                "`python -m dlga.book reference --out FILE`")
+    head = json.loads(path.read_text())
+    missing = [k for k in ("learning_rate", "settings", "verdicts") if k not in head]
+    if missing:
+        raise ValueError(f"{path}: not a headline of `python -m dlga.book reference` (no {', '.join(missing)})")
+    return head
