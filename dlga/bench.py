@@ -359,8 +359,9 @@ def machine(gpus: bool = True) -> dict:
 
 
 # The modules whose code a case's timing depends on: a change to any of them is a new measurement.
-TIMED_SOURCES = ("bench.py", "config.py", "model/complexity.py", "model/layers.py", "model/network.py", "model/patches.py",
-                 "training/optimizer.py", "training/step.py", "training/train.py")
+TIMED_SOURCES = ("bench.py", "config.py", "model/complexity.py", "model/layers.py", "model/network.py",
+                 "model/patch_conv.py", "model/patches.py", "training/optimizer.py", "training/step.py",
+                 "training/train.py")
 
 
 def code_hash(package_dir: str | Path, names: Sequence[str]) -> str:

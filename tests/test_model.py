@@ -166,7 +166,7 @@ def test_grouped_convolution_gradient_is_available_under_the_project_environment
     # gradient of a grouped convolution and `auto` falls back to im2col.
     import os
 
-    from dlga.model.layers import grouped_gradient_available
+    from dlga.model.patch_conv import grouped_gradient_available
 
     assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1"
     assert grouped_gradient_available()

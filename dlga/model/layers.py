@@ -15,11 +15,11 @@ from __future__ import annotations
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from dlga.config import WSPP_WINDOWS, wspp_bins  # noqa: F401 (part of this module's API)
+from dlga.model import patch_conv
 from dlga.model.patches import NUM_LANDMARKS, NUM_PATCHES, centre_matrix, centre_offsets
 
 _TRUNC_STD = 0.87962566103423978  # std of a unit normal truncated at +-2 (Keras' correction)
@@ -66,7 +66,7 @@ class ChannelMaxPooling(keras.layers.Layer):
     Input shape: ``(B, H, W, C)``. Output shape: ``(B, H, W, C // pool_size)``.
 
     Example:
-        >>> ChannelMaxPooling(4)(np.zeros((1, 28, 28, 512), "float32")).shape
+        >>> ChannelMaxPooling(4)(tf.zeros((1, 28, 28, 512))).shape
         TensorShape([1, 28, 28, 128])
     """
 
@@ -203,49 +203,6 @@ class PatchCrop(keras.layers.Layer):
         return {**super().get_config(), "patch_size": self.patch_size, "stride": self.stride}
 
 
-def grouped_gradient_available() -> bool:
-    """Whether TensorFlow here can take the gradient of a grouped convolution.
-
-    Its plain CPU kernels cannot ("Gradients for grouped convolutions are not supported on
-    CPU"); its oneDNN CPU kernels and its GPU kernels can.
-    """
-    if tf.config.list_logical_devices("GPU"):
-        return True
-    try:
-        from tensorflow.python.util import _pywrap_util_port  # private: no public switch exists
-    except ImportError:
-        return False
-    return bool(_pywrap_util_port.IsMklEnabled())
-
-
-def _same_conv_taps(size: int, kernel: int) -> tf.Tensor:
-    """``T[(u, v), (s, t), tap] = 1`` where a 'same' ``kernel`` x ``kernel`` convolution on a
-    ``size`` x ``size`` map sends input cell (u, v) to output cell (s, t) through ``tap``.
-
-    Shape ``(size**2, size**2, kernel**2)``, float32.
-    """
-    r = kernel // 2
-    taps = np.zeros((size, size, size, size, kernel, kernel), np.float32)
-    for s_ in range(size):
-        for t in range(size):
-            for i in range(kernel):
-                for j in range(kernel):
-                    u, v = s_ + i - r, t + j - r
-                    if 0 <= u < size and 0 <= v < size:
-                        taps[u, v, s_, t, i, j] = 1.0
-    return tf.constant(taps.reshape(size * size, size * size, kernel * kernel))
-
-
-def _same_conv_neighbours(size: int, kernel: int) -> list[list[tuple[int, int]]]:
-    """For each output cell of a 'same' ``kernel`` x ``kernel`` convolution on a ``size`` x
-    ``size`` map (row-major), the (input cell, tap) pairs that reach it (taps on padding left out)."""
-    r = kernel // 2
-    return [[((s + i - r) * size + (t + j - r), i * kernel + j)
-             for i in range(kernel) for j in range(kernel)
-             if 0 <= s + i - r < size and 0 <= t + j - r < size]
-            for s in range(size) for t in range(size)]
-
-
 @keras.saving.register_keras_serializable(package="dlga")
 class LocalAttention(keras.layers.Layer):
     """The 24 Local Attention Learning (LAL) modules of LA-CNN (Fig. 2, Eqs. 1-3).
@@ -280,8 +237,7 @@ class LocalAttention(keras.layers.Layer):
     Output shape: ``[(B, N * units) rho, (B, N) alpha]``.
     """
 
-    CONV_IMPLS = ("auto", "grouped", "einsum", "dense", "taps")
-    AUTO_GROUPED_MIN_BATCH = 8
+    CONV_IMPLS = patch_conv.CONV_IMPLS
     AUTO_TAPS_MAX_PATCH = 3
 
     def __init__(
@@ -328,70 +284,11 @@ class LocalAttention(keras.layers.Layer):
         self.att_fc1_kernel, self.att_fc1_bias = weight("att_fc1_kernel", (q * q * a, h), he), bias("att_fc1_bias", h)
         self.att_fc2_kernel, self.att_fc2_bias = weight("att_fc2_kernel", (h, 1), glorot), bias("att_fc2_bias", 1)
 
-    # -- batched per-patch primitives; x is (B, N, P, P, C) -----------------------------
     def _conv(self, x, kernel, bias, training=None):
-        """'same' convolution of each patch with its own kernel (g, k, k, Cin, Cout)."""
-        if self.shared:
-            b, n, p = tf.unstack(tf.shape(x)[:3])
-            y = tf.nn.conv2d(tf.reshape(x, (-1, p, p, x.shape[-1])), kernel[0], 1, "SAME") + bias[0]
-            return tf.reshape(y, (b, n, p, p, kernel.shape[-1]))
-        if kernel.shape[1] == 1:  # a 1x1 conv is a per-patch matrix product
-            y = tf.einsum("bnpqc,ncd->bnpqd", x, kernel[:, 0, 0])
-            return y + bias[None, :, None, None, :]
-        if self.conv_impl != "auto":
-            return self._conv_impl(x, kernel, bias, self.conv_impl)
-        # No "dense" here: its (q*q*C, q*q*C') matrices are rebuilt at every call, which for
-        # the attention conv of a 6-cell crop (3 cells pooled, C = 640) is 637 MB a call:
-        # 100 ms of paper G's 168 ms an image at batch 1.
-        if not training or not grouped_gradient_available():
-            # Forward only, im2col + batched matmul is the faster one at every batch (paper G on
-            # 2 Zen 5 cores: 20.6 against 25.4 ms/image for the 3x3 convolutions at batch 32,
-            # 24 against 168 at batch 1); the grouped kernel pays for its gradient.
-            return self._conv_impl(x, kernel, bias, "einsum")
-        batch = x.shape[0]
-        if batch is not None:  # known when traced: choose here, no tf.cond in the graph
-            impl = "grouped" if batch >= self.AUTO_GROUPED_MIN_BATCH else "einsum"
-            return self._conv_impl(x, kernel, bias, impl)
-        # Only a graph traced without a batch size decides at run time (training batches have a
-        # fixed size, so the training step never does).
-        return tf.cond(
-            tf.shape(x)[0] >= self.AUTO_GROUPED_MIN_BATCH,
-            lambda: self._conv_impl(x, kernel, bias, "grouped"),
-            lambda: self._conv_impl(x, kernel, bias, "einsum"),
-        )
-
-    def _conv_impl(self, x, kernel, bias, impl):
-        b, n, p = tf.unstack(tf.shape(x)[:3])
-        cin, cout, k = kernel.shape[-2], kernel.shape[-1], kernel.shape[1]
-        if impl == "grouped":
-            # Channels of all patches side by side: one convolution with groups = N.
-            xg = tf.reshape(tf.transpose(x, (0, 2, 3, 1, 4)), (b, p, p, n * cin))
-            kg = tf.reshape(tf.transpose(kernel, (1, 2, 3, 0, 4)), (k, k, cin, n * cout))
-            y = tf.nn.conv2d(xg, kg, 1, "SAME")
-            y = tf.transpose(tf.reshape(y, (b, p, p, n, cout)), (0, 3, 1, 2, 4))
-            return y + bias[None, :, None, None, :]
-        if impl == "dense":
-            # Output cell (s, t) reads input cell (u, v) through tap (u - s + r, v - t + r) of
-            # the 'same' kernel: scatter the taps into one block matrix per patch, then one
-            # batched matmul over the flattened patch. Taps that fall on padding never appear.
-            q = x.shape[2]
-            taps = tf.cast(_same_conv_taps(q, k), kernel.dtype)  # (q*q, q*q, k*k) 0/1
-            dense = tf.einsum("xyt,ntcd->nxcyd", taps, tf.reshape(kernel, (-1, k * k, cin, cout)))
-            dense = tf.reshape(dense, (-1, q * q * cin, q * q * cout))
-            y = tf.einsum("bnx,nxy->bny", tf.reshape(x, (b, n, q * q * cin)), dense)
-            return tf.reshape(y, (b, n, q, q, cout)) + bias[None, :, None, None, :]
-        # im2col: the k*k shifted copies side by side, then one batched matmul per patch.
-        r = k // 2
-        xp = tf.pad(x, [[0, 0], [0, 0], [r, r], [r, r], [0, 0]])
-        cols = tf.concat([xp[:, :, i : i + p, j : j + p, :] for i in range(k) for j in range(k)], -1)
-        y = tf.einsum("bnpqk,nkd->bnpqd", cols, tf.reshape(kernel, (-1, k * k * cin, cout)))
-        return y + bias[None, :, None, None, :]
+        return patch_conv.per_patch_conv(x, kernel, bias, self.conv_impl, self.shared, training)
 
     def _dense(self, x, kernel, bias):
-        """Per-patch dense layer: x (B, N, K), kernel (g, K, U) -> (B, N, U)."""
-        if self.shared:
-            return tf.einsum("bnk,ku->bnu", x, kernel[0]) + bias[0]
-        return tf.einsum("bnk,nku->bnu", x, kernel) + bias
+        return patch_conv.per_patch_dense(x, kernel, bias, self.shared)
 
     def _uses_taps(self) -> bool:
         return self.conv_impl == "taps" or (self.conv_impl == "auto" and self.patch_size <= self.AUTO_TAPS_MAX_PATCH)
@@ -417,19 +314,12 @@ class LocalAttention(keras.layers.Layer):
         return tf.reshape(rho, (b, n * self.units)), alpha
 
     # -- patch-major path: cells are lists of (N, B, C) tensors, one per cell of the crop ----
-    def _conv_cells(self, cells, kernel, bias, size):
-        """'same' 3x3 convolution of a ``size`` x ``size`` crop held as ``size**2`` cells."""
-        k = kernel.shape[1]
-        taps = tf.unstack(tf.reshape(kernel, (kernel.shape[0], k * k, kernel.shape[-2], kernel.shape[-1])), axis=1)
-        return [tf.add_n([tf.matmul(cells[u], taps[t]) for u, t in nb]) + bias[:, None, :]
-                for nb in _same_conv_neighbours(size, k)]
-
     def _call_patch_major(self, patches):
         b = tf.shape(patches)[0]
         n, p, c = self.num_patches, self.patch_size, self.channels
         # (B, N, P, P, C) -> P*P cells of (N, B, C): the per-patch weights lead every product.
         cells = tf.unstack(tf.transpose(tf.reshape(patches, (b, n, p * p, c)), (2, 1, 0, 3)), axis=0)
-        x = [tf.nn.relu(v) for v in self._conv_cells(cells, self.conv1_kernel, self.conv1_bias, p)]
+        x = [tf.nn.relu(v) for v in patch_conv.cells_conv(cells, self.conv1_kernel, self.conv1_bias, p)]
         w1x1 = self.conv2_kernel[:, 0, 0]
         x = [tf.nn.relu(tf.matmul(v, w1x1) + self.conv2_bias[:, None, :]) for v in x]
         phi = tf.matmul(tf.concat(x, -1), self.phi_kernel) + self.phi_bias[:, None, :]  # Eq. 1, (N, B, U)
@@ -439,7 +329,7 @@ class LocalAttention(keras.layers.Layer):
             grid = tf.reshape(tf.stack(x, 2), (n, b, p, p, c))[:, :, : 2 * q, : 2 * q, :]
             grid = tf.reduce_max(tf.reshape(grid, (n, b, q, 2, q, 2, c)), axis=(3, 5))
             x = tf.unstack(tf.reshape(grid, (n, b, q * q, c)), num=q * q, axis=2)
-        a = [tf.nn.relu(v) for v in self._conv_cells(x, self.att_conv_kernel, self.att_conv_bias, q)]
+        a = [tf.nn.relu(v) for v in patch_conv.cells_conv(x, self.att_conv_kernel, self.att_conv_bias, q)]
         a = tf.nn.relu(tf.matmul(tf.concat(a, -1), self.att_fc1_kernel) + self.att_fc1_bias[:, None, :])
         alpha = tf.sigmoid(tf.matmul(a, self.att_fc2_kernel) + self.att_fc2_bias[:, None, :])[..., 0]  # Eq. 2, (N, B)
         rho = alpha[..., None] * phi  # Eq. 3
