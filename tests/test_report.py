@@ -266,6 +266,20 @@ def test_one_seed_intervals_say_so_and_get_no_verdict():
     assert comparisons.set_index("G minus").loc["C", "reading"] in ("equivalent within 1 BDI", "inconclusive", "difference")
 
 
+def test_unequal_seeds_are_named_in_the_conclusion_equal_ones_are_not():
+    from dlga.book import prose
+
+    runs = [fake_run("G", k) for k in range(4)] + [fake_run("C", k) for k in range(2)] + [fake_run("GA", k) for k in range(4)]
+    comparisons, _ = intervals.comparisons_with(runs, "G", n=300)
+    assert comparisons.attrs["unequal_seeds"] == {"C": (4, 2)}
+    text = prose.ablation_conclusion(comparisons)
+    assert "Seeds are unequal (G 4; C 2): " in text and f"{intervals.UNEQUAL_SEEDS_FAMILY_ERROR:.1%}" in text
+    equal, _ = intervals.comparisons_with([r for r in runs if r.params["setting"] != "C"], "G", n=300)
+    assert equal.attrs["unequal_seeds"] == {} and "unequal" not in prose.ablation_conclusion(equal)
+    with_mean, _ = intervals.comparisons_with_mean(runs, n=300)  # the training mean is one model by nature
+    assert with_mean.attrs["unequal_seeds"] == {}
+
+
 def test_readings_and_fragility_follow_the_interval():
     assert intervals.reading(-0.5, 0.5) == "equivalent within 1 BDI"
     assert intervals.reading(-1.5, 0.5) == "inconclusive"

@@ -11,6 +11,8 @@ from typing import Mapping
 
 import pandas as pd
 
+from dlga.book.intervals import UNEQUAL_SEEDS_FAMILY_ERROR
+
 
 def difference_sentence(a: str, b: str, diff: float, low: float, high: float, unit: str = "BDI") -> str:
     """``diff`` = error(a) - error(b) with its interval, in words: "a beats b by 0.70 BDI
@@ -67,6 +69,13 @@ def ablation_conclusion(comparisons: pd.DataFrame, reference: str = "G", collaps
     as the architecture's when it is a collapse."""
     text = (f"On Testing RMSE (paired two-level bootstrap over seeds x subjects, 95 % intervals Holm-adjusted "
             f"over the {len(comparisons)} comparisons), " + verdict_counts(comparisons, reference))
+    unequal = comparisons.attrs.get("unequal_seeds") or {}
+    if unequal:
+        n_ref = next(iter(unequal.values()))[0]
+        text += (f" Seeds are unequal ({reference} {n_ref}; " + ", ".join(f"{s} {n}" for s, (_, n) in unequal.items())
+                 + f"): with unequal seeds such a family called a difference where there was none in "
+                 f"{UNEQUAL_SEEDS_FAMILY_ERROR:.1%} of simulated studies, not 5 %, so a difference against these "
+                 "settings is weaker evidence than its interval says.")
     bad = {s: n for s, n in (collapsed or {}).items() if n}
     if bad:
         text += (" Seeds that diverged or did not learn: " + ", ".join(f"{s} {n}" for s, n in bad.items())
