@@ -372,6 +372,10 @@ def test_reference_compare_lists_what_differs(monkeypatch):
     ref["verdicts"]["G vs GA"]["fragile"] = False
     assert reference.verify("demo")[0] is False
     assert "differs" in reference.verify_text("ci", False, diffs) and "matches" in reference.verify_text("ci", True, [])
+    # A match with fragile verdicts that read otherwise names each of them, not "every verdict".
+    text = reference.verify_text("demo", True, listed)
+    assert "**matches**" in text and "every verdict)" not in text and "every verdict but 1 the reference marks fragile" in text
+    assert "- G vs GA: tie, equivalent within 1 BDI (reference tie, inconclusive)" + reference.FRAGILE_ALLOWED in text
 
 
 def test_two_builds_side_by_side(tmp_path, monkeypatch, capsys):
