@@ -265,6 +265,9 @@ def test_parameter_table_and_rerun_command_show_the_values_used():
     cmd = parameters.rerun_command("04_training", params)
     assert "papermill book/04_training.ipynb out.ipynb -p preset ci -p learning_rate 0.0001 -p seeds 0,1\n" in cmd
     assert "python -m dlga.book build --preset ci --only 04 --set learning_rate=0.0001 --set seeds=0,1\n" in cmd
+    assert "executor" not in cmd  # the default, local
+    elsewhere = parameters.rerun_command("04_training", {**params, "executor": "dask://head:8786"})
+    assert "-p executor dask://head:8786" in elsewhere and "--executor dask://head:8786 --only 04" in elsewhere
     # what the command passes reads back as the same preset
     assert parameters.chapter_preset("ci", learning_rate="0.0001", seeds="0,1") == p
 
@@ -284,11 +287,14 @@ def test_set_reaches_every_chapter_that_has_the_knob(monkeypatch, tmp_path):
     monkeypatch.setattr(book, "jupyter_book_build", lambda *a, **k: None)
     book.main(["build", "--preset", "ci", "--only", "01", "04", "05", "--set", "learning_rate=1e-4",
                "--set", "max_steps=40", "--set", "settings=G,GA", "--executor", "serial", "--jobs", "1"])
-    assert seen["04_training"] == {"preset": "ci", "dataset": "synthetic", "root": None,
+    # The executor is a parameter of the chapters that train (not an environment variable).
+    assert seen["04_training"] == {"preset": "ci", "dataset": "synthetic", "root": None, "executor": "serial",
                                    "learning_rate": 1e-4, "max_steps": 40}  # no settings knob in 04
     assert seen["05_ablations"]["learning_rate"] == 1e-4 and seen["05_ablations"]["max_steps"] == 40
     assert seen["05_ablations"]["settings"] == "G,GA"
     assert seen["01_introduction"] == {"preset": "ci", "dataset": "synthetic", "root": None}
+    trains = {c for c in book.CHAPTERS if "executor" in book.chapter_parameter_names(c)}
+    assert trains == {"04_training", "05_ablations", "06_learning_rate", "07_comparison", "08_attention", "11_controls"}
     with pytest.raises(SystemExit, match=r"unknown parameter 'learnig_rate' \(did you mean 'learning_rate'\?\)"):
         book.main(["build", "--preset", "ci", "--set", "learnig_rate=1e-4"])
     with pytest.raises(ValueError, match=r"no chapter built has the parameters \['max_steps'\]"):
@@ -499,6 +505,9 @@ def test_a_prose_edit_re_executes_only_the_chapters_that_import_it(monkeypatch, 
     users = {c for c in book.CHAPTERS if "dlga.book.prose" in book.chapter_modules(c)}
     assert changed == users and "05_ablations" in users and "01_introduction" not in users
     assert "dlga.book.report" in book.chapter_modules("01_introduction")  # the closure follows imports
+    # Where runs train changes no number: another executor re-executes no chapter.
+    assert book._notebook_key("05_ablations", {**params, "executor": "dask://head:8786"}, "fingerprint") \
+        == book._notebook_key("05_ablations", {**params, "executor": "local"}, "fingerprint")
 
 
 def _ci_ablation_runs():

@@ -16,7 +16,7 @@ Command line::
     python -m dlga.book runs  --preset demo                       # dry run: the runs the book needs
 
 ``build`` first trains every run the chapters need through one executor (``--executor``, see
-:mod:`dlga.runs.executors`; the chapters' kernels get the same one through ``$DLGA_EXECUTOR``), under
+:mod:`dlga.runs.executors`; the chapters get the same one as their ``executor`` parameter), under
 one progress bar: the learning-rate study, then the ablation grid at the rate it selects on
 Development. It then executes every chapter notebook with papermill (parameters ``preset``,
 ``dataset``, ``root`` and each ``--set NAME=VALUE`` the chapter has in its parameters cell)
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import ast
 import concurrent.futures
-import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -138,11 +137,13 @@ def parse_set(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
-def chapter_parameters(name: str, dataset: str, root, base: dict[str, Any]) -> dict[str, Any]:
-    """The papermill parameters of chapter ``name``: ``preset`` etc. and each override of
-    ``base`` that its parameters cell has (a chapter without a knob does not get it)."""
+def chapter_parameters(name: str, dataset: str, root, base: dict[str, Any], executor: str = "local") -> dict[str, Any]:
+    """The papermill parameters of chapter ``name``: ``preset`` etc., ``executor`` (where a
+    chapter that trains sends its runs) and each override of ``base`` that its parameters cell
+    has (a chapter without a knob does not get it)."""
     names = set(chapter_parameter_names(name))
-    params = {"preset": base["preset"], "dataset": dataset, "root": None if root is None else str(root)}
+    params = {"preset": base["preset"], "dataset": dataset, "root": None if root is None else str(root),
+              "executor": executor}
     params.update({k: list(v) if isinstance(v, tuple) else v for k, v in base.items() if k != "preset"})
     return {k: v for k, v in params.items() if k in names}
 
@@ -225,6 +226,10 @@ def chapter_modules(name: str) -> list[str]:
     return module_closure(roots)
 
 
+NOT_IN_CHAPTER_KEY = ("executor",)
+"""Chapter parameters that change no number of an executed chapter, so not its cache key."""
+
+
 def _notebook_key(name: str, parameters: dict[str, Any], fingerprint: str) -> str:
     """What decides an executed chapter: its cells, its parameters, the data fingerprint, the
     numerics of the runs it reads (:func:`dlga.runs.cache.numerics_identity`: with the parameters
@@ -233,7 +238,9 @@ def _notebook_key(name: str, parameters: dict[str, Any], fingerprint: str) -> st
     src = BOOK_DIR / f"{name}.ipynb"
     modules = chapter_modules(name)
     code = _sha(*(m.encode() + b"\0" + _module_file(m).read_bytes() for m in modules))
-    return _sha(notebook_source_key(src), json.dumps(parameters, sort_keys=True),
+    # Where runs train decides no number (a run id is the same on every executor).
+    numbers = {k: v for k, v in parameters.items() if k not in NOT_IN_CHAPTER_KEY}
+    return _sha(notebook_source_key(src), json.dumps(numbers, sort_keys=True),
                 json.dumps(numerics_identity(), sort_keys=True), code, fingerprint)
 
 
@@ -417,7 +424,7 @@ def build(
 
     ``overrides``: chapter parameters (``{"learning_rate": 1e-4, "max_steps": 600}``), given to
     every chapter whose parameters cell has them; ``seeds`` is the override ``seeds``.
-    ``executor``: where runs train (None: ``$DLGA_EXECUTOR``, else ``local``). ``jobs``:
+    ``executor``: where runs train (None: ``local``; the chapters get it as their parameter). ``jobs``:
     chapters executed at once (None: one per core, at most :data:`CHAPTER_JOBS`).
     """
     t0 = time.perf_counter()
@@ -438,7 +445,7 @@ def build(
     store = prepare_data(p, dataset, root, progress=progress)
     log(f"store: {store} ({time.perf_counter() - t0:.0f} s)")
     fingerprint = store_fingerprint(store)
-    executor = executor or os.environ.get("DLGA_EXECUTOR") or "local"
+    executor = executor or "local"
     if set(chapters) & set(RUN_CHAPTERS):
         cross, controls = None, {}
         if "07_comparison" in chapters and is_synthetic(dataset):
@@ -456,9 +463,8 @@ def build(
     base = {"preset": p.name, **overrides}
     key = _sha(json.dumps({"dataset": dataset, "root": str(root), **base}, sort_keys=True, default=str))[:8]
     out_dir = build_dir / "executed" / f"{p.name}-{dataset}-{key}"
-    with _environ(DLGA_EXECUTOR=executor):
-        executed = execute_chapters(chapters, lambda name: chapter_parameters(name, dataset, root, base), out_dir,
-                                    fingerprint, force=force, jobs=jobs, progress=progress, log=log)
+    executed = execute_chapters(chapters, lambda name: chapter_parameters(name, dataset, root, base, executor),
+                                out_dir, fingerprint, force=force, jobs=jobs, progress=progress, log=log)
     staging = build_dir / "src"
     write_toc(chapters, staging)
     extra = reference_section(p.name, dataset, root, overrides) if len(chapters) == len(CHAPTERS) else ""
@@ -555,21 +561,6 @@ def execute_chapters(
                         future.cancel()
                     raise
     return {name: done[name] for name in chapters}
-
-
-@contextlib.contextmanager
-def _environ(**values: str):
-    """Environment variables set for the chapters' kernels (papermill's kernels inherit them)."""
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def write_toc(chapters: Sequence[str], staging: Path) -> None:
@@ -677,8 +668,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--jobs", type=int, default=None,
                            help=f"chapters executed at once (default: one per core, at most {CHAPTER_JOBS})")
             p.add_argument("--executor", default=None,
-                           help="where runs train: local (default), local:N, serial, dask://HOST:PORT "
-                                "(default: $DLGA_EXECUTOR or local)")
+                           help="where runs train (the book build's and the chapters'): local (default), "
+                                "local:N, serial, dask://HOST:PORT")
     verdicts = sub.add_parser("verdicts", help="headlines of builds (reference --out) side by side: the rate, "
                                                "every verdict and control, and whether they agree")
     verdicts.add_argument("files", nargs="+", help="headline JSON files, one per build")

@@ -133,24 +133,20 @@ def book_specs(preset: str | BookPreset, store, learning_rate: float,
 
 
 # --- execution ----------------------------------------------------------------------------------
-def default_executor() -> str:
-    """The executor runs go to when none is named: ``$DLGA_EXECUTOR`` (the book build sets it
-    for the chapters' kernels), else ``local``."""
-    return os.environ.get("DLGA_EXECUTOR") or "local"
-
-
 def ensure_runs(specs: Iterable[RunSpec], runs_root: str | os.PathLike = RUNS_DIR,
-                executor: str | concurrent.futures.Executor | None = None, progress: bool = False) -> list[Run]:
-    """Execute the missing runs of ``specs`` on ``executor`` (None: :func:`default_executor`;
-    see :mod:`dlga.runs.executors`); complete ones are reused. Returns the loaded Runs, in order."""
-    dirs = execute_all(list(specs), runs_root, executor or default_executor(), progress=progress)
+                executor: str | concurrent.futures.Executor | None = "local", progress: bool = False) -> list[Run]:
+    """Execute the missing runs of ``specs`` on ``executor`` (a name of :mod:`dlga.runs.executors`,
+    a chapter's ``executor`` parameter; None: ``local``); complete ones are reused. Returns the
+    loaded Runs, in order."""
+    dirs = execute_all(list(specs), runs_root, executor or "local", progress=progress)
     return [load_run(d) for d in dirs]
 
 
-def chapter_learning_rate(preset: BookPreset, store, runs_root: str | os.PathLike = RUNS_DIR) -> tuple[float, str]:
+def chapter_learning_rate(preset: BookPreset, store, runs_root: str | os.PathLike = RUNS_DIR,
+                          executor: str | concurrent.futures.Executor | None = "local") -> tuple[float, str]:
     """The rate of a chapter's runs and how it was chosen, training the learning-rate study
-    first when the rate is selected on Development."""
-    return ablation_learning_rate(preset, ensure_runs(rate_selection_specs(preset, store), runs_root))
+    first (on ``executor``) when the rate is selected on Development."""
+    return ablation_learning_rate(preset, ensure_runs(rate_selection_specs(preset, store), runs_root, executor))
 
 
 def trained_ablation_runs(preset: BookPreset, store, runs_root: str | os.PathLike = RUNS_DIR) -> list[Run]:
@@ -197,7 +193,7 @@ def train_book_runs(preset: BookPreset, store, runs_root: str | os.PathLike = RU
     if announce:
         announce(todo)
     owned = not isinstance(executor, concurrent.futures.Executor)
-    pool = make_executor(executor or default_executor())
+    pool = make_executor(executor or "local")
     bar = tqdm(total=todo, desc="runs", unit="run", disable=not progress, dynamic_ncols=True)
     try:
         with bar:

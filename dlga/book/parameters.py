@@ -113,8 +113,8 @@ KNOBS: dict[str, Knob] = {
 """Every parameter a chapter may have that changes its experiment (``None`` in a chapter's
 parameters cell: the preset's value)."""
 
-CHAPTER_OPTIONS = ("preset", "dataset", "root", "show_faces", "cross_dataset", "cross_root")
-"""The chapter parameters that choose the data and the display, not the experiment."""
+CHAPTER_OPTIONS = ("preset", "dataset", "root", "show_faces", "cross_dataset", "cross_root", "executor")
+"""The chapter parameters that choose the data, the display and where runs train, not the experiment."""
 
 _NOTEBOOK_PARAMETERS: dict[int, tuple[str, ...]] = {}
 
@@ -226,9 +226,9 @@ def rerun_command(chapter: str, params: Mapping[str, Any]) -> str:
     """The commands that rerun ``chapter`` with the parameters it ran with (papermill alone,
     and the book build), as a Markdown code block."""
     chosen = {k: v for k, v in params.items() if v is not None and k not in ("show_faces",)
-              and not (k == "dataset" and v == "synthetic")}
+              and not (k == "dataset" and v == "synthetic") and not (k == "executor" and v == "local")}
     preset = chosen.pop("preset", "ci")
-    opts = {k: chosen.pop(k) for k in ("dataset", "root") if k in chosen}
+    opts = {k: chosen.pop(k) for k in ("dataset", "root", "executor") if k in chosen}
     papermill = " ".join([f"papermill book/{chapter}.ipynb out.ipynb -p preset {preset}",
                           *(f"-p {k} {format_value(v)}" for k, v in {**opts, **chosen}.items())])
     build = " ".join([f"python -m dlga.book build --preset {preset}", *(f"--{k} {v}" for k, v in opts.items()),
