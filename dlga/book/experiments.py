@@ -136,9 +136,9 @@ def book_specs(preset: str | BookPreset, store, learning_rate: float,
 def ensure_runs(specs: Iterable[RunSpec], runs_root: str | os.PathLike = RUNS_DIR,
                 executor: str | concurrent.futures.Executor | None = "local", progress: bool = False) -> list[Run]:
     """Execute the missing runs of ``specs`` on ``executor`` (a name of :mod:`dlga.runs.executors`,
-    a chapter's ``executor`` parameter; None: ``local``); complete ones are reused. Returns the
-    loaded Runs, in order."""
-    dirs = execute_all(list(specs), runs_root, executor or "local", progress=progress)
+    a chapter's ``executor`` parameter; None: ``local``, as :func:`dlga.runs.executors.make_executor`
+    reads it); complete ones are reused. Returns the loaded Runs, in order."""
+    dirs = execute_all(list(specs), runs_root, executor, progress=progress)
     return [load_run(d) for d in dirs]
 
 
@@ -193,7 +193,7 @@ def train_book_runs(preset: BookPreset, store, runs_root: str | os.PathLike = RU
     if announce:
         announce(todo)
     owned = not isinstance(executor, concurrent.futures.Executor)
-    pool = make_executor(executor or "local")
+    pool = make_executor(executor)
     bar = tqdm(total=todo, desc="runs", unit="run", disable=not progress, dynamic_ncols=True)
     try:
         with bar:

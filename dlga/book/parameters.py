@@ -222,11 +222,15 @@ def parameter_block(preset: BookPreset, params: Mapping[str, Any], learning_rate
     return report.collapsed(table, "Parameters of this chapter (click to show)")
 
 
+_UNSAID_DEFAULTS = {"dataset": "synthetic", "executor": "local"}
+"""Chapter options a rerun command leaves out at these values (every chapter's default)."""
+
+
 def rerun_command(chapter: str, params: Mapping[str, Any]) -> str:
     """The commands that rerun ``chapter`` with the parameters it ran with (papermill alone,
     and the book build), as a Markdown code block."""
     chosen = {k: v for k, v in params.items() if v is not None and k not in ("show_faces",)
-              and not (k == "dataset" and v == "synthetic") and not (k == "executor" and v == "local")}
+              and not (k in _UNSAID_DEFAULTS and v == _UNSAID_DEFAULTS[k])}
     preset = chosen.pop("preset", "ci")
     opts = {k: chosen.pop(k) for k in ("dataset", "root", "executor") if k in chosen}
     papermill = " ".join([f"papermill book/{chapter}.ipynb out.ipynb -p preset {preset}",

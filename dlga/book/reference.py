@@ -185,14 +185,14 @@ def verify(preset: str = "demo", dataset: str = "synthetic", root=None, path=Non
 def verify_text(preset: str, matches: bool, diffs: list[str], ref_path: Path | None = None) -> str:
     """The verdict of :func:`verify` as Markdown, for the terminal and the Status page."""
     where = ref_path or reference_path(preset)
-    if matches and diffs:
-        return (f"This build **matches** the reference `{where.name}` (rate, every setting's mean RMSE within "
-                f"tolerance, every verdict but {len(diffs)} the reference marks fragile, which read otherwise here):\n\n"
-                + "\n".join(f"- {d}" for d in diffs))
-    if matches:
-        return f"This build **matches** the reference `{where.name}` (rate, every setting's mean RMSE within tolerance, every verdict)."
-    return (f"This build **differs** from the reference `{where.name}` in {len(diffs)} place(s):\n\n"
-            + "\n".join(f"- {d}" for d in diffs))
+    listed = "\n".join(f"- {d}" for d in diffs)
+    if not matches:
+        return f"This build **differs** from the reference `{where.name}` in {len(diffs)} place(s):\n\n{listed}"
+    text = f"This build **matches** the reference `{where.name}` (rate, every setting's mean RMSE within tolerance, every verdict"
+    if not diffs:
+        return text + ")."
+    # Only verdicts the reference marks fragile differ (verify): name them rather than hide them.
+    return text + f" but {len(diffs)} the reference marks fragile, which read otherwise here):\n\n{listed}"
 
 
 def _reading(v: Mapping[str, Any]) -> str:
